@@ -1,0 +1,3 @@
+from stop_tui.cli import main
+
+raise SystemExit(main())

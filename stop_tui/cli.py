@@ -1,0 +1,226 @@
+"""The `stop-tui` command line. `run`, `score`, `tasks`, `list` and `show` never import Textual."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from stop_tui.engine.errors import UserError
+from stop_tui.engine.store import default_sessions_dir
+
+SPLITS = ("val", "test")
+
+
+def _add_session_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sessions-dir", type=Path, default=None,
+                   help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="lpn", help="task name or folder (default lpn)")
+    p.add_argument("--model", default="local",
+                   help="local (SmolLM2, default), local:PATH.gguf, or a model on an OpenAI-compatible server")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
+    p.add_argument("--preset", default="paper", choices=("paper", "quick"))
+    p.add_argument("--iterations", type=int, default=None, help="STOP iterations (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="session seed (default 0)")
+    p.add_argument("--acceptance", choices=("paper", "best"), default=None,
+                   help="paper: replace unless the new improver failed or scored 0; best: keep the better")
+    _add_session_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stop-tui", description="A terminal workbench for STOP.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run STOP headless (progress on stderr, --json summary on stdout)")
+    _add_run_options(p)
+    p.add_argument("--resume", metavar="SESSION", help="continue a saved session instead of starting one")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    p = sub.add_parser("new", help="start a session in the TUI")
+    _add_run_options(p)
+    p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
+
+    p = sub.add_parser("resume", help="reopen a saved session in the TUI")
+    p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
+    _add_session_options(p)
+
+    p = sub.add_parser("score", help="score a solution file with a task's executed utility")
+    p.add_argument("solution", type=Path)
+    p.add_argument("--task", default="lpn")
+    p.add_argument("--split", choices=SPLITS, default="val")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("tasks", help="the task catalogue")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("list", help="saved sessions")
+    p.add_argument("--json", action="store_true")
+    _add_session_options(p)
+
+    p = sub.add_parser("show", help="one session's summary")
+    p.add_argument("session")
+    p.add_argument("--json", action="store_true")
+    _add_session_options(p)
+    return parser
+
+
+def _sessions_dir(args: argparse.Namespace) -> Path:
+    return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
+
+
+def _settings(args: argparse.Namespace):
+    from stop_tui.engine.session import session_settings
+
+    if args.iterations is not None and args.iterations < 0:
+        raise UserError("--iterations must be 0 or more")
+    return session_settings(args.preset, iterations=args.iterations, seed=args.seed,
+                            acceptance=args.acceptance)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stop_tui.engine.session import make_backend, new_session, open_session
+    from stop_tui.engine.summary import summarize
+    from stop_tui.progress import make_printer
+
+    if args.resume:
+        session = open_session(_sessions_dir(args), args.resume)
+    else:
+        from stop_tui.engine.tasks import load_task
+
+        load_task(args.task)
+        settings = _settings(args)
+        backend = make_backend(args.model, args.base_url)
+        session = new_session(_sessions_dir(args), args.task, settings, backend, base_url=args.base_url)
+    printer = make_printer(args.quiet)
+    if printer is not None:
+        session.store.subscribe(printer)
+    try:
+        outcome = session.engine.run(args.iterations if args.resume else None)
+    except KeyboardInterrupt:
+        session.gate.cancel()
+        outcome = "cancelled"
+    finally:
+        if printer is not None:
+            printer.close()
+    summary = summarize(session.store)
+    session.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif printer is None:
+        print(summary["session"])
+    return 0 if outcome == "finished" else 130
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from stop_tui.engine.scoring import score_solution
+    from stop_tui.engine.tasks import load_task
+
+    task = load_task(args.task)
+    try:
+        source = args.solution.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {args.solution}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not source.strip():
+        raise UserError(f"{args.solution} is empty")
+    result = score_solution(task, source, args.split)
+    if args.json:
+        print(json.dumps({"task": task.name, "split": args.split, "file": str(args.solution),
+                          "score": result.score, "error": result.error,
+                          "seconds": round(result.seconds, 4)}))
+    else:
+        print(f"{task.name} {args.split}: {result.score:.6f}" + (f"  ({result.error})" if result.error else ""))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from stop_tui.engine.tasks import load_task, task_names
+
+    rows = []
+    for name in task_names():
+        task = load_task(name)
+        rows.append({"name": task.name, "title": task.title, "kind": task.kind,
+                     "folder": str(task.folder), "description": task.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']:<10} {row['title']}" + ("  (improvers)" if row["kind"] == "meta" else ""))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from stop_tui.engine.store import SessionStore, list_sessions
+    from stop_tui.engine.summary import summarize
+
+    rows = []
+    for folder in list_sessions(_sessions_dir(args)):
+        store = SessionStore(folder)
+        s = summarize(store)
+        store.close()
+        rows.append({k: s[k] for k in ("session", "task", "model", "preset", "state", "created",
+                                         "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no sessions in {_sessions_dir(args)}")
+    else:
+        for r in rows:
+            best = f"{r['best_meta_utility']:.4f}" if r["best_meta_utility"] is not None else "-"
+            print(f"{r['session']:<32} {r['task'] or '-':<8} {r['model'] or '-':<20} {r['state']:<9} "
+                  f"iters {r['iterations_completed']:<3} best {best:<7} calls {r['calls']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.engine.store import SessionStore
+    from stop_tui.engine.summary import summarize
+
+    store = SessionStore.open(_sessions_dir(args), args.session)
+    s = summarize(store)
+    store.close()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    lm = s["lm"]
+    print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}"
+          f"\npreset    {s['preset']}  seed {s['seed']}\nfolder    {s['session_dir']}")
+    seed = s["seed_meta_utility"]
+    print(f"T=0       seed improver: val {seed if seed is None else f'{seed:.4f}'}")
+    for row in s["iterations"]:
+        if row["iteration"] == 0:
+            continue
+        verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})"
+        print(f"T={row['iteration']:<7} val {row['val']:.4f} test {row['test'] if row['test'] is None else round(row['test'], 4)}  {verdict}")
+    cost = f", ${lm['cost_usd']:.4f}" if isinstance(lm.get("cost_usd"), int | float) else ""
+    print(f"LM        {lm['calls']} calls, {lm['requests']} requests, {lm['completions']} completions, "
+          f"{lm['prompt_tokens']} in / {lm['completion_tokens']} out tokens{cost}")
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from stop_tui.tui.launch import launch
+
+    return launch(args)
+
+
+COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
+            "show": cmd_show, "new": cmd_tui, "resume": cmd_tui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"stop-tui: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os._exit(0)

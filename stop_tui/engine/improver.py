@@ -1,0 +1,71 @@
+"""Running one improver (LM-written) in the sandbox, with proxies back into the engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from stop_tui.engine.lm.service import LanguageModel
+from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
+
+ENTRY = "improve_algorithm"
+
+
+class Utility:
+    """The engine side of an improver's `utility` (PAPER.md section 2): a budget, a use count,
+    the displayed source, and a scoring function the improver cannot see into."""
+
+    def __init__(self, text: str, budget: int, score: Callable[[str, int], float]) -> None:
+        self.str = text
+        self.budget = budget
+        self.uses = 0
+        self._score = score
+        self._lock = threading.Lock()
+
+    def __call__(self, source: str | None) -> float:
+        with self._lock:
+            if self.uses >= self.budget:
+                return 0.0
+            if not source:
+                return 0.0
+            self.uses += 1
+            use = self.uses
+        return self._score(source, use)
+
+
+def run_improver(source: str, initial_solution: str, utility: Utility, lm: LanguageModel, *,
+                 limits: Limits, time_limit: float, seed: int,
+                 cancel: threading.Event | None = None) -> Outcome:
+    """improve_algorithm(initial_solution, utility, language_model) in a sandbox. The value of a
+    successful outcome is the returned program (a str, or None when it returned None)."""
+
+    def rpc(method: str, params: dict[str, Any]) -> Any:
+        if method == "lm.batch_prompt":
+            messages = params.get("messages")
+            if not isinstance(messages, list):
+                raise TypeError("message_batch must be a list of strings")
+            return lm.batch_prompt(params.get("expertise"), messages, params.get("temperature", 0.7))
+        if method == "lm.prompt":
+            return lm.prompt(params.get("expertise"), params.get("message"),
+                             params.get("n_responses", 1), params.get("temperature", 0.7))
+        if method == "utility":
+            solution = params.get("solution")
+            if solution is not None and not isinstance(solution, str):
+                raise TypeError("utility takes a program as a string")
+            return utility(solution)
+        if method == "utility.uses":
+            return utility.uses
+        raise ValueError(f"unknown call {method!r}")
+
+    spec = {"initial_solution": initial_solution, "utility_str": utility.str,
+            "utility_budget": utility.budget, "lm_budget": lm.budget,
+            "max_responses_per_call": lm.max_responses_per_call}
+    with Sandbox(source, ENTRY, limits=limits, rpc=rpc, cancel=cancel) as box:
+        if box.load_error is not None:
+            return Outcome(error=box.load_error)
+        outcome = box.improve(spec, time_limit, seed=seed)
+    if outcome.error is None and outcome.value is not None and not isinstance(outcome.value, str):
+        return Outcome(error=f"improve_algorithm returned a {type(outcome.value).__name__}, "
+                             "not a program", seconds=outcome.seconds)
+    return outcome

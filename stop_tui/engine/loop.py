@@ -1,0 +1,199 @@
+"""The STOP loop (PAPER.md sections 3 and 5): the meta-utility û and the outer iterations.
+
+I_t = I_{t-1}(û, I_{t-1}, L): the current improver is run, in the sandbox, on its own source,
+with û as its utility. Each û call runs the candidate improver `meta_runs` times on the
+downstream task's seed solution (fresh LM and utility handles per run, concurrently) and
+averages the val score of what comes back. The result is re-scored (val and test) and the
+acceptance rule decides whether it becomes I_t.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.errors import Cancelled
+from stop_tui.engine.gate import ITERATION, Gate
+from stop_tui.engine.improver import Utility, run_improver
+from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.sandbox.process import Limits
+from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.settings import Settings
+from stop_tui.engine.store import SessionStore
+from stop_tui.engine.tasks import Task
+
+
+@dataclass(frozen=True)
+class MetaScore:
+    val: float
+    test: float | None
+    errors: list[str]
+
+
+@dataclass
+class LoopState:
+    """What the event log says so far (rebuilt on resume)."""
+
+    improver: str  # the accepted improver's source
+    improver_val: float | None = None
+    iterations_done: int = 0  # completed iterations t >= 1
+    seed_scored: bool = False
+
+
+class Engine:
+    def __init__(self, store: SessionStore, settings: Settings, task: Task, meta: Task,
+                 lm: LMService, gate: Gate) -> None:
+        self.store, self.settings, self.task, self.meta = store, settings, task, meta
+        self.lm, self.gate = lm, gate
+        self.limits = Limits(settings.memory_limit_mb, settings.output_limit_kb)
+        self.state = self._replay_state()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def emit(self, kind: str, path: str, **data: object) -> None:
+        self.store.append(ev.Event(kind, path, data))
+
+    def _seed(self, path: str) -> int:
+        return zlib.crc32(f"{self.settings.seed}/{path}".encode()) & 0x7FFFFFFF
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.gate.cancel_event
+
+    def _replay_state(self) -> LoopState:
+        state = LoopState(improver=self.meta.seed)
+        for event in self.store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)):
+            iteration = event.data.get("iteration", 0)
+            if event.kind == ev.ITERATION_ACCEPTED:
+                state.improver = self.store.text(event.data["improver"]) or state.improver
+                state.improver_val = event.data.get("val")
+            if iteration == 0:
+                state.seed_scored = True
+            else:
+                state.iterations_done = max(state.iterations_done, iteration)
+        return state
+
+    # -- downstream -----------------------------------------------------------------------
+    def score_downstream(self, source: str | None, path: str, split: str) -> float:
+        result = score_solution(self.task, source, split, limits=self.limits, cancel=self.cancel)
+        data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
+                                   "split": split, "score": result.score,
+                                   "seconds": round(result.seconds, 4)}
+        if result.error:
+            data["error"] = result.error
+        self.emit(ev.SOLUTION_SCORED, path, **data)
+        return result.score
+
+    # -- the meta-utility -----------------------------------------------------------------
+    def _improver_run(self, improver: str, path: str, with_test: bool) -> tuple[float, float | None, str | None]:
+        s = self.settings
+        self.emit(ev.RUN_STARTED, path, improver=self.store.put_text(improver))
+        utility = Utility(self.task.displayed, s.utility_budget,
+                          lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val"))
+        lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
+        out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
+                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel)
+        solution = out.value if out.error is None else None
+        if out.error is not None:
+            val, test = 0.0, (0.0 if with_test else None)
+        else:
+            val = self.score_downstream(solution, f"{path}/final", "val")
+            test = self.score_downstream(solution, f"{path}/final", "test") if with_test else None
+        self.emit(ev.RUN_FINISHED, path, solution=self.store.put_text(solution) if solution else None,
+                  val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
+                  lm_uses=lm.uses, utility_uses=utility.uses)
+        return val, test, out.error
+
+    def meta_score(self, improver: str | None, path: str, *, with_test: bool) -> MetaScore:
+        """û(improver): the mean downstream val score over `meta_runs` improver runs."""
+        if not improver or not improver.strip():
+            return MetaScore(0.0, 0.0 if with_test else None, ["empty improver"])
+        n = self.settings.meta_runs
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="meta-run") as pool:
+            futures = [pool.submit(self._improver_run, improver, f"{path}/r{j}", with_test)
+                       for j in range(1, n + 1)]
+            results = [f.result() for f in futures]
+        val = sum(r[0] for r in results) / n
+        test = sum(r[1] for r in results) / n if with_test else None
+        return MetaScore(val, test, [r[2] for r in results if r[2]])
+
+    def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
+                        with_test: bool) -> MetaScore:
+        self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
+                  source=self.store.put_text(source) if source else None,
+                  parent=self.store.put_text(parent) if parent else None)
+        result = self.meta_score(source, path, with_test=with_test)
+        data: dict[str, object] = {"role": role, "score": result.val}
+        if with_test:
+            data["test"] = result.test
+        if result.errors:
+            data["error"] = result.errors[0]
+            data["failed_runs"] = len(result.errors)
+        self.emit(ev.CANDIDATE_SCORED, path, **data)
+        return result
+
+    # -- the loop -------------------------------------------------------------------------
+    def score_seed(self) -> None:
+        """Iteration 0: û of the seed improver, the baseline every later iteration is judged by."""
+        st = self.state
+        self.emit(ev.ITERATION_STARTED, "it0", iteration=0, improver=self.store.put_text(st.improver))
+        result = self.score_candidate(st.improver, "it0/check", None, "seed", with_test=True)
+        st.improver_val, st.seed_scored = result.val, True
+        self.emit(ev.ITERATION_ACCEPTED, "it0", iteration=0, improver=self.store.put_text(st.improver),
+                  val=result.val, test=result.test, rule=self.settings.acceptance)
+
+    def iterate(self, t: int) -> None:
+        s, st = self.settings, self.state
+        path = f"it{t}"
+        current = st.improver
+        self.emit(ev.ITERATION_STARTED, path, iteration=t, improver=self.store.put_text(current))
+        candidates = [0]
+        lock = threading.Lock()
+
+        def meta_utility(source: str, use: int) -> float:
+            with lock:
+                candidates[0] += 1
+                k = candidates[0]
+            return self.score_candidate(source, f"{path}/c{k}", current, "candidate", with_test=False).val
+
+        utility = Utility(self.meta.displayed, s.meta_utility_budget, meta_utility)
+        lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
+        out = run_improver(current, current, utility, lm, limits=self.limits,
+                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel)
+        proposed = out.value if out.error is None else None
+        check = self.score_candidate(proposed, f"{path}/check", current, "check", with_test=True)
+        failed = out.error is not None or not proposed
+        if failed:
+            reason = f"the improver failed: {out.error}" if out.error else "the improver returned no program"
+        elif check.val == 0:
+            reason = "the new improver scored 0"
+        elif s.acceptance == "best" and st.improver_val is not None and check.val <= st.improver_val:
+            reason = f"not better than the current improver ({check.val:.4f} <= {st.improver_val:.4f})"
+        else:
+            reason = None
+        if reason is None:
+            st.improver, st.improver_val = proposed, check.val
+            self.emit(ev.ITERATION_ACCEPTED, path, iteration=t, improver=self.store.put_text(proposed),
+                      val=check.val, test=check.test, rule=s.acceptance)
+        else:
+            self.emit(ev.ITERATION_REJECTED, path, iteration=t, kept=self.store.put_text(current),
+                      reason=reason, val=check.val, test=check.test, rule=s.acceptance)
+        st.iterations_done = t
+
+    def run(self, iterations: int | None = None) -> str:
+        """Run (or continue) the session up to `iterations`; returns why it stopped."""
+        total = iterations if iterations is not None else self.settings.iterations
+        try:
+            if not self.state.seed_scored:
+                self.gate.passage(ITERATION)
+                self.score_seed()
+            while self.state.iterations_done < total:
+                self.gate.passage(ITERATION)
+                self.iterate(self.state.iterations_done + 1)
+        except Cancelled:
+            self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
+            return "cancelled"
+        self.emit(ev.SESSION_FINISHED, "", iterations_completed=self.state.iterations_done, reason="done")
+        return "finished"

@@ -1,0 +1,1 @@
+"""Untrusted code (LM-written solutions and improvers) runs here, in child processes."""

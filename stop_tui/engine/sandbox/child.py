@@ -1,0 +1,235 @@
+"""The sandbox child: runs ONE untrusted program and talks to the engine over a socket.
+
+Started by path with `python -I child.py FD` (it imports nothing from stop_tui). Messages
+are JSON lines. The engine sends `load`, then `call` (a solution's entry function) or
+`improve` (an improver's `improve_algorithm`). An improver reaches the LM and its utility only
+through the proxies below, which send `rpc` messages and wait for the engine's answer.
+"""
+
+import importlib.util
+import json
+import os
+import queue
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+_send_lock = threading.Lock()
+_pending = {}
+_pending_lock = threading.Lock()
+_next_id = [0]
+_inbox = queue.Queue()
+
+
+def _send(sock, message):
+    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    with _send_lock:
+        sock.sendall(data)
+
+
+def _reader(sock):
+    stream = sock.makefile("rb")
+    for line in stream:
+        message = json.loads(line)
+        if message.get("op") in ("rpc_result", "rpc_error"):
+            with _pending_lock:
+                slot = _pending.pop(message["id"], None)
+            if slot is not None:
+                slot.put(message)
+        else:
+            _inbox.put(message)
+    _inbox.put({"op": "eof"})
+    with _pending_lock:
+        for slot in _pending.values():
+            slot.put({"op": "rpc_error", "error": "engine connection closed"})
+
+
+def _rpc(sock, method, **params):
+    slot = queue.Queue(maxsize=1)
+    with _pending_lock:
+        _next_id[0] += 1
+        call_id = _next_id[0]
+        _pending[call_id] = slot
+    _send(sock, {"op": "rpc", "id": call_id, "method": method, "params": params})
+    reply = slot.get()
+    if reply["op"] == "rpc_error":
+        raise Exception(reply["error"])
+    return reply["result"]
+
+
+class LanguageModelProxy:
+    """The paper's `language_model`: every call goes to the engine, which counts and enforces."""
+
+    def __init__(self, sock, budget, max_responses_per_call):
+        self._sock = sock
+        self.budget = budget
+        self.max_responses_per_call = max_responses_per_call
+
+    def batch_prompt(self, expertise, message_batch, temperature=0.7):
+        try:
+            message_batch = list(message_batch)
+        except Exception:
+            return []
+        return _rpc(self._sock, "lm.batch_prompt", expertise=expertise,
+                    messages=message_batch, temperature=temperature)
+
+    def prompt(self, expertise, message, n_responses=1, temperature=0.7):
+        return _rpc(self._sock, "lm.prompt", expertise=expertise, message=message,
+                    n_responses=n_responses, temperature=temperature)
+
+
+class UtilityProxy:
+    """The paper's `utility`: a callable with `.str`, `.budget` and `.uses`, scored by the engine."""
+
+    def __init__(self, sock, text, budget):
+        self._sock = sock
+        self.str = text
+        self.budget = budget
+
+    @property
+    def uses(self):
+        return _rpc(self._sock, "utility.uses")
+
+    def __call__(self, solution, *args, **kwargs):
+        if solution is not None and not isinstance(solution, str):
+            solution = str(solution)
+        return float(_rpc(self._sock, "utility", solution=solution))
+
+
+def _to_plain(value, depth=0):
+    """Candidate results become plain JSON data (numpy arrays/scalars converted)."""
+    if depth > 50:
+        raise ValueError("result nested too deeply")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return _to_plain(value.tolist(), depth + 1)
+    if isinstance(value, list | tuple):
+        return [_to_plain(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v, depth + 1) for k, v in value.items()}
+    if hasattr(value, "item") and callable(value.item):
+        return _to_plain(value.item(), depth + 1)
+    raise TypeError(f"cannot return a {type(value).__name__}")
+
+
+def _decode(value):
+    if isinstance(value, dict) and "__ndarray__" in value:
+        import numpy as np
+
+        return np.array(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _set_rng(rng):
+    import random
+
+    if rng.get("random") is not None:
+        version, state, gauss = rng["random"]
+        random.setstate((version, tuple(state), gauss))
+    if rng.get("numpy") is not None:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _seed(seed):
+    import random
+
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+
+
+def _limits(memory_mb, output_kb):
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb:
+        size = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    if output_kb:
+        size = output_kb * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap fail instead of killing
+
+
+def _load_helpers(path):
+    spec = importlib.util.spec_from_file_location("helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["helpers"] = module
+
+
+def _error_text(exc):
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = next((f" (line {f.lineno})" for f in reversed(tb) if f.filename == "<candidate>"), "")
+    return f"{type(exc).__name__}: {exc}"[:500] + where
+
+
+def main():
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    threading.Thread(target=_reader, args=(sock,), daemon=True).start()
+    setup = _inbox.get()
+    _limits(setup.get("memory_mb"), setup.get("output_kb"))
+    if setup.get("helpers"):
+        _load_helpers(setup["helpers"])
+    for module in setup.get("preload", []):
+        __import__(module)
+    namespace = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    try:
+        code = compile(setup["source"], "<candidate>", "exec")
+        exec(code, namespace)
+        entry = namespace[setup["entry"]]
+        if not callable(entry):
+            raise TypeError(f"{setup['entry']} is not a function")
+    except KeyError:
+        _send(sock, {"op": "error", "error": f"the program defines no `{setup['entry']}`"})
+        return
+    except BaseException as exc:  # SyntaxError, SystemExit, anything the import does
+        _send(sock, {"op": "error", "error": _error_text(exc)})
+        return
+    _send(sock, {"op": "loaded"})
+    while True:
+        message = _inbox.get()
+        if message["op"] != "call":
+            return
+        if message.get("seed") is not None:
+            _seed(message["seed"])
+        if message.get("rng"):
+            _set_rng(message["rng"])
+        if message.get("improve"):
+            spec = message["improve"]
+            args = [spec["initial_solution"],
+                    UtilityProxy(sock, spec["utility_str"], spec["utility_budget"]),
+                    LanguageModelProxy(sock, spec["lm_budget"], spec["max_responses_per_call"])]
+        else:
+            args = _decode(message["args"])
+        started = time.perf_counter()
+        try:
+            value = entry(*args)
+            seconds = time.perf_counter() - started
+            reply = {"op": "result", "value": _to_plain(value), "seconds": seconds}
+        except BaseException as exc:
+            reply = {"op": "error", "error": _error_text(exc), "seconds": time.perf_counter() - started}
+        try:
+            _send(sock, reply)
+        except (TypeError, ValueError) as exc:
+            _send(sock, {"op": "error", "error": f"unusable result: {exc}", "seconds": reply["seconds"]})
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        sys.stdout.flush()
+        os._exit(0)

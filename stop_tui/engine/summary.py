@@ -1,0 +1,72 @@
+"""A session's summary, derived from its event log alone (run --json, list, show, the TUI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.store import SessionStore
+
+LM_KEYS = ("calls", "requests", "completions", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def summarize(store: SessionStore) -> dict[str, Any]:
+    meta = store.meta()
+    lm = {key: 0 for key in LM_KEYS}
+    per_iteration: dict[int, dict[str, Any]] = {}
+    candidates = failed = 0
+    state = "new"
+    for event in store.events():
+        d = event.data
+        if event.kind == ev.BUDGET:
+            lm = {key: d.get(key, 0) for key in LM_KEYS}
+        elif event.kind in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
+            per_iteration[d["iteration"]] = {
+                "iteration": d["iteration"], "accepted": event.kind == ev.ITERATION_ACCEPTED,
+                "candidate_val": d.get("val"), "candidate_test": d.get("test"),
+                "reason": d.get("reason")}
+        elif event.kind == ev.CANDIDATE_SCORED and d.get("role") == "candidate":
+            candidates += 1
+            failed += bool(d.get("error")) and d.get("score", 0) == 0
+        elif event.kind == ev.ITERATION_STARTED:
+            state = "running"
+        elif event.kind == ev.PAUSED:
+            state = "paused"
+        elif event.kind == ev.SESSION_FINISHED:
+            state = "finished"
+    # The accepted improver's val (and test) meta-utility after each iteration.
+    vals: list[float] = []
+    tests: list[float | None] = []
+    current: tuple[float | None, float | None] = (None, None)
+    seed = per_iteration.get(0)
+    if seed:
+        current = (seed["candidate_val"], seed["candidate_test"])
+    for t in sorted(k for k in per_iteration if k > 0):
+        row = per_iteration[t]
+        if row["accepted"]:
+            current = (row["candidate_val"], row["candidate_test"])
+        row["val"], row["test"] = current
+        vals.append(current[0])
+        tests.append(current[1])
+    scored = [v for v in [seed["candidate_val"] if seed else None, *vals] if v is not None]
+    return {
+        "session": store.id,
+        "session_dir": str(store.folder.resolve()),
+        "task": meta.get("task"),
+        "model": meta.get("model"),
+        "preset": meta.get("settings", {}).get("preset"),
+        "seed": meta.get("settings", {}).get("seed"),
+        "created": meta.get("created"),
+        "state": state,
+        "iterations_completed": len(vals),
+        "iterations_planned": meta.get("settings", {}).get("iterations"),
+        "seed_meta_utility": seed["candidate_val"] if seed else None,
+        "seed_meta_utility_test": seed["candidate_test"] if seed else None,
+        "meta_utility": vals,
+        "meta_utility_test": tests,
+        "best_meta_utility": max(scored) if scored else None,
+        "iterations": [per_iteration[k] for k in sorted(per_iteration)],
+        "candidates_scored": candidates,
+        "candidates_failed": failed,
+        "lm": lm,
+    }

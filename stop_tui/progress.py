@@ -1,0 +1,101 @@
+"""The headless progress printer for `stop-tui run`: rich live lines on a terminal, plain lines
+otherwise. It listens to engine events; it never imports Textual."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from stop_tui.engine import events as ev
+
+
+def _pct(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def describe(event: ev.Event) -> str | None:
+    """One human line for the events worth a line (None for the rest)."""
+    d, p = event.data, event.path
+    if event.kind == ev.SESSION_STARTED:
+        return f"session started: task {d.get('task')}, model {d.get('model')}"
+    if event.kind == ev.ITERATION_STARTED:
+        return f"iteration {d['iteration']} started" + (" (scoring the seed improver)" if d["iteration"] == 0 else "")
+    if event.kind == ev.CANDIDATE_SCORED:
+        err = f"  ({d['error'][:80]})" if d.get("error") else ""
+        test = f", test {_pct(d['test'])}" if "test" in d else ""
+        return f"{p}: {d.get('role')} improver scored {_pct(d.get('score'))}{test}{err}"
+    if event.kind == ev.ITERATION_ACCEPTED:
+        return f"iteration {d['iteration']}: accepted, meta-utility val {_pct(d.get('val'))} test {_pct(d.get('test'))}"
+    if event.kind == ev.ITERATION_REJECTED:
+        return f"iteration {d['iteration']}: kept the previous improver ({d.get('reason')})"
+    if event.kind == ev.LM_REPLY:
+        err = f" error: {d['error'][:80]}" if d.get("error") else ""
+        return (f"{p}: LM reply, {d['prompt_tokens']} in / {d['completion_tokens']} out tokens,"
+                f" {d['latency']:.1f} s{err}")
+    if event.kind == ev.RUN_FINISHED and d.get("error"):
+        return f"{p}: improver run failed: {d['error'][:100]}"
+    if event.kind == ev.PAUSED:
+        return f"paused: {d.get('reason')}"
+    if event.kind == ev.SESSION_FINISHED:
+        return f"finished: {d.get('iterations_completed')} iteration(s)"
+    if event.kind == ev.ERROR:
+        return f"error: {d.get('message')}"
+    return None
+
+
+class PlainPrinter:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ev.Event) -> None:
+        line = describe(event)
+        if line:
+            with self._lock:
+                print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichPrinter:
+    """Event lines scroll above a live status line (LM totals, current node)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self._status = "starting"
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+        self._live.start()
+        self._lock = threading.Lock()
+
+    def _render(self):
+        from rich.text import Text
+
+        return Text(self._status, style="bold cyan")
+
+    def __call__(self, event: ev.Event) -> None:
+        line = describe(event)
+        with self._lock:
+            if event.kind == ev.BUDGET:
+                d = event.data
+                cost = f", ${d['cost_usd']:.4f}" if isinstance(d.get("cost_usd"), int | float) else ""
+                self._status = (f"LM: {d['calls']} calls, {d['completions']} completions, "
+                                f"{d['prompt_tokens']} in / {d['completion_tokens']} out tokens{cost}  [{event.path}]")
+            elif event.kind in (ev.LM_REQUEST, ev.RUN_STARTED, ev.CANDIDATE_PROPOSED):
+                self._status = self._status.split("  [")[0] + f"  [{event.path}: {event.kind.replace('_', ' ')}]"
+            if line:
+                self.console.print(line, highlight=False)
+            self._live.update(self._render())
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+def make_printer(quiet: bool = False):
+    if quiet:
+        return None
+    return RichPrinter() if sys.stderr.isatty() else PlainPrinter()
