@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
@@ -33,8 +34,10 @@ def _clamp(value: object) -> float:
 
 
 def score_solution(task: Task, source: str | None, split: str = "val", *,
-                   limits: Limits = Limits(), cancel: threading.Event | None = None) -> Score:
-    """u(source) in `split` mode. Empty or missing source scores 0."""
+                   limits: Limits = Limits(), cancel: threading.Event | None = None,
+                   settings: dict | None = None) -> Score:
+    """u(source) in `split` mode. Empty or missing source scores 0. `settings` override the
+    task's task.toml [settings] (passed to evaluate() when it takes a third argument)."""
     started = time.monotonic()
     if not source or not source.strip():
         return Score(0.0, "no solution (empty program)")
@@ -52,7 +55,15 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
         return box.call(args, time_limit, rng=rng)
 
     try:
-        result = task.evaluator.evaluate(run, split)
+        if task.takes_settings:
+            result = task.evaluator.evaluate(run, split, {**task.settings, **(settings or {})})
+        else:
+            result = task.evaluator.evaluate(run, split)
+    except Cancelled:
+        raise
+    except Exception as exc:  # a bug in the task's evaluate.py (a user task): a score, with the reason
+        return Score(0.0, f"evaluate.py raised {type(exc).__name__}: {exc}"[:500],
+                     time.monotonic() - started)
     finally:
         if "box" in holder:
             holder["box"].close()
