@@ -1,0 +1,128 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks.
+
+It answers /v1/models and /v1/chat/completions with replies chosen by a `responder`
+(request body, index of the choice within the request) -> text, reports `usage` it computes itself (so tests can
+compare the engine's sums with the server's), can ignore `n` like llama.cpp's server, add
+latency, and fail a fixed share of requests with 429 / 500.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[dict[str, Any], int], str]  # (request body, choice index in it) -> text
+
+
+def count_tokens(text: str) -> int:
+    """The server's own token count: whitespace-separated words (deterministic)."""
+    return len(text.split())
+
+
+class ScriptedLMServer:
+    def __init__(self, responder: Responder, *, model: str = "scripted", honour_n: bool = True,
+                 latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0) -> None:
+        self.responder = responder
+        self.model = model
+        self.honour_n = honour_n
+        self.latency = latency
+        self.fail_rate = fail_rate
+        self._rng = random.Random(fail_seed)
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []  # every chat request body received
+        self.answered = 0
+        self.failed = 0
+        self.prompt_tokens = 0  # billed: only for answered requests
+        self.completion_tokens = 0
+        self.busy_seconds = 0.0
+        self._counter = 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> ScriptedLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        started = time.monotonic()
+        if self.latency:
+            time.sleep(self.latency)
+        with self.lock:
+            self.requests.append(body)
+            fail = self.fail_rate and self._rng.random() < self.fail_rate
+            if fail:
+                self.failed += 1
+        try:
+            if fail:
+                status = 429 if self.failed % 2 else 500
+                return status, {"error": {"message": "scripted failure", "type": "server_error"}}, {"retry-after": "0"}
+            n = int(body.get("n", 1)) if self.honour_n else 1
+            prompt = " ".join(m.get("content", "") for m in body.get("messages", []))
+            choices = []
+            for i in range(n):
+                text = self.responder(body, i)
+                choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"})
+            pt = count_tokens(prompt)
+            ct = sum(count_tokens(c["message"]["content"]) for c in choices)
+            with self.lock:
+                self.answered += 1
+                self.prompt_tokens += pt
+                self.completion_tokens += ct
+            with self.lock:
+                self._counter += 1
+                index = self._counter
+            return 200, {"id": f"chatcmpl-{index}", "object": "chat.completion", "created": 0,
+                         "model": self.model, "choices": choices,
+                         "usage": {"prompt_tokens": pt, "completion_tokens": ct,
+                                   "total_tokens": pt + ct}}, {}
+        finally:
+            with self.lock:
+                self.busy_seconds += time.monotonic() - started
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                self._send(*server._answer(body))
+
+        return Handler
