@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     printer = make_printer(args.quiet)
     if printer is not None:
         session.store.subscribe(printer)
+        print(f"session {session.id} ({session.store.folder})", file=sys.stderr)
     try:
         outcome = session.engine.run(args.iterations if args.resume else None)
     except KeyboardInterrupt:
@@ -112,8 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     session.close()
     if args.json:
         print(json.dumps(summary, indent=2))
-    elif printer is None:
-        print(summary["session"])
+    else:
+        vals = ", ".join(f"{v:.4f}" for v in summary["meta_utility"]) or "-"
+        print(f"{summary['session']}: {summary['iterations_completed']} iteration(s), meta-utility "
+              f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {summary['session']}")
     return 0 if outcome == "finished" else 130
 
 
