@@ -24,7 +24,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="local",
                    help="local (SmolLM2, default), local:PATH.gguf, or a model on an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--preset", default="paper", choices=("paper", "quick"))
+    p.add_argument("--preset", default=None, choices=("paper", "quick"),
+                   help="budgets: paper (PAPER.md table) or quick; default quick on the local model, else paper")
     p.add_argument("--iterations", type=int, default=None, help="STOP iterations (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="session seed (default 0)")
     p.add_argument("--acceptance", choices=("paper", "best"), default=None,
@@ -79,7 +80,8 @@ def _settings(args: argparse.Namespace):
 
     if args.iterations is not None and args.iterations < 0:
         raise UserError("--iterations must be 0 or more")
-    return session_settings(args.preset, iterations=args.iterations, seed=args.seed,
+    preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
+    return session_settings(preset, iterations=args.iterations, seed=args.seed,
                             acceptance=args.acceptance)
 
 
