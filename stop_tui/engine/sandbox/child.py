@@ -1,6 +1,8 @@
 """The sandbox child: runs ONE untrusted program and talks to the engine over a socket.
 
-Started by path with `python -I child.py FD` (it imports nothing from stop_tui). Messages
+Normally forked from the warm zygote (zygote.py calls serve() in a fresh process per run);
+it can also be started by path with `python -I child.py FD`. It imports nothing from
+stop_tui and only the standard library (and numpy, preloaded). Messages
 are JSON lines. The engine sends `load`, then `call` (a solution's entry function) or
 `improve` (an improver's `improve_algorithm`). An improver reaches the LM and its utility only
 through the proxies below, which send `rpc` messages and wait for the engine's answer.
@@ -153,13 +155,18 @@ def _seed(seed):
 
 
 def _limits(memory_mb, output_kb):
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_mb:
-        size = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (size, size))
-    if output_kb:
-        size = output_kb * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    """Lower the rlimits (the zygote already set them for a forked run; lowering is idempotent)."""
+    for which, size in ((resource.RLIMIT_CORE, 0),
+                        (resource.RLIMIT_AS, (memory_mb or 0) * 1024 * 1024),
+                        (resource.RLIMIT_FSIZE, (output_kb or 0) * 1024)):
+        if size or which == resource.RLIMIT_CORE:
+            try:
+                soft, hard = resource.getrlimit(which)
+                if hard != resource.RLIM_INFINITY:
+                    size = min(size, hard)
+                resource.setrlimit(which, (size, size))
+            except (ValueError, OSError):
+                pass
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap fail instead of killing
 
 
@@ -176,8 +183,8 @@ def _error_text(exc):
     return f"{type(exc).__name__}: {exc}"[:500] + where
 
 
-def main():
-    sock = socket.socket(fileno=int(sys.argv[1]))
+def serve(sock):
+    """Load the program the engine sends and answer its calls until the engine hangs up."""
     threading.Thread(target=_reader, args=(sock,), daemon=True).start()
     setup = _inbox.get()
     _limits(setup.get("memory_mb"), setup.get("output_kb"))
@@ -225,6 +232,10 @@ def main():
             _send(sock, reply)
         except (TypeError, ValueError) as exc:
             _send(sock, {"op": "error", "error": f"unusable result: {exc}", "seconds": reply["seconds"]})
+
+
+def main():
+    serve(socket.socket(fileno=int(sys.argv[1])))
 
 
 if __name__ == "__main__":

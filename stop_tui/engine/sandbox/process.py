@@ -1,9 +1,10 @@
 """The engine side of one sandboxed program: spawn, limit, talk, kill.
 
-First version of the seam (issue 5 hardens it): a fresh `python -I` child per program, in its
-own session and process group, in a scratch directory, with a scrubbed environment (no API
-keys), memory / output rlimits, and a wall-clock limit that kills the whole group. Replies are
-parsed as JSON and validated; nothing from the child is ever unpickled or executed here.
+Each `Sandbox` is one fresh process forked by the warm, confined zygote of the pool (see
+pool.py and isolation.py: bubblewrap or the kernel fallback, an unprivileged uid per run,
+rlimits, a subreaper that kills everything the run starts). It talks JSON lines over a
+socketpair; replies are parsed as JSON and validated; nothing from the child is ever unpickled
+or executed here. Time limits are enforced here, by killing the run through the zygote.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import queue
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,28 +24,28 @@ from pathlib import Path
 from typing import Any
 
 from stop_tui.engine.errors import Cancelled
+from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-exported)
+from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
-CHILD = Path(__file__).with_name("child.py")
-HELPERS = Path(__file__).resolve().parent.parent / "extract.py"
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
 LOAD_TIMEOUT = 30.0
-SAFE_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONHASHSEED": "0",
-}
+MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
 
 RpcHandler = Callable[[str, dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
 class Limits:
-    memory_mb: int = 4096
-    output_kb: int = 1024
+    memory_mb: int = 4096  # address space per process (RLIMIT_AS)
+    output_kb: int = 1024  # size of any file the run writes, its stdout/stderr included
+    processes: int = 128  # processes and threads of one run (RLIMIT_NPROC on its own uid)
+    open_files: int = 256  # RLIMIT_NOFILE
+    cpu_seconds: int = 0  # RLIMIT_CPU per process (0: none; wall-clock limits still apply)
+
+    def for_child(self) -> dict[str, int]:
+        return {"memory_mb": self.memory_mb, "output_kb": self.output_kb,
+                "processes": self.processes, "open_files": self.open_files,
+                "cpu_seconds": self.cpu_seconds}
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,16 @@ def rng_state(rng: tuple | None) -> dict | None:
 
 
 class Sandbox:
-    """One untrusted program in one child process. Use as a context manager."""
+    """One untrusted program in one fresh sandboxed process. Use as a context manager."""
 
     def __init__(self, source: str, entry: str, *, limits: Limits = Limits(),
                  rpc: RpcHandler | None = None, preload: tuple[str, ...] = ("numpy",),
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, pool: Pool | None = None) -> None:
         self.source, self.entry, self.limits = source, entry, limits
         self._rpc, self._preload = rpc, preload
         self._cancel = cancel or threading.Event()
-        self._proc: subprocess.Popen | None = None
+        self._pool = pool
+        self._run: Run | None = None
         self._sock: socket.socket | None = None
         self._replies: queue.Queue = queue.Queue()
         self._send_lock = threading.Lock()
@@ -99,6 +99,9 @@ class Sandbox:
         self._inflight = 0
         self._busy_since = 0.0
         self._busy_total = 0.0
+        self._rpc_slots = threading.BoundedSemaphore(MAX_RPC_IN_FLIGHT)
+        self._dead = False
+        # Engine-side only (the run never sees this folder): the run's stdout and stderr.
         self.scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-"))
         self.load_error: str | None = None
 
@@ -113,19 +116,20 @@ class Sandbox:
     def start(self) -> None:
         parent, child = socket.socketpair()
         self._sock = parent
-        out = open(self.scratch / "output.txt", "wb")
+        out_fd = os.open(self.scratch / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(CHILD), str(child.fileno())],
-                pass_fds=(child.fileno(),), cwd=self.scratch, env={**SAFE_ENV, "HOME": str(self.scratch)},
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            pool = self._pool or default_pool()
+            self._run = pool.spawn(child.fileno(), out_fd, self.limits.for_child())
+        except PoolError as exc:
+            self.load_error = f"sandbox unavailable: {exc}"
+            self._dead = True
+            return
         finally:
             child.close()
-            out.close()
+            os.close(out_fd)
         threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
         self._send({"op": "load", "source": self.source, "entry": self.entry,
-                    "helpers": str(HELPERS), "preload": list(self._preload),
+                    "preload": list(self._preload),
                     "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb})
         reply = self._wait(LOAD_TIMEOUT, own_time=False)
         if reply.error is not None:
@@ -133,22 +137,14 @@ class Sandbox:
             self.kill()
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and self.load_error is None
+        return self._run is not None and not self._dead and not self._run.exited.is_set() \
+            and self.load_error is None
 
     def kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        for target in (proc.pid,):
-            try:
-                os.killpg(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        _kill_session(proc.pid)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        """Kill the run and everything it started (the zygote sweeps its tree, uid, orphans)."""
+        self._dead = True
+        if self._run is not None:
+            self._run.kill()
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -229,12 +225,14 @@ class Sandbox:
             return Outcome(error=f"sandbox protocol violation ({op!r})")
 
     def _death_reason(self) -> str:
-        code = self._proc.wait(timeout=5) if self._proc else None
+        code = self._run.wait_status(5) if self._run is not None else None
         tail = self.output_tail(300).strip().splitlines()
         last = f": {tail[-1]}" if tail else ""
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             return f"sandbox process killed by {name}{last}"
+        if code is None:
+            return f"sandbox process stopped answering{last}"
         return f"sandbox process exited (code {code}){last}"
 
     def _read(self) -> None:
@@ -251,10 +249,14 @@ class Sandbox:
                     message = json.loads(line)
                     if not isinstance(message, dict):
                         raise ValueError("not an object")
-                except ValueError:
+                except (ValueError, RecursionError):
                     self._replies.put({"op": "bad message"})
                     break
                 if message.get("op") == "rpc" and self._rpc is not None:
+                    if not self._rpc_slots.acquire(blocking=False):
+                        self._send({"op": "rpc_error", "id": message.get("id"),
+                                    "error": f"too many concurrent calls (at most {MAX_RPC_IN_FLIGHT})"})
+                        continue
                     threading.Thread(target=self._serve, args=(message,), daemon=True,
                                      name="sandbox-rpc").start()
                 else:
@@ -282,21 +284,10 @@ class Sandbox:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._busy_total += time.monotonic() - self._busy_since
+            self._rpc_slots.release()
         self._send(reply)
 
 
 def _seconds(message: dict[str, Any]) -> float:
     value = message.get("seconds")
     return float(value) if isinstance(value, int | float) else 0.0
-
-
-def _kill_session(sid: int) -> None:
-    """Kill every process still in the child's session (those that changed process group)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == sid:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            continue

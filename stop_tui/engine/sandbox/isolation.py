@@ -1,0 +1,219 @@
+"""How sandbox workers are confined: bubblewrap when it works, else what the kernel gives.
+
+Modes, strongest first (`STOP_TUI_SANDBOX=bwrap|unshare|plain` forces one):
+
+- ``bwrap``: bubblewrap with new pid, network (loopback included), ipc, uts and cgroup
+  namespaces, a private root that holds only read-only binds of the Python prefix, the system
+  libraries, the preloaded packages (numpy) and the sandbox scripts, a size-capped tmpfs as
+  scratch, no inherited environment, every capability dropped except the few the zygote needs
+  to hand each run its own unprivileged uid, --die-with-parent, --new-session.
+- ``unshare``: unshare(1) of the network and pid namespaces (with /proc remounted), the same
+  uid drop, rlimits and sessions; the file system is the host's (runs read what `nobody` may).
+- ``plain``: rlimits, sessions, the uid drop and a subreaper only.
+
+Whatever the mode, `Protections` says which protections are active; nothing is silent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ZYGOTE = HERE / "zygote.py"
+CHILD = HERE / "child.py"
+HELPERS = HERE.parent / "extract.py"
+MODES = ("bwrap", "unshare", "plain")
+UID_BASE = 60000  # runs get uids 60000.. (when the engine is root)
+SAFE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+}
+# In the bwrap root, where things are bound.
+BOX_LIB = "/sandbox/lib"
+BOX_SITE = "/sandbox/site"
+BOX_SCRATCH = "/scratch"
+
+# What each protection means (doctor prints these).
+DESCRIPTIONS = {
+    "bubblewrap": "bubblewrap confines the workers (strongest mode)",
+    "no_network": "no network at all, loopback included (network namespace)",
+    "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
+    "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
+    "scratch_size_cap": "scratch is a size-capped tmpfs: the disk cannot be filled",
+    "unprivileged_uid": "each run has its own unprivileged uid (rlimits bind; runs cannot signal each other)",
+    "process_limit": "a per-run process limit that binds (RLIMIT_NPROC on an unprivileged uid)",
+    "memory_limit": "address-space limit per process (RLIMIT_AS)",
+    "file_size_limit": "file-size limit per run (RLIMIT_FSIZE): output cannot grow without bound",
+    "clean_environment": "no inherited environment (no API keys)",
+    "new_session": "runs are in their own session (no controlling terminal)",
+    "die_with_parent": "workers die when the engine dies",
+    "kill_descendants": "killing a run kills everything it started (subreaper + uid/tree sweep)",
+    "pool_cgroup": "a cgroup caps the memory and process count of all sandboxes together",
+}
+
+
+@dataclass
+class PoolConfig:
+    preload: tuple[str, ...] = ("numpy",)
+    scratch_mb: int = 256  # the size cap of the shared scratch tmpfs (bwrap mode)
+    pool_processes: int = 1024  # pids cgroup cap for all sandboxes together
+    pool_memory_fraction: float = 0.75  # memory cgroup cap, fraction of the machine's RAM
+    mode: str | None = None  # None: STOP_TUI_SANDBOX or the strongest that works
+
+
+@dataclass
+class Launch:
+    """A way to start the zygote."""
+
+    mode: str
+    argv: list[str]
+    zygote_config: dict
+    host_scratch: Path | None = None  # non-bwrap modes: a host directory the runs work in
+    static: dict[str, bool] = field(default_factory=dict)
+
+
+def privileged() -> bool:
+    return os.geteuid() == 0
+
+
+def requested_mode() -> str | None:
+    value = os.environ.get("STOP_TUI_SANDBOX", "").strip().lower()
+    return value if value in MODES else None
+
+
+def candidate_modes(config: PoolConfig) -> list[str]:
+    forced = config.mode or requested_mode()
+    if forced:
+        return [forced]
+    modes = []
+    if shutil.which("bwrap"):
+        modes.append("bwrap")
+    if shutil.which("unshare") and privileged():
+        modes.append("unshare")
+    modes.append("plain")
+    return modes
+
+
+def python_executable() -> str:
+    return os.path.realpath(sys.executable)
+
+
+def package_dirs(preload: tuple[str, ...]) -> list[Path]:
+    """Folders to bind for the preloaded packages (and their bundled `<name>.libs`)."""
+    found: list[Path] = []
+    for name in preload:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]).resolve()
+            found.append(folder)
+            libs = folder.parent / f"{folder.name}.libs"
+            if libs.is_dir():
+                found.append(libs)
+        elif spec.origin:
+            found.append(Path(spec.origin).resolve())
+    return found
+
+
+def _dirs_for(path: str, made: set[str], args: list[str]) -> None:
+    """--dir every missing ancestor with mode 0755 (bwrap would copy restrictive modes)."""
+    parts = Path(path).parts
+    for i in range(2, len(parts)):
+        ancestor = str(Path(*parts[:i]))
+        if ancestor not in made:
+            made.add(ancestor)
+            args += ["--perms", "0755", "--dir", ancestor]
+
+
+def bwrap_argv(config: PoolConfig) -> tuple[list[str], dict]:
+    prefix = os.path.realpath(sys.base_prefix)
+    exe = python_executable()
+    args = ["bwrap"]
+    if privileged():
+        # Root needs no user namespace (bwrap would map only uid 0 and forbid the uid drop).
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                 "--unshare-cgroup-try", "--cap-drop", "ALL"]
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
+                    "CAP_FOWNER"):
+            args += ["--cap-add", cap]
+    else:
+        args += ["--unshare-all"]
+    args += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
+    made: set[str] = set()
+    _dirs_for(prefix + "/x", made, args)
+    args += ["--ro-bind", prefix, prefix]
+    if not exe.startswith(prefix + "/"):
+        _dirs_for(exe, made, args)
+        args += ["--ro-bind", exe, exe]
+    for lib in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
+        if os.path.isdir(lib) and not os.path.islink(lib) and not prefix.startswith(lib + "/") and prefix != "/usr":
+            _dirs_for(lib + "/x", made, args)
+            args += ["--ro-bind", lib, lib]
+    for lib in ("/lib", "/lib64", "/lib32"):
+        if os.path.islink(lib):
+            args += ["--symlink", os.readlink(lib), lib]
+        elif os.path.isdir(lib):
+            args += ["--ro-bind", lib, lib]
+    if os.path.exists("/etc/ld.so.cache"):
+        args += ["--perms", "0755", "--dir", "/etc", "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "0755", "--dir", "/sandbox",
+             "--perms", "0755", "--dir", BOX_LIB,
+             "--perms", "0755", "--dir", BOX_SITE]
+    for source, name in ((ZYGOTE, "zygote.py"), (CHILD, "child.py"), (HELPERS, "helpers.py")):
+        args += ["--ro-bind", str(source), f"{BOX_LIB}/{name}"]
+    for folder in package_dirs(config.preload):
+        args += ["--ro-bind", str(folder), f"{BOX_SITE}/{folder.name}"]
+    args += ["--size", str(config.scratch_mb * 1024 * 1024), "--perms", "0711", "--tmpfs", BOX_SCRATCH,
+             "--size", "1048576", "--perms", "0755", "--tmpfs", "/dev/shm"]
+    for key, value in SAFE_ENV.items():
+        args += ["--setenv", key, value]
+    args += ["--setenv", "HOME", BOX_SCRATCH, "--chdir", BOX_SCRATCH, "--",
+             exe, "-I", "-S", f"{BOX_LIB}/zygote.py"]
+    zygote_config = {"paths": [BOX_SITE], "child": f"{BOX_LIB}/child.py",
+                     "helpers": f"{BOX_LIB}/helpers.py", "scratch": BOX_SCRATCH}
+    return args, zygote_config
+
+
+def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
+    """The command that starts a zygote in `mode` (its control fd number is appended)."""
+    uid_base = UID_BASE if privileged() else None
+    root = privileged()
+    static = {name: False for name in DESCRIPTIONS}
+    static.update(memory_limit=True, file_size_limit=True, clean_environment=True,
+                  new_session=True, die_with_parent=True,
+                  unprivileged_uid=True,  # root: a uid per run; otherwise the user's own
+                  process_limit=root)
+    if mode == "bwrap":
+        argv, zconf = bwrap_argv(config)
+        static.update(bubblewrap=True, private_filesystem=True, scratch_size_cap=True)
+        launch = Launch(mode, argv, zconf, None, static)
+    else:
+        assert host_scratch is not None
+        paths = sorted({str(p.parent) for p in package_dirs(config.preload)})
+        zconf = {"paths": paths, "child": str(CHILD), "helpers": str(HELPERS),
+                 "scratch": str(host_scratch)}
+        argv = [python_executable(), "-I", "-S", str(ZYGOTE)]
+        if mode == "unshare":
+            prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+            if shutil.which("setpriv"):
+                prefix = ["setpriv", "--pdeathsig", "KILL", *prefix]
+            argv = prefix + argv
+        launch = Launch(mode, argv, zconf, host_scratch, static)
+    launch.zygote_config.update({"uid_base": uid_base, "env": dict(SAFE_ENV),
+                                 "preload": list(config.preload)})
+    return launch

@@ -1,0 +1,404 @@
+"""The warm pool: one confined zygote (numpy preloaded) forks a fresh process per run.
+
+The engine keeps one `Pool` per process (`default_pool()`); every `Sandbox` asks it for a run.
+Starting a run costs a fork inside the sandbox, not a new interpreter, so isolation does not
+multiply the cost of an evaluation (bench/sandbox_pool.py measures it). When the zygote dies
+or stops answering, the pool kills its whole confinement (the pid namespace goes with it) and
+starts a new one on the next request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stop_tui.engine.sandbox.isolation import (
+    DESCRIPTIONS,
+    Launch,
+    PoolConfig,
+    candidate_modes,
+    plan,
+)
+
+READY_TIMEOUT = 30.0
+REPLY_TIMEOUT = 10.0
+
+
+class PoolError(RuntimeError):
+    """The sandbox worker could not be started or stopped answering."""
+
+
+@dataclass
+class Run:
+    """One forked run inside the zygote, as the engine sees it."""
+
+    id: int
+    pool: Pool
+    generation: int
+    pid: int | None = None
+    error: str | None = None
+    status: int | None = None  # exit status (negative: killed by that signal)
+    spawned: threading.Event = field(default_factory=threading.Event)
+    killed: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+
+    def kill(self, timeout: float = REPLY_TIMEOUT) -> None:
+        self.pool.kill(self, timeout)
+
+    def wait_status(self, timeout: float) -> int | None:
+        self.exited.wait(timeout)
+        return self.status
+
+
+class _Cgroups:
+    """Best effort: a pids and a memory cgroup holding every sandbox of this pool."""
+
+    def __init__(self, name: str, pids_max: int, memory_bytes: int) -> None:
+        self.dirs: list[Path] = []
+        self.active: dict[str, bool] = {"pids": False, "memory": False}
+        own = _own_cgroups()
+        for controller, knob, value in (("pids", ("pids.max",), pids_max),
+                                        ("memory", ("memory.limit_in_bytes", "memory.max"), memory_bytes)):
+            base = _controller_dir(controller, own)
+            if base is None:
+                continue
+            folder = base / name
+            try:
+                folder.mkdir()
+            except OSError:
+                continue
+            self.dirs.append(folder)
+            for k in knob:
+                try:
+                    (folder / k).write_text(str(value))
+                    self.active[controller] = True
+                    break
+                except OSError:
+                    continue
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def remove(self) -> None:
+        for folder in self.dirs:
+            for _ in range(50):
+                try:
+                    folder.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _own_cgroups() -> dict[str, str]:
+    own: dict[str, str] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(",") if controllers else ["unified"]:
+                own[c] = path
+    except (OSError, ValueError):
+        pass
+    return own
+
+
+def _controller_dir(controller: str, own: dict[str, str]) -> Path | None:
+    root = Path("/sys/fs/cgroup")
+    v1 = root / controller
+    if v1.is_dir() and (v1 / "cgroup.procs").exists():
+        return v1 / own.get(controller, "/").lstrip("/")
+    if (root / "cgroup.controllers").exists():  # pure cgroup v2
+        folder = root / own.get("unified", "/").lstrip("/")
+        try:
+            if controller in (folder / "cgroup.subtree_control").read_text().split():
+                return folder
+        except OSError:
+            return None
+    return None
+
+
+def _machine_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 8 << 30
+
+
+class Pool:
+    """A confined zygote and the runs it forks. Thread-safe."""
+
+    _serial = itertools.count(1)
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.mode: str | None = None
+        self.protections: dict[str, bool] = {}
+        self.failures: list[str] = []  # why stronger modes could not start
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._ctrl: socket.socket | None = None
+        self._runs: dict[int, Run] = {}
+        self._ids = itertools.count(1)
+        self._generation = 0
+        self._ready = threading.Event()
+        self._ready_message: dict[str, Any] = {}
+        self._cgroups: _Cgroups | None = None
+        self._host_scratch: Path | None = None
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._alive():
+                return
+            self._stop()
+            self.failures = []
+            for mode in candidate_modes(self.config):
+                try:
+                    self._launch(mode)
+                    return
+                except PoolError as exc:
+                    self.failures.append(f"{mode}: {exc}")
+                    self._stop()
+            raise PoolError("no sandbox mode could start: " + "; ".join(self.failures))
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self._ready.is_set() \
+            and self._ctrl is not None
+
+    def _launch(self, mode: str) -> None:
+        if mode != "bwrap":
+            self._host_scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-scratch-"))
+            os.chmod(self._host_scratch, 0o711)
+        launch: Launch = plan(mode, self.config, self._host_scratch)
+        name = f"stop-tui-{os.getpid()}-{next(self._serial)}"
+        memory = int(_machine_memory() * self.config.pool_memory_fraction)
+        self._cgroups = _Cgroups(name, self.config.pool_processes, memory)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [*launch.argv, str(child.fileno())]
+        procs = self._cgroups.procs_files
+        if procs or os.geteuid() == 0:
+            # Join the cgroups and protect the zygote from the OOM killer before anything
+            # starts, then exec the real command.
+            script = "".join(f'echo $$ > "{p}" 2>/dev/null; ' for p in procs)
+            script += 'echo -1000 > /proc/self/oom_score_adj 2>/dev/null; exec "$@"'
+            argv = ["/bin/sh", "-c", script, "stop-sandbox", *argv]
+        self._generation += 1
+        self._ready.clear()
+        try:
+            self._proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), env={}, cwd="/",
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise PoolError(f"cannot start ({exc})") from None
+        finally:
+            child.close()
+        self._ctrl = parent
+        generation = self._generation
+        threading.Thread(target=self._read, args=(parent, generation), daemon=True,
+                         name="sandbox-pool").start()
+        self._send({"op": "config", **launch.zygote_config})
+        if not self._ready.wait(READY_TIMEOUT) or not self._ready_message:
+            err = self._stderr_tail()
+            raise PoolError(err or "the worker did not start")
+        checks = self._ready_message.get("checks", {})
+        protections = dict(launch.static)
+        protections["no_network"] = bool(checks.get("network_isolated"))
+        protections["pid_namespace"] = bool(checks.get("pid_namespace"))
+        protections["kill_descendants"] = bool(checks.get("subreaper"))
+        protections["pool_cgroup"] = all(self._cgroups.active.values())
+        self.protections = {k: protections.get(k, False) for k in DESCRIPTIONS}
+        self.mode = launch.mode
+
+    def _stderr_tail(self) -> str:
+        proc = self._proc
+        if proc is None or proc.stderr is None:
+            return ""
+        if proc.poll() is None:
+            self._kill_proc()
+        try:
+            text = proc.stderr.read(4000).decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return text.splitlines()[-1] if text else f"exited with code {proc.returncode}"
+
+    def _kill_proc(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the pid namespace
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _stop(self) -> None:
+        """Kill the zygote and everything it started; fail every run still waiting."""
+        ctrl, self._ctrl = self._ctrl, None
+        if ctrl is not None:
+            try:
+                ctrl.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            ctrl.close()
+        self._kill_proc()
+        if self._proc is not None and self._proc.stderr is not None:
+            self._proc.stderr.close()
+        self._proc = None
+        self._fail_all("the sandbox worker stopped")
+        if self._cgroups is not None:
+            self._cgroups.remove()
+            self._cgroups = None
+        if self._host_scratch is not None:
+            shutil.rmtree(self._host_scratch, ignore_errors=True)
+            self._host_scratch = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._stop()
+
+    def _fail_all(self, reason: str) -> None:
+        runs, self._runs = self._runs, {}
+        for run in runs.values():
+            if run.error is None and run.pid is None:
+                run.error = reason
+            run.status = run.status if run.status is not None else -signal.SIGKILL
+            for event in (run.spawned, run.killed, run.exited):
+                event.set()
+
+    # -- messages ---------------------------------------------------------------------
+    def _send(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        ctrl = self._ctrl
+        if ctrl is None:
+            raise PoolError("the sandbox worker is not running")
+        data = json.dumps(message).encode()
+        with self._send_lock:
+            try:
+                if fds:
+                    socket.send_fds(ctrl, [data], list(fds))
+                else:
+                    ctrl.send(data)
+            except OSError as exc:
+                raise PoolError(f"the sandbox worker is gone ({exc})") from None
+
+    def _read(self, ctrl: socket.socket, generation: int) -> None:
+        while True:
+            try:
+                data = ctrl.recv(1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                message = json.loads(data)
+            except ValueError:
+                continue
+            op = message.get("op")
+            if op == "ready":
+                self._ready_message = message
+                self._ready.set()
+                continue
+            run = self._runs.get(message.get("id"))
+            if run is None:
+                continue
+            if op == "spawned":
+                run.pid = message.get("pid")
+                run.spawned.set()
+            elif op == "failed":
+                run.error = str(message.get("error"))
+                run.spawned.set()
+                run.exited.set()
+            elif op == "killed":
+                run.killed.set()
+            elif op == "exit":
+                run.status = message.get("status")
+                run.exited.set()
+                run.killed.set()
+                self._runs.pop(run.id, None)
+        self._ready.set()  # unblock a start() that waits
+        with self._lock:
+            if self._generation == generation:
+                self._fail_all("the sandbox worker died")
+
+    # -- runs -------------------------------------------------------------------------
+    def spawn(self, sock_fd: int, out_fd: int, limits: dict[str, Any]) -> Run:
+        """Fork a fresh run in the zygote; it serves the child protocol on `sock_fd`."""
+        with self._lock:
+            if self._closed:
+                raise PoolError("the sandbox pool is closed")
+            self.start()
+            run = Run(next(self._ids), self, self._generation)
+            self._runs[run.id] = run
+            try:
+                self._send({"op": "spawn", "id": run.id, "limits": limits}, (sock_fd, out_fd))
+            except PoolError:
+                self._runs.pop(run.id, None)
+                self._stop()
+                raise
+        if not run.spawned.wait(REPLY_TIMEOUT):
+            self.restart(run.generation)
+            raise PoolError("the sandbox worker did not answer")
+        if run.error is not None:
+            raise PoolError(run.error)
+        return run
+
+    def kill(self, run: Run, timeout: float = REPLY_TIMEOUT) -> None:
+        """Kill the run and everything it started; restart the zygote if it does not answer."""
+        if run.exited.is_set() or run.killed.is_set():
+            return
+        try:
+            self._send({"op": "kill", "id": run.id})
+        except PoolError:
+            return
+        if not run.killed.wait(timeout):
+            self.restart(run.generation)
+
+    def restart(self, generation: int) -> None:
+        with self._lock:
+            if self._generation == generation:
+                self._stop()
+
+    def describe(self) -> dict[str, Any]:
+        self.start()
+        missing = [k for k, v in self.protections.items() if not v]
+        return {"mode": self.mode, "protections": dict(self.protections), "missing": missing,
+                "fallbacks": list(self.failures)}
+
+
+_default: Pool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> Pool:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Pool()
+            atexit.register(_default.close)
+        return _default
+
+
+def protections() -> dict[str, bool]:
+    """Which protections the sandbox has on this machine (starts the pool if needed)."""
+    return dict(default_pool().describe()["protections"])

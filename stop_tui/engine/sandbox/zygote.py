@@ -1,0 +1,344 @@
+"""The warm sandbox worker (a "zygote"): numpy preloaded, one fresh forked child per run.
+
+Started by path inside the isolation (bubblewrap, or the kernel fallback) as
+`python -I zygote.py CTRL_FD`; it imports nothing from stop_tui and only the standard library
+until the engine's config names what to preload. The engine talks to it over a SOCK_SEQPACKET
+socket: one JSON object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
+
+    engine -> zygote   {"op": "config", ...}                       once, first
+    zygote -> engine   {"op": "ready", "checks": {...}}
+    engine -> zygote   {"op": "spawn", "id", "limits"} + [socket fd, output fd]
+    zygote -> engine   {"op": "spawned", "id", "pid"}  or  {"op": "failed", "id", "error"}
+    engine -> zygote   {"op": "kill", "id"}
+    zygote -> engine   {"op": "killed", "id", "left"}
+    zygote -> engine   {"op": "exit", "id", "status"}              when a run's process ends
+
+Each run: fork, new session, parent-death signal, its own unprivileged uid when the zygote is
+root (so process rlimits bind and runs cannot signal each other or the zygote), rlimits
+(address space, processes, files, file size, no core), its own scratch directory, stdout and
+stderr to the engine's output file, then child.serve() on the run's socket. The zygote is a
+child subreaper: whatever a run forks, daemonises or moves to a new session is re-parented
+here when its parent dies, so killing a run kills its process tree, every process of its uid
+and every orphan, until none is left.
+"""
+
+import ctypes
+import importlib.util
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option, value):
+    return _libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) == 0
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def _proc_table():
+    """pid -> (ppid, uid, zombie) for every process this zygote can see."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+            rest = stat[stat.rindex(")") + 2:].split()
+            uid = os.stat(f"/proc/{name}").st_uid
+        except (OSError, ValueError):
+            continue
+        table[int(name)] = (int(rest[1]), uid, rest[0] in ("Z", "X"))
+    return table
+
+
+class Zygote:
+    def __init__(self, ctrl, config):
+        self.ctrl = ctrl
+        self.config = config
+        self.me = os.getpid()
+        self.root = os.geteuid() == 0 and config.get("uid_base") is not None
+        self.uid_base = int(config.get("uid_base") or 0)
+        self.scratch = config["scratch"]
+        self.env = {str(k): str(v) for k, v in config.get("env", {}).items()}
+        self.runs = {}  # run id -> {"pid", "uid", "dir"}
+        self.by_pid = {}  # leader pid -> run id
+        self.free_slots = list(range(int(config.get("slots", 4096))))
+        self.last_sweep = 0.0
+
+    # -- messages ---------------------------------------------------------------------
+    def send(self, message):
+        try:
+            self.ctrl.send(json.dumps(message).encode())
+        except OSError:
+            os._exit(0)  # the engine is gone: so are we (and, with us, the pid namespace)
+
+    def serve(self):
+        while True:
+            ready, _, _ = select.select([self.ctrl], [], [], 0.05)
+            if ready:
+                try:
+                    data, fds, _, _ = socket.recv_fds(self.ctrl, 1 << 20, 4)
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    message = json.loads(data)
+                except ValueError:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                op = message.get("op")
+                if op == "spawn":
+                    self.spawn(message, fds)
+                elif op == "kill":
+                    self.kill(message.get("id"))
+                elif op == "shutdown":
+                    return
+                else:
+                    for fd in fds:
+                        os.close(fd)
+            self.reap()
+            now = time.monotonic()
+            if now - self.last_sweep > 0.1:
+                self.last_sweep = now
+                self.sweep()
+
+    # -- runs -------------------------------------------------------------------------
+    def spawn(self, message, fds):
+        run_id = message.get("id")
+        if len(fds) != 2 or not self.free_slots:
+            for fd in fds:
+                os.close(fd)
+            self.send({"op": "failed", "id": run_id, "error": "no free sandbox slot"})
+            return
+        sock_fd, out_fd = fds
+        slot = self.free_slots.pop(0)
+        uid = self.uid_base + slot if self.root else None
+        directory = os.path.join(self.scratch, f"run{slot}")
+        try:
+            shutil.rmtree(directory, ignore_errors=True)
+            os.mkdir(directory, 0o700)
+            if uid is not None:
+                os.chown(directory, uid, uid)
+        except OSError as exc:
+            os.close(sock_fd)
+            os.close(out_fd)
+            self.free_slots.append(slot)
+            self.send({"op": "failed", "id": run_id, "error": f"scratch: {exc}"})
+            return
+        pid = os.fork()
+        if pid == 0:  # the run
+            code = 1
+            try:
+                self.become_run(sock_fd, out_fd, uid, directory, message.get("limits") or {})
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(sock_fd)
+        os.close(out_fd)
+        self.runs[run_id] = {"pid": pid, "uid": uid, "dir": directory, "slot": slot, "live": True}
+        self.by_pid[pid] = run_id
+        self.send({"op": "spawned", "id": run_id, "pid": pid})
+
+    def become_run(self, sock_fd, out_fd, uid, directory, limits):
+        self.ctrl.close()
+        os.setsid()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != self.me:
+            return
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(null)
+        os.close(out_fd)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")  # under memory pressure, runs die first, never the zygote
+        except OSError:
+            pass
+        os.chdir(directory)
+        _set_limits(limits, uid is not None)
+        if uid is not None:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        os.umask(0o077)
+        os.environ.clear()
+        os.environ.update(self.env)
+        os.environ.update({"HOME": directory, "TMPDIR": directory})
+        child = sys.modules["stop_sandbox_child"]
+        try:
+            child.serve(socket.socket(fileno=sock_fd))
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+
+    def kill(self, run_id):
+        run = self.runs.get(run_id)
+        left = 0
+        if run is not None:
+            left = self.kill_tree(run)
+        self.send({"op": "killed", "id": run_id, "left": left})
+
+    def kill_tree(self, run):
+        """SIGKILL the run's leader, its descendants, every process of its uid and every orphan,
+        until none is left. Returns how many could not be killed (0 unless the kernel refuses)."""
+        victims = set()
+        for _ in range(50):
+            table = _proc_table()
+            victims = set()
+            if run["live"] and run["pid"] in table and not table[run["pid"]][2]:
+                victims.add(run["pid"])
+            children = {}
+            for pid, (ppid, _, _) in table.items():
+                children.setdefault(ppid, []).append(pid)
+            stack = [run["pid"]] + children.get(self.me, [])
+            while stack:
+                pid = stack.pop()
+                for kid in children.get(pid, []):
+                    if not table[kid][2]:
+                        victims.add(kid)
+                    stack.append(kid)
+            for pid in children.get(self.me, []):  # orphans re-parented to us
+                if pid not in self.by_pid and not table[pid][2]:
+                    victims.add(pid)
+            if run["uid"] is not None:
+                victims.update(p for p, (_, uid, z) in table.items() if uid == run["uid"] and not z)
+            victims.discard(self.me)
+            if not victims:
+                break
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.reap()
+            time.sleep(0.002)
+        return len(victims)
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run_id = self.by_pid.pop(pid, None)
+            if run_id is None:
+                continue  # an orphan: reaped
+            run = self.runs.pop(run_id, None)
+            if run is None:
+                continue
+            run["live"] = False
+            self.kill_tree(run)  # whatever the run left behind dies with it
+            shutil.rmtree(run["dir"], ignore_errors=True)
+            self.free_slots.append(run["slot"])
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.send({"op": "exit", "id": run_id, "status": code})
+
+    def sweep(self):
+        """Kill orphans: processes re-parented to the zygote that are no run's leader."""
+        try:
+            table = _proc_table()
+        except OSError:
+            return
+        for pid, (ppid, _, zombie) in table.items():
+            if ppid == self.me and pid not in self.by_pid and not zombie:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _set_limits(limits, unprivileged):
+    def cap(which, value):
+        if value:
+            value = int(value)
+            try:
+                resource.setrlimit(which, (value, value))
+            except (ValueError, OSError):
+                pass
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    cap(resource.RLIMIT_AS, (limits.get("memory_mb") or 0) * 1024 * 1024)
+    cap(resource.RLIMIT_FSIZE, (limits.get("output_kb") or 0) * 1024)
+    cap(resource.RLIMIT_NOFILE, limits.get("open_files") or 0)
+    if unprivileged:  # RLIMIT_NPROC counts per uid: meaningful only with the run's own uid
+        cap(resource.RLIMIT_NPROC, limits.get("processes") or 0)
+    cap(resource.RLIMIT_CPU, limits.get("cpu_seconds") or 0)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap fail instead of killing
+
+
+def _checks(config):
+    """What the zygote can see of its own confinement (reported to the engine)."""
+    checks = {}
+    try:  # an own network namespace has no interface but its private loopback
+        with open("/proc/net/dev") as f:
+            names = {line.split(":")[0].strip() for line in f.readlines()[2:]}
+        checks["network_isolated"] = names <= {"lo"}
+    except OSError:
+        checks["network_isolated"] = False
+    try:
+        checks["pid_namespace"] = all(int(p) < 100 for p in os.listdir("/proc") if p.isdigit()) and os.getpid() < 10
+    except OSError:
+        checks["pid_namespace"] = False
+    checks["subreaper"] = bool(config.get("_subreaper"))
+    return checks
+
+
+def main():
+    ctrl = socket.socket(fileno=int(sys.argv[1]))
+    if ctrl.type != socket.SOCK_SEQPACKET:
+        sys.exit("zygote: control socket must be SOCK_SEQPACKET")
+    data = ctrl.recv(1 << 20)
+    config = json.loads(data)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    config["_subreaper"] = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    sys.path[:0] = [p for p in config.get("paths", []) if p not in sys.path]
+    _load("stop_sandbox_child", config["child"])
+    if config.get("helpers"):
+        _load("helpers", config["helpers"])
+    for module in config.get("preload", []):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    os.makedirs(config["scratch"], exist_ok=True)
+    zygote = Zygote(ctrl, config)
+    zygote.send({"op": "ready", "checks": _checks(config), "pid": os.getpid()})
+    try:
+        zygote.serve()
+    finally:
+        for run in list(zygote.runs.values()):
+            zygote.kill_tree(run)
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
