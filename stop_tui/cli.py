@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="SESSION", help="continue a saved session instead of starting one")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from stop_tui.commands import replay as replay_cmd
+
+    replay_cmd.add_lm_options(p)
+    replay_cmd.add_parser(sub)
 
     p = sub.add_parser("new", help="start a session in the TUI")
     _add_run_options(p)
@@ -57,8 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, default="val")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("tasks", help="the task catalogue")
+    p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
     p.add_argument("--json", action="store_true")
+    from stop_tui.commands import baseline, task_scaffold, transfer
+
+    task_scaffold.add_subparser(p)
+    transfer.add_parser(sub)
+    baseline.add_parser(sub)
 
     p = sub.add_parser("list", help="saved sessions")
     p.add_argument("--json", action="store_true")
@@ -86,23 +95,38 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from stop_tui.commands import replay as replay_cmd
     from stop_tui.engine.session import make_backend, new_session, open_session
     from stop_tui.engine.summary import summarize
     from stop_tui.progress import make_printer
 
+    overrides = replay_cmd.lm_overrides(args)
     if args.resume:
-        session = open_session(_sessions_dir(args), args.resume)
+        session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
+        replay_cmd.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
         from stop_tui.engine.tasks import load_task
 
-        load_task(args.task)
-        settings = _settings(args)
-        backend = make_backend(args.model, args.base_url)
-        session = new_session(_sessions_dir(args), args.task, settings, backend, base_url=args.base_url)
+        task_name = args.task
+        settings = _settings(args).with_overrides(**overrides)
+        backend = make_backend(args.model, args.base_url, sessions_dir=_sessions_dir(args),
+                               max_concurrency=settings.max_concurrency)
+        if args.model.startswith("replay:"):  # the recorded session's task and budgets
+            from stop_tui.engine.settings import Settings
+
+            task_name = backend.source_meta.get("task", task_name)
+            settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
+                iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
+        load_task(task_name)
+        replay_cmd.check_caps(settings, backend.price_key)
+        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
     printer = make_printer(args.quiet)
     if printer is not None:
         session.store.subscribe(printer)
         print(f"session {session.id} ({session.store.folder})", file=sys.stderr)
+    if not args.quiet:
+        planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
+        print(replay_cmd.projection_line(session, planned), file=sys.stderr)
     try:
         outcome = session.engine.run(args.iterations if args.resume else None)
     except KeyboardInterrupt:
@@ -119,6 +143,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         vals = ", ".join(f"{v:.4f}" for v in summary["meta_utility"]) or "-"
         print(f"{summary['session']}: {summary['iterations_completed']} iteration(s), meta-utility "
               f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {summary['session']}")
+    if outcome == "capped":
+        if printer is None:
+            print(f"stop-tui: paused: {summary['paused_reason']}", file=sys.stderr)
+        return replay_cmd.EXIT_CAPPED
     return 0 if outcome == "finished" else 130
 
 
@@ -144,6 +172,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    if getattr(args, "tasks_command", None) == "new":
+        from stop_tui.commands.task_scaffold import cmd_tasks_new
+
+        return cmd_tasks_new(args)
     from stop_tui.engine.tasks import load_task, task_names
 
     rows = []
@@ -214,8 +246,27 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return launch(args)
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from stop_tui.commands.transfer import cmd_transfer as run_transfer
+
+    return run_transfer(args)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from stop_tui.commands.baseline import cmd_baseline as run_baseline
+
+    return run_baseline(args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stop_tui.commands.replay import cmd_replay as run_replay
+
+    return run_replay(args)
+
+
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
-            "show": cmd_show, "new": cmd_tui, "resume": cmd_tui}
+            "show": cmd_show, "new": cmd_tui, "resume": cmd_tui,
+            "transfer": cmd_transfer, "baseline": cmd_baseline, "replay": cmd_replay}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,5 +66,5 @@ def evaluate(run, split: str):
         if problem:
             return 0.0, f"instance {i}: {problem}"
         cut, all_edges = cut_fraction(weights, side)
-        total += (cut / all_edges if all_edges else 1.0) / n_instances
-    return total, None
+        total += cut / all_edges if all_edges else 1.0
+    return total / n_instances, None

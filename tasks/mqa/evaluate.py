@@ -63,8 +63,8 @@ def evaluate(run, split: str):
         if problem:
             failures.append(f"instance {i}: {problem}")
             continue
-        total += objective(F, D, P, a, out.seconds) / n_instances
+        total += objective(F, D, P, a, out.seconds)
     error = None
     if failures:
         error = f"{len(failures)} of {n_instances} instances scored 0; first: {failures[0]}"
-    return max(total / (N * N), FLOOR), error
+    return max(total / n_instances / (N * N), FLOOR), error

@@ -63,8 +63,8 @@ def evaluate(run, split: str):
         correct, problem = accuracy(out.value, test_parity)
         if problem:
             failures.append(f"instance {i}: {problem}")
-        total += correct / n_instances
-    return total, _summary(failures, n_instances)
+        total += correct
+    return total / n_instances, _summary(failures, n_instances)
 
 
 def _summary(failures, n_instances):
