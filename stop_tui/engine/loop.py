@@ -19,6 +19,7 @@ from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.improver import Utility, run_improver
 from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import Limits
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.settings import Settings
@@ -77,6 +78,8 @@ class Engine:
 
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str) -> float:
+        if split == "val":  # static safety checks, once per solution, before it runs
+            flag_candidate(self.emit, source, path, "solution")
         result = score_solution(self.task, source, split, limits=self.limits, cancel=self.cancel)
         data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
                                    "split": split, "score": result.score,
@@ -124,6 +127,7 @@ class Engine:
         self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
                   source=self.store.put_text(source) if source else None,
                   parent=self.store.put_text(parent) if parent else None)
+        flag_candidate(self.emit, source, path, "improver")  # static safety checks, before it runs
         result = self.meta_score(source, path, with_test=with_test)
         data: dict[str, object] = {"role": role, "score": result.val}
         if with_test:
