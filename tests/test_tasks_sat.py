@@ -1,0 +1,96 @@
+"""sat: the executed utility against hand-derived expectations (PAPER.md section 7)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import PROGRAMS
+from task_helpers import fixed, in_process
+
+from stop_tui.engine.sandbox.process import Outcome
+from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.tasks import load_task
+
+TASK = load_task("sat")
+EV = TASK.evaluator
+
+
+def paper_formulas(base: int):
+    """PAPER.md's wording, with the global `random`."""
+    out = []
+    for i in range(30):
+        random.seed(base + i)
+        n = random.randint(5, 50)
+        m = 4 * n
+        planted = [False] + [random.random() < 0.5 for _ in range(n)]
+        formula = []
+        for _ in range(m * m):
+            clause = random.sample(range(1, n + 1), 3)
+            clause = [v if random.random() < 0.5 else -v for v in clause]
+            if any(planted[abs(lit)] == (lit > 0) for lit in clause):
+                formula.append(clause)
+            if len(formula) == m:
+                break
+        random.shuffle(formula)
+        out.append((formula, n, planted))
+    return out
+
+
+def test_instances_follow_the_paper_draw_order():
+    for i, (formula, n, _) in enumerate(paper_formulas(5678)):
+        got, got_n, _ = EV.make_instance(5678 + i)
+        assert (got, got_n) == (formula, n)
+
+
+def test_default_time_limit_is_10_ms_as_the_paper_says():
+    assert TASK.settings["time_limit"] == 0.01
+    assert TASK.takes_settings
+
+
+def test_a_correct_solver_scores_1():
+    solver = (PROGRAMS / "sat_walksat.py").read_text()
+    # A generous limit: this checks correctness, not speed.
+    assert score_solution(TASK, solver, "val", settings={"time_limit": 5.0}).score == 1.0
+
+
+@pytest.mark.parametrize("split,base", [("val", 4321), ("test", 5678)])
+def test_all_true_scores_as_derived(split, base):
+    want = 0.0
+    for formula, _n, _ in paper_formulas(base):
+        ok = all(any(lit > 0 for lit in clause) for clause in formula)
+        want += 1.0 if ok else 0.01
+    score, error = EV.evaluate(in_process(lambda f: [True] * 51), split, {"time_limit": 1.0})
+    assert score == pytest.approx(max(want / 30, 0.01), abs=1e-12)
+
+
+def test_the_planted_assignment_solves_everything_in_process():
+    planted = {tuple(map(tuple, f)): p for f, _, p in paper_formulas(4321)}
+    score, error = EV.evaluate(in_process(lambda f: planted[tuple(map(tuple, f))]), "val", {"time_limit": 1.0})
+    assert (score, error) == (1.0, None)
+
+
+def test_late_answers_score_001_and_the_limit_is_a_setting():
+    late = fixed([Outcome(value=[True] * 51, seconds=0.02)])
+    assert EV.evaluate(late, "val", {"time_limit": 0.01})[0] == pytest.approx(0.01)
+    assert EV.evaluate(late, "val", {"time_limit": 0.1})[0] > 0.01
+
+
+@pytest.mark.parametrize("outcome", [Outcome(error="ValueError: x", seconds=0.001),
+                                     Outcome(value=None, seconds=0.001),
+                                     Outcome(value=[True] * 3, seconds=0.001),
+                                     Outcome(value=["yes"] * 51, seconds=0.001)])
+def test_an_exception_or_unusable_answer_ends_with_001(outcome):
+    assert EV.evaluate(fixed([outcome]), "val", {"time_limit": 0.01})[0] == 0.01
+
+
+def test_ipc_time_is_not_counted_at_10_ms():
+    # An instant answer is never late, whatever the sandbox round trip costs.
+    result = score_solution(TASK, "def algorithm(formula):\n    return [True] * 51\n", "val")
+    assert result.error is None or result.error.startswith("0 of 30 formulas over")
+
+
+def test_seed_is_a_random_walk_that_returns_none_when_it_gives_up():
+    # At the released code's 0.1 s (and beyond) the seed's give-up (None) ends the evaluation
+    # with 0.01: the paper's 0 %.
+    assert score_solution(TASK, TASK.seed, "val", settings={"time_limit": 10.0}).score == 0.01
