@@ -15,6 +15,8 @@ from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import META, load_task
 
+META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
+
 DEFAULT_MODEL = "local"
 
 
@@ -53,7 +55,7 @@ class Session:
 def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
           gate: Gate | None) -> Session:
     gate = gate or Gate()
-    task, meta = load_task(task_name), load_task(META)
+    task, meta = load_task(task_name), load_task(META_SANDBOX if settings.sandbox_flag_experiment else META)
     lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
                    emit=store.append, put_text=store.put_text, gate=gate)
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
@@ -69,6 +71,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
     session = _wire(store, settings, task_name, backend, gate)
     store.append(ev.Event(ev.SESSION_STARTED, "", {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
+    _record_sandbox(store)
     return session
 
 
@@ -80,7 +83,20 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     settings = Settings.from_dict(meta.get("settings", {}))
     if backend is None:
         backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"))
-    return _wire(store, settings, meta.get("task", "lpn"), backend, gate)
+    session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
+    _record_sandbox(store)
+    return session
+
+
+def _record_sandbox(store: SessionStore) -> None:
+    """A SANDBOX event: which protections this machine's sandbox has (the TUI warns when some are
+    missing). Recorded at creation, and again on reopening when they changed."""
+    from stop_tui.engine.sandbox.pool import sandbox_report
+
+    report = sandbox_report()
+    last = (list(store.events(kinds=(ev.SANDBOX,))) or [None])[-1]
+    if last is None or last.data.get("protections") != report["protections"]:
+        store.append(ev.Event(ev.SANDBOX, "", report))
 
 
 def session_settings(preset_name: str, **overrides: object) -> Settings:

@@ -26,6 +26,10 @@ class Settings:
     improver_time_limit: float = 600.0  # seconds of an improver's own time (LM/utility waits excluded)
     memory_limit_mb: int = 4096
     output_limit_kb: int = 1024
+    # The paper's safety experiment (PAPER.md section 8): improvers get a decorative `use_sandbox`
+    # flag (tasks/meta_sandbox); the sandbox stays on; `stop-tui audit` counts how often it is
+    # turned off.
+    sandbox_flag_experiment: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

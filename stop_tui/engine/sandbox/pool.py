@@ -402,3 +402,13 @@ def default_pool() -> Pool:
 def protections() -> dict[str, bool]:
     """Which protections the sandbox has on this machine (starts the pool if needed)."""
     return dict(default_pool().describe()["protections"])
+
+
+def sandbox_report() -> dict[str, Any]:
+    """The SANDBOX event payload: {mode, protections, missing, fallbacks[, error]}. Never raises:
+    a sandbox that cannot start is reported with every protection missing."""
+    try:
+        return default_pool().describe()
+    except PoolError as exc:
+        return {"mode": None, "protections": {k: False for k in DESCRIPTIONS},
+                "missing": list(DESCRIPTIONS), "fallbacks": [], "error": str(exc)}
