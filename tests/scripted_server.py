@@ -4,6 +4,12 @@ It answers /v1/models and /v1/chat/completions with replies chosen by a `respond
 (request body, index of the choice within the request) -> text, reports `usage` it computes itself (so tests can
 compare the engine's sums with the server's), can ignore `n` like llama.cpp's server, add
 latency, and fail a fixed share of requests with 429 / 500.
+
+Optional transport faults (off by default), drawn from their own generator (`fault_seed`):
+`drop_rate` closes the connection without answering, `malformed_rate` answers 200 with a body
+that is not JSON, `truncate_rate` cuts a 200 body short (the last two are billed: the server
+did the work). `max_inflight` and `busy_wall` (seconds with at least one request in flight)
+measure how busy the server was kept.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ def count_tokens(text: str) -> int:
 
 class ScriptedLMServer:
     def __init__(self, responder: Responder, *, model: str = "scripted", honour_n: bool = True,
-                 latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0) -> None:
+                 latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0,
+                 drop_rate: float = 0.0, malformed_rate: float = 0.0, truncate_rate: float = 0.0,
+                 fault_seed: int = 1) -> None:
         self.responder = responder
         self.model = model
         self.honour_n = honour_n
@@ -41,6 +49,13 @@ class ScriptedLMServer:
         self.completion_tokens = 0
         self.busy_seconds = 0.0
         self._counter = 0
+        self.drop_rate, self.malformed_rate, self.truncate_rate = drop_rate, malformed_rate, truncate_rate
+        self._fault_rng = random.Random(fault_seed)
+        self.faults = {"drop": 0, "malformed": 0, "truncate": 0}
+        self.inflight = 0
+        self.max_inflight = 0
+        self.busy_wall = 0.0
+        self._busy_since = 0.0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -56,6 +71,29 @@ class ScriptedLMServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def _enter(self) -> None:
+        with self.lock:
+            if self.inflight == 0:
+                self._busy_since = time.monotonic()
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.busy_wall += time.monotonic() - self._busy_since
+
+    def _fault(self) -> str | None:
+        """A scripted transport fault for the next request: drop, malformed, truncate or None."""
+        with self.lock:
+            for name, rate in (("drop", self.drop_rate), ("malformed", self.malformed_rate),
+                               ("truncate", self.truncate_rate)):
+                if rate and self._fault_rng.random() < rate:
+                    self.faults[name] += 1
+                    return name
+        return None
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         started = time.monotonic()
@@ -123,6 +161,29 @@ class ScriptedLMServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return
-                self._send(*server._answer(body))
+                fault = server._fault()
+                if fault == "drop":
+                    with server.lock:
+                        server.requests.append(body)
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # no status line at all: a dropped connection
+                    return
+                server._enter()
+                try:
+                    status, payload, headers = server._answer(body)
+                finally:
+                    server._leave()
+                if status == 200 and fault is not None:
+                    # Answered (and billed), but the body cannot be read.
+                    data = json.dumps(payload).encode()
+                    data = b"<html>upstream error</html>" if fault == "malformed" else data[: len(data) // 2]
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.close_connection = True
+                    return
+                self._send(status, payload, headers)
 
         return Handler

@@ -20,7 +20,7 @@ from typing import Any
 SESSION_STARTED = "session_started"  # {task, model, settings, seed, resumed}
 SESSION_FINISHED = "session_finished"  # {iterations_completed, reason}
 PAUSED = "paused"  # {reason}
-RESUMED = "resumed"  # {}
+RESUMED = "resumed"  # {iteration, superseded_from: seq|None, recorded_calls}: see engine/resume.py
 ERROR = "error"  # {message}
 # Iterations
 ITERATION_STARTED = "iteration_started"  # {iteration, improver: hash}
@@ -36,7 +36,9 @@ SOLUTION_SCORED = "solution_scored"  # {source: hash|None, split, score, error?,
 # LM traffic
 LM_REQUEST = "lm_request"  # {system, prompts: [hash], temperature, n, max_tokens, use}
 LM_REPLY = "lm_reply"  # {replies: [hash], prompt_tokens, completion_tokens, requests, latency, cost_usd, error?}
-BUDGET = "budget"  # {calls, requests, completions, prompt_tokens, completion_tokens, cost_usd}
+LM_PART = "lm_part"  # one server request answered: {use, group, offset, replies: [hash], tokens, attempts, ...}
+LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {group, offset, attempt, error, wait}
+BUDGET = "budget"  # {calls, requests, completions, prompt_tokens, completion_tokens, cost_usd, ...}
 SANDBOX = "sandbox"  # {protections: {...}} once per session
 FLAG = "flag"  # {kind, detail} static safety check findings
 

@@ -18,7 +18,9 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.improver import Utility, run_improver
+from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.resume import effective, find_interrupted
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import Limits
 from stop_tui.engine.scoring import score_solution
@@ -186,9 +188,31 @@ class Engine:
                       reason=reason, val=check.val, test=check.test, rule=s.acceptance)
         st.iterations_done = t
 
+    def prepare_resume(self) -> None:
+        """Continue from the log (see resume.py): restore the LM totals and the LM record; an
+        unfinished iteration is re-executed, its recorded calls answered from the record,
+        and its partial events are marked superseded by the RESUMED event."""
+        events = list(self.store.events())
+        if not any(e.path for e in events):
+            return  # a fresh session
+        interrupted = find_interrupted(events)
+        book = Book.from_events(events, self.store.text)
+        if interrupted is None:
+            totals = next((e.data for e in reversed(effective(events)) if e.kind == ev.BUDGET), None)
+            self.lm.restore(totals, book)
+            nxt = self.state.iterations_done + 1 if self.state.seed_scored else 0
+            self.emit(ev.RESUMED, "", iteration=nxt, superseded_from=None, recorded_calls=0)
+            return
+        self.lm.restore(interrupted.totals, book)
+        self.emit(ev.RESUMED, "", iteration=interrupted.iteration,
+                  superseded_from=interrupted.superseded_from,
+                  recorded_calls=interrupted.recorded_calls)
+
     def run(self, iterations: int | None = None) -> str:
-        """Run (or continue) the session up to `iterations`; returns why it stopped."""
+        """Run (or continue) the session up to `iterations`; returns why it stopped:
+        "finished", "cancelled" or "capped" (a session cap paused it)."""
         total = iterations if iterations is not None else self.settings.iterations
+        self.prepare_resume()
         try:
             if not self.state.seed_scored:
                 self.gate.passage(ITERATION)
@@ -197,6 +221,12 @@ class Engine:
                 self.gate.passage(ITERATION)
                 self.iterate(self.state.iterations_done + 1)
         except Cancelled:
+            stop = self.lm.stop
+            if stop is not None:
+                self.emit(ev.PAUSED, "", cap=stop.option,
+                          reason=f"{stop.message}. Raise it and resume: stop-tui run --resume "
+                                 f"{self.store.id} {stop.option} <higher>")
+                return "capped"
             self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
             return "cancelled"
         self.emit(ev.SESSION_FINISHED, "", iterations_completed=self.state.iterations_done, reason="done")

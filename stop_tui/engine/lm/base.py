@@ -1,4 +1,10 @@
-"""What every LM backend provides: n completions of one (system, user) exchange."""
+"""What every LM backend provides.
+
+`request` is exactly one server request (one attempt, no retries: the engine retries, so that
+every attempt is counted and logged); it may return fewer than n texts when the server ignores
+`n`. `complete` is the convenience form: n completions of one exchange, however many requests
+that takes.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,19 @@ class Completions:
     requests: int = 1  # server requests it took
     finish_reasons: list[str | None] = field(default_factory=list)
     error: str | None = None  # set when some completions could not be obtained
+    usage_missing: bool = False  # the server sent no usage: tokens are unknown (counted as 0)
+
+
+class LMRequestError(Exception):
+    """One request that got no usable answer. `retryable`: 429, 5xx, timeouts, dropped
+    connections; `retry_after`: the server's Retry-After in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
 
 
 class Backend(Protocol):
@@ -23,6 +42,12 @@ class Backend(Protocol):
 
     model: str  # what the session records as its model
     price_key: str  # key into the price table (local models cost $0)
+    honours_n: bool | None  # does one request with n return n choices? None: not known yet
+
+    def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
+                seed: int | None = None) -> Completions:
+        """One server request (raises LMRequestError); texts may be fewer than n."""
+        ...
 
     def complete(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                  seed: int | None = None) -> Completions: ...

@@ -30,6 +30,7 @@ class LocalBackend:
     """One llama.cpp model in this process. Calls are serialised (a Llama is not thread-safe)."""
 
     price_key = "local"
+    honours_n = True  # `request` with n returns n samples (made one after another)
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192,
                  n_threads: int = 2) -> None:
@@ -74,6 +75,12 @@ class LocalBackend:
             completion_tokens += int(usage.get("completion_tokens", 0))
         return Completions(texts, prompt_tokens, completion_tokens, n, reasons,
                            "; ".join(errors) or None)
+
+    def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
+                seed: int | None = None) -> Completions:
+        """In process there is no server to fail: one "request" is n samples."""
+        return self.complete(system, user, n=n, temperature=temperature, max_tokens=max_tokens,
+                             seed=seed)
 
     def close(self) -> None:
         self._llm = None
