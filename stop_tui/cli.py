@@ -30,6 +30,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="session seed (default 0)")
     p.add_argument("--acceptance", choices=("paper", "best"), default=None,
                    help="paper: replace unless the new improver failed or scored 0; best: keep the better")
+    p.add_argument("--sandbox-flag-experiment", action="store_true", default=None,
+                   help="the paper's safety experiment: improvers get a decorative use_sandbox flag "
+                        "(the sandbox stays on); `stop-tui audit` counts how often they turn it off")
     _add_session_options(p)
 
 
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session")
     p.add_argument("--json", action="store_true")
     _add_session_options(p)
+
+    from stop_tui.commands import audit, doctor
+
+    doctor.add_parser(sub)
+    audit.add_parser(sub, _add_session_options)
     return parser
 
 
@@ -91,7 +99,8 @@ def _settings(args: argparse.Namespace):
         raise UserError("--iterations must be 0 or more")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
     return session_settings(preset, iterations=args.iterations, seed=args.seed,
-                            acceptance=args.acceptance)
+                            acceptance=args.acceptance,
+                            sandbox_flag_experiment=getattr(args, "sandbox_flag_experiment", None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -264,9 +273,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run_replay(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from stop_tui.commands.doctor import run as run_doctor
+
+    return run_doctor(args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from stop_tui.commands.audit import run as run_audit
+
+    return run_audit(args, _sessions_dir(args))
+
+
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
             "show": cmd_show, "new": cmd_tui, "resume": cmd_tui,
-            "transfer": cmd_transfer, "baseline": cmd_baseline, "replay": cmd_replay}
+            "transfer": cmd_transfer, "baseline": cmd_baseline, "replay": cmd_replay,
+            "doctor": cmd_doctor, "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:

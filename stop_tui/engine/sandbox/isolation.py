@@ -189,6 +189,13 @@ def bwrap_argv(config: PoolConfig) -> tuple[list[str], dict]:
     return args, zygote_config
 
 
+def bound_paths() -> list[str]:
+    """Host paths the bwrap mode makes visible at the same place (read-only)."""
+    argv, _ = bwrap_argv(PoolConfig())
+    return [argv[i + 2] for i, a in enumerate(argv) if a in ("--ro-bind", "--ro-bind-try")
+            and not argv[i + 2].startswith("/sandbox")]
+
+
 def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     """The command that starts a zygote in `mode` (its control fd number is appended)."""
     uid_base = UID_BASE if privileged() else None

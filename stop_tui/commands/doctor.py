@@ -1,0 +1,152 @@
+"""`stop-tui doctor`: which sandbox protections are active on this machine, checked live.
+
+It starts the sandbox pool (bubblewrap, or the kernel fallback), lists each protection as the
+pool reports it, then runs a probe program in the sandbox that tries what a hostile candidate
+would (read a planted secret, the home folder and the project, reach a loopback server of the
+engine, see or signal the engine) and prints what it could do. Exit code 1 when a protection
+is missing or a probe got through, so scripts and CI can insist on the strongest mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PROBE = r'''
+import os, socket
+
+def algorithm(secret_name, secret_file, home, project, port, engine_pid):
+    out = {}
+    out["secret_env"] = os.environ.get(secret_name)
+    try:
+        with open(secret_file) as f:
+            out["secret_file"] = f.read()
+    except OSError:
+        out["secret_file"] = None
+    for key, path in (("home", home), ("project", project)):
+        try:
+            out[key] = sorted(os.listdir(path))[:50]
+        except OSError:
+            out[key] = None
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("127.0.0.1", port))
+        out["loopback"] = True
+    except OSError:
+        out["loopback"] = False
+    finally:
+        s.close()
+    try:
+        os.kill(engine_pid, 0)
+        out["engine_visible"] = True
+    except OSError:
+        out["engine_visible"] = False
+    out["uid"] = os.getuid()
+    out["cwd"] = os.getcwd()
+    return out
+'''
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="which sandbox protections are active here (checked live)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def probe() -> dict[str, Any]:
+    """Run PROBE in a real sandbox run; returns what it could reach (True/values = leaked)."""
+    from stop_tui.engine.sandbox.process import Sandbox
+
+    marker = "stop-tui-doctor-secret"
+    with tempfile.TemporaryDirectory(prefix="stop-doctor-") as folder:
+        secret = Path(folder) / "secret.txt"
+        secret.write_text(marker)
+        secret.chmod(0o644)
+        Path(folder).chmod(0o755)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        os.environ["STOP_TUI_DOCTOR_SECRET"] = marker
+        try:
+            with Sandbox(PROBE, "algorithm") as box:
+                if box.load_error:
+                    return {"error": box.load_error}
+                out = box.call(("STOP_TUI_DOCTOR_SECRET", str(secret), str(Path.home()),
+                                str(Path.cwd()), listener.getsockname()[1], os.getpid()), 10.0)
+        finally:
+            os.environ.pop("STOP_TUI_DOCTOR_SECRET", None)
+            listener.close()
+    if out.error is not None or not isinstance(out.value, dict):
+        return {"error": out.error or "the probe returned no report"}
+    v = out.value
+    return {
+        "reads_secret_env": v.get("secret_env") == marker,
+        "reads_world_readable_file": v.get("secret_file") == marker,
+        "sees_home_files": bool(_unexpected(v.get("home"), Path.home())),
+        "sees_project_files": bool(_unexpected(v.get("project"), Path.cwd())),
+        "reaches_engine_loopback": bool(v.get("loopback")),
+        "sees_engine_process": bool(v.get("engine_visible")),
+        "runs_as_root": v.get("uid") == 0,
+    }
+
+
+def _unexpected(names: Any, folder: Path) -> list[str]:
+    """Entries of `folder` a run could list, minus the ancestors of what the sandbox binds on
+    purpose (the Python prefix may live under the home folder, as with pyenv)."""
+    if not isinstance(names, list):
+        return []
+    from stop_tui.engine.sandbox.isolation import bound_paths
+
+    allowed = set()
+    for path in bound_paths():
+        try:
+            allowed.add(Path(path).relative_to(folder).parts[0])
+        except (ValueError, IndexError):
+            continue
+    return [n for n in names if n not in allowed]
+
+
+def report() -> dict[str, Any]:
+    from stop_tui.engine.sandbox.isolation import DESCRIPTIONS
+    from stop_tui.engine.sandbox.pool import sandbox_report
+
+    data = sandbox_report()
+    data["descriptions"] = DESCRIPTIONS
+    data["probes"] = probe() if data.get("mode") else {"error": data.get("error")}
+    leaks = [k for k, v in data["probes"].items() if v is True]
+    data["leaks"] = leaks
+    data["ok"] = not data["missing"] and not leaks and "error" not in data["probes"]
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    data = report()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0 if data["ok"] else 1
+    mode = data.get("mode") or "none (the sandbox could not start)"
+    print(f"sandbox mode: {mode}")
+    for failure in data.get("fallbacks", []):
+        print(f"  (fell back from {failure})")
+    if data.get("error"):
+        print(f"  error: {data['error']}")
+    for name, active in data["protections"].items():
+        print(f"  [{'x' if active else ' '}] {name:<20} {data['descriptions'].get(name, '')}")
+    print("live probe (a program in the sandbox tries):")
+    probes = data["probes"]
+    if "error" in probes:
+        print(f"  probe failed: {probes['error']}")
+    else:
+        for name, got_through in probes.items():
+            print(f"  {'LEAK' if got_through else 'ok  '} {name.replace('_', ' ')}")
+    if data["missing"]:
+        print(f"missing: {', '.join(data['missing'])}"
+              + ("  (install bubblewrap: apt-get install bubblewrap)" if "bubblewrap" in data["missing"] else ""))
+    else:
+        print("all protections active")
+    return 0 if data["ok"] else 1
