@@ -127,7 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="local (SmolLM2, default), local:PATH.gguf, or a model on an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--preset", default=None, choices=("paper", "quick"), help="default: the session's, else paper")
+    p.add_argument("--preset", default=None, choices=("paper", "quick"), help="default: the session's, else quick on the local model, paper elsewhere")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -192,7 +192,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     elif parent_meta.get("settings"):
         settings = Settings.from_dict(parent_meta["settings"])
     else:
-        settings = preset("paper")
+        settings = preset("quick" if (args.model or "local").startswith("local") else "paper")
     settings = settings.with_overrides(seed=args.seed)
     if args.runs:
         settings = replace(settings, meta_runs=args.runs)

@@ -254,7 +254,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="local",
                    help="local (SmolLM2, default), local:PATH.gguf, or a model on an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--preset", default="paper", choices=("paper", "quick"))
+    p.add_argument("--preset", default=None, choices=("paper", "quick"),
+                   help="budgets: paper or quick; default quick on the local model, else paper")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task setting where a task has it, e.g. --set time_limit=0.1 (sat)")
@@ -312,7 +313,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                 raise UserError(f"{name} is not a downstream task")
         source, label = resolve_improver(args.improver, sessions_dir)
         overrides = parse_settings(args.task_settings)
-        settings = session_settings(args.preset, seed=args.seed)
+        preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
+        settings = session_settings(preset, seed=args.seed)
         backend = make_backend(args.model, args.base_url)
         store = SessionStore.create(sessions_dir, {
             "kind": KIND, "task": ",".join(tasks), "tasks": tasks, "runs": args.runs,

@@ -66,7 +66,8 @@ class SessionStore:
             probe.unlink()
         except OSError as exc:
             raise UserError(f"sessions dir {sessions_dir} is not writable: {exc.strerror or exc}") from None
-        base = name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{meta.get('task', 'run')}"
+        label = Path(str(meta.get("task") or "run")).name or "run"  # a task folder path: its name
+        base = name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{label}"
         folder, k = sessions_dir / base, 1
         while folder.exists():
             k += 1

@@ -1,0 +1,152 @@
+"""Your own tasks: `stop-tui tasks new` scaffolds a folder that loads, scores and runs; broken
+folders are refused with the missing or broken part named."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+from conftest import stop_tui
+from scripted_server import ScriptedLMServer
+
+from stop_tui.engine.errors import UserError
+from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.tasks import load_task
+
+SORTER = "def algorithm(numbers):\n    return sorted(numbers)\n"
+
+
+def seed_expected(base: int, count: int) -> float:
+    """The scaffold's example: the seed returns the list unchanged; a position scores when it
+    already holds the sorted value."""
+    total = 0.0
+    for i in range(count):
+        rng = random.Random(base + i)
+        numbers = [rng.randint(-100, 100) for _ in range(rng.randint(1, 50))]
+        target = sorted(numbers)
+        total += sum(a == b for a, b in zip(numbers, target, strict=True)) / len(target) / count
+    return total
+
+
+@pytest.fixture(scope="module")
+def scaffold(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("user")
+    proc = stop_tui("tasks", "new", "mytask", "--dir", str(parent))
+    assert proc.returncode == 0, proc.stderr
+    assert "created" in proc.stdout and "stop-tui score --task" in proc.stdout
+    return parent / "mytask"
+
+
+def test_scaffold_has_the_four_files_and_validates(scaffold):
+    assert sorted(p.name for p in scaffold.iterdir()) == ["evaluate.py", "seed.py", "task.toml", "utility.py"]
+    task = load_task(str(scaffold))
+    assert task.name == "mytask" and task.kind == "solution" and task.entry == "algorithm"
+    assert task.settings == {"time_limit": 1.0} and task.takes_settings
+    assert "fill in" in (scaffold / "task.toml").read_text().lower() or "Fill in" in (scaffold / "task.toml").read_text()
+    assert "never executed" in task.displayed  # utility.py says what it is for
+
+
+def test_scaffold_scores_through_the_cli_as_derived(scaffold, tmp_path):
+    proc = stop_tui("score", "--task", str(scaffold), "--split", "test", "--json", str(scaffold / "seed.py"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["score"] == pytest.approx(seed_expected(5678, 50), abs=1e-12)
+    solver = tmp_path / "sorter.py"
+    solver.write_text(SORTER)
+    proc = stop_tui("score", "--task", str(scaffold), "--json", str(solver))
+    assert json.loads(proc.stdout)["score"] == 1.0
+
+
+def test_relative_folder_paths_work(scaffold):
+    proc = stop_tui("score", "--task", "./mytask", "./mytask/seed.py", cwd=scaffold.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("mytask val:")
+
+
+def test_a_run_on_the_user_task(scaffold, sessions_dir):
+    def responder(body, index):
+        return f"Sort it.\n```python\n{SORTER}```\n"
+
+    with ScriptedLMServer(responder) as server:
+        proc = stop_tui("run", "--task", str(scaffold), "--model", "scripted", "--base-url", server.base_url,
+                        "--preset", "quick", "--iterations", "0", "--sessions-dir", str(sessions_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["seed_meta_utility"] == 1.0
+
+
+def test_the_catalogue_still_lists(tmp_path):
+    proc = stop_tui("tasks")
+    assert proc.returncode == 0
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert {"lpn", "parity", "grid", "mqa", "sat", "maxcut", "meta"} <= set(names)
+    rows = json.loads(stop_tui("tasks", "--json").stdout)
+    assert {r["name"] for r in rows} >= {"grid", "sat"}
+
+
+@pytest.mark.parametrize("args,message", [(["new", "9bad"], "task name"), (["new", "a/b"], "task name")])
+def test_bad_names_are_refused(args, message, tmp_path):
+    proc = stop_tui("tasks", *args, "--dir", str(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_an_existing_folder_is_not_overwritten(scaffold):
+    proc = stop_tui("tasks", "new", "mytask", "--dir", str(scaffold.parent))
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+BROKEN = [
+    ("seed.py", None, "missing seed.py"),
+    ("utility.py", None, "missing utility.py"),
+    ("evaluate.py", None, "missing evaluate.py"),
+    ("task.toml", None, "missing task.toml"),
+    ("seed.py", "", "seed.py is empty"),
+    ("task.toml", "name = [", "task.toml is not valid TOML"),
+    ("task.toml", 'name = "x"\nkind = "other"\n', "kind must be one of"),
+    ("task.toml", 'name = "x"\n[settings]\nlimits = [1, 2]\n', "setting 'limits'"),
+    ("seed.py", "def solve(x):\n    return x\n", "seed.py defines no function algorithm()"),
+    ("utility.py", "def utility(s):\n    return (\n", "utility.py has a syntax error on line"),
+    ("evaluate.py", "import no_such_module_here\n", "evaluate.py fails to import"),
+    ("evaluate.py", "def score(run, split):\n    return 0\n", "defines no evaluate"),
+    ("evaluate.py", "def evaluate(run):\n    return 0\n", "must take (run, split)"),
+    ("evaluate.py", "SPLITS = {'val': (1, 2)}\n\ndef evaluate(run, split):\n    return 0\n", "SPLITS lacks test"),
+]
+
+
+@pytest.mark.parametrize("name,text,message", BROKEN)
+def test_broken_folders_name_the_part(scaffold, tmp_path, name, text, message):
+    folder = tmp_path / "broken"
+    shutil.copytree(scaffold, folder)
+    if text is None:
+        (folder / name).unlink()
+    else:
+        (folder / name).write_text(text)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_task(str(folder))
+
+
+def test_the_cli_says_what_is_broken_with_exit_2(scaffold, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(scaffold, folder)
+    (folder / "evaluate.py").unlink()
+    proc = stop_tui("score", "--task", str(folder), str(scaffold / "seed.py"))
+    assert proc.returncode == 2
+    assert "missing evaluate.py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_edits_are_picked_up_and_a_failing_evaluate_is_a_score_with_a_reason(scaffold, tmp_path):
+    folder = tmp_path / "edited"
+    shutil.copytree(scaffold, folder)
+    assert score_solution(load_task(str(folder)), SORTER, "val").score == 1.0
+    (folder / "evaluate.py").write_text(
+        "SPLITS = {'val': (1, 1), 'test': (2, 1)}\n\n\ndef evaluate(run, split):\n    return 1 / 0\n")
+    result = score_solution(load_task(str(folder)), SORTER, "val")
+    assert result.score == 0.0 and "ZeroDivisionError" in result.error
+
+
+def test_lpn_keeps_its_two_argument_evaluate():
+    lpn = load_task("lpn")
+    assert not lpn.takes_settings and lpn.settings == {}
+    assert score_solution(lpn, "import numpy as np\n\ndef algorithm(a, b, c):\n    return np.zeros(len(c))\n",
+                          "val").score == pytest.approx(0.5025, abs=1e-12)
