@@ -283,7 +283,7 @@ class LMService:
                 "use": use, "group": g, "offset": offset, "attempt": made, "status": exc.status,
                 "error": str(exc)[:300], "wait": round(wait, 3)}))
 
-        data: dict = {"use": use, "group": g, "offset": offset}
+        data: dict = {"use": use, "group": g, "offset": offset, "seed": base_seed + offset}
         try:
             result, made = with_retries(attempt, self.policy, on_retry=on_retry,
                                         cancel=self.gate.cancel_event, rng=self._rng)

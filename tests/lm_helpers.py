@@ -1,0 +1,116 @@
+"""Shared by the LM tests (resume, replay, faults, caps, parallel): a deterministic scripted
+responder, the `stop-tui` CLI as a subprocess, and reading a session's events back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from stop_tui.engine.resume import comparable
+from stop_tui.engine.store import SessionStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+IMPROVER = (ROOT / "tasks" / "meta" / "seed.py").read_text()
+
+
+def fenced(code: str) -> str:
+    return f"Here is an idea, then the code.\n```python\n{code}```\n"
+
+
+def responder(body: dict, i: int) -> str:
+    """Replies depend only on the request (its seed and the choice index): improvers for the
+    meta level, LPN solutions (constant predictions, 0 or 1) downstream."""
+    user = body["messages"][-1]["content"]
+    seed = int(body.get("seed", 0)) + i
+    if "def improve_algorithm" in user:
+        return fenced(f"{IMPROVER}\n# variant {seed % 3}\n")
+    return fenced("import numpy as np\n\n\ndef algorithm(train_samples, train_parity, test_samples):\n"
+                  f"    return np.zeros(len(test_samples), dtype=int) + {seed % 2}\n")
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(extra or {})
+    return env
+
+
+def run_args(server, sessions_dir: Path, *extra: str) -> list[str]:
+    return ["run", "--task", "lpn", "--model", "scripted", "--base-url", server.base_url,
+            "--preset", "quick", "--iterations", "1", "--sessions-dir", str(sessions_dir), *extra]
+
+
+def stop_tui(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stop_tui", *args], capture_output=True, text=True,
+                          env=cli_env(env), timeout=timeout, cwd=ROOT)
+
+
+def start(*args: str) -> subprocess.Popen:
+    """`stop-tui ARGS` in its own process group (so that kill -9 takes the sandboxes too)."""
+    return subprocess.Popen([sys.executable, "-m", "stop_tui", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT,
+                            start_new_session=True)
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def only_session(sessions_dir: Path) -> str:
+    found = [p.name for p in sessions_dir.iterdir() if (p / "session.db").exists()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def wait_for(predicate, timeout: float = 60.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def kinds_in_log(sessions_dir: Path) -> Counter:
+    """Event kinds committed so far by a running session (read-only, WAL-safe)."""
+    found = [p for p in sessions_dir.iterdir() if (p / "session.db").exists()]
+    if not found:
+        return Counter()
+    try:
+        con = sqlite3.connect(f"file:{found[0] / 'session.db'}?mode=ro", uri=True, timeout=1)
+        rows = con.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall()
+        con.close()
+    except sqlite3.Error:
+        return Counter()
+    return Counter(dict(rows))
+
+
+def events_of(sessions_dir: Path, session: str):
+    store = SessionStore.open(sessions_dir, session)
+    events = list(store.events())
+    store.close()
+    return events
+
+
+def same_events(a_dir: Path, a: str, b_dir: Path, b: str) -> tuple[list, list]:
+    """(only in a, only in b) over comparable effective events."""
+    ea, eb = comparable(events_of(a_dir, a)), comparable(events_of(b_dir, b))
+    ca, cb = Counter(ea), Counter(eb)
+    return sorted((ca - cb).elements()), sorted((cb - ca).elements())
+
+
+def request_fingerprint(body: dict) -> str:
+    """A server-side request without `n` (a resumed run may ask n=2 where the first run had
+    learned to send singles; same seed, same answer)."""
+    return json.dumps({k: v for k, v in body.items() if k != "n"}, sort_keys=True)

@@ -1,0 +1,126 @@
+"""Exact resume after `kill -9`: a real `stop-tui run` subprocess against a scripted loopback
+server is killed at several points (mid-call, mid-evaluation, mid-write, twice in a row),
+resumed with `stop-tui run --resume`, and the finished session is compared with an
+uninterrupted run of the same seed, event for event (kinds, paths, data; not timestamps or
+timings). On the server side, no request whose answer had been recorded is sent again."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from lm_helpers import (
+    events_of,
+    kill9,
+    kinds_in_log,
+    only_session,
+    request_fingerprint,
+    responder,
+    run_args,
+    same_events,
+    start,
+    stop_tui,
+    wait_for,
+)
+from scripted_server import ScriptedLMServer
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.resume import effective
+
+LATENCY = 0.25
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, str, int]:
+    """One uninterrupted quick iteration: (sessions dir, session id, server requests)."""
+    folder = tmp_path_factory.mktemp("reference")
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        proc = stop_tui(*run_args(server, folder, "--json"))
+        assert proc.returncode == 0, proc.stderr
+        return folder, json.loads(proc.stdout)["session"], len(server.requests)
+
+
+def recorded_seeds(events) -> set[int]:
+    """Seeds of the requests whose answers are in the log."""
+    return {e.data["seed"] for e in events if e.kind == ev.LM_PART and e.data.get("replies")
+            and any(r is not None for r in e.data["replies"])}
+
+
+def kill_and_resume(folder: Path, server: ScriptedLMServer, when, *, kills: int = 1) -> dict:
+    proc = start(*run_args(server, folder, "--json"))
+    assert wait_for(lambda: when(server, folder) or proc.poll() is not None), "never reached the kill point"
+    assert proc.poll() is None, "the run ended before the kill point"
+    kill9(proc)
+    session = only_session(folder)
+    answered_before = recorded_seeds(events_of(folder, session))
+    sent_before = len(server.requests)
+    for _ in range(kills - 1):  # kill the resumed run too, a little later
+        again = start("run", "--resume", session, "--sessions-dir", str(folder), "--json")
+        target = len(server.requests) + 2
+        wait_for(lambda t=target, p=again: len(server.requests) >= t or p.poll() is not None)
+        kill9(again)
+        answered_before |= recorded_seeds(events_of(folder, session))
+        sent_before = len(server.requests)
+    done = stop_tui("run", "--resume", session, "--sessions-dir", str(folder), "--json")
+    assert done.returncode == 0, done.stderr
+    resent = [b for b in server.requests[sent_before:] if b.get("seed") in answered_before]
+    assert not resent, f"{len(resent)} answered request(s) sent again"
+    return json.loads(done.stdout)
+
+
+def assert_identical(reference, folder: Path, summary: dict) -> None:
+    ref_dir, ref_id, _ = reference
+    only_ref, only_ours = same_events(ref_dir, ref_id, folder, summary["session"])
+    assert not only_ref and not only_ours, (only_ref[:3], only_ours[:3])
+    ref = stop_tui("show", ref_id, "--sessions-dir", str(ref_dir), "--json")
+    theirs = json.loads(ref.stdout)
+    for key in ("meta_utility", "meta_utility_test", "seed_meta_utility", "iterations",
+                "candidates_scored", "state"):
+        assert summary[key] == theirs[key], key
+    for key in ("calls", "requests", "completions", "prompt_tokens", "completion_tokens"):
+        assert summary["lm"][key] == theirs["lm"][key], key
+
+
+def test_kill_mid_call(reference, tmp_path):
+    """Killed while requests are in flight at the server (their replies not recorded yet)."""
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        summary = kill_and_resume(tmp_path, server, lambda s, f: s.inflight > 0 and len(s.requests) >= 5)
+        total = len(server.requests)
+    assert_identical(reference, tmp_path, summary)
+    # Only requests that were in flight at the kill were sent again.
+    assert total - reference[2] <= 2
+    assert summary["resumes"] == 1
+
+
+def test_kill_mid_evaluation(reference, tmp_path):
+    """Killed while an improver's candidate solutions are being scored in the sandbox."""
+    def scoring(server, folder):
+        seen = kinds_in_log(folder)
+        return seen[ev.RUN_STARTED] >= 2 and seen[ev.SOLUTION_SCORED] >= 5
+
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        summary = kill_and_resume(tmp_path, server, scoring)
+        total = len(server.requests)
+    assert_identical(reference, tmp_path, summary)
+    assert total == reference[2]  # nothing was in flight: not one request more
+    events = events_of(tmp_path, summary["session"])
+    resumed = [e for e in events if e.kind == ev.RESUMED]
+    assert resumed[0].data["iteration"] == 1 and resumed[0].data["recorded_calls"] >= 2
+    # The partial iteration's events are still in the log, superseded.
+    assert len(effective(events)) < len(events)
+
+
+def test_kill_mid_write_then_kill_the_resume(reference, tmp_path):
+    """Killed in a burst of writes right after the first answers, then killed again while
+    resuming; the second resume still finishes identical."""
+    def first_answers(server, folder):
+        return kinds_in_log(folder)[ev.LM_PART] >= 1
+
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        summary = kill_and_resume(tmp_path, server, first_answers, kills=2)
+        fingerprints = Counter(request_fingerprint(b) for b in server.requests)
+    assert_identical(reference, tmp_path, summary)
+    assert summary["resumes"] == 2
+    assert sum(c - 1 for c in fingerprints.values()) <= 4  # at most the in-flight ones, twice
