@@ -34,7 +34,7 @@ class ScriptedLMServer:
     def __init__(self, responder: Responder, *, model: str = "scripted", honour_n: bool = True,
                  latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0,
                  drop_rate: float = 0.0, malformed_rate: float = 0.0, truncate_rate: float = 0.0,
-                 fault_seed: int = 1) -> None:
+                 fault_seed: int = 1, retry_after: str | None = "0") -> None:
         self.responder = responder
         self.model = model
         self.honour_n = honour_n
@@ -51,6 +51,7 @@ class ScriptedLMServer:
         self._counter = 0
         self.drop_rate, self.malformed_rate, self.truncate_rate = drop_rate, malformed_rate, truncate_rate
         self._fault_rng = random.Random(fault_seed)
+        self.retry_after = retry_after  # the Retry-After header sent with 429 / 500
         self.faults = {"drop": 0, "malformed": 0, "truncate": 0}
         self.inflight = 0
         self.max_inflight = 0
@@ -107,7 +108,7 @@ class ScriptedLMServer:
         try:
             if fail:
                 status = 429 if self.failed % 2 else 500
-                return status, {"error": {"message": "scripted failure", "type": "server_error"}}, {"retry-after": "0"}
+                return status, {"error": {"message": "scripted failure", "type": "server_error"}}, ({"retry-after": self.retry_after} if self.retry_after is not None else {})
             n = int(body.get("n", 1)) if self.honour_n else 1
             prompt = " ".join(m.get("content", "") for m in body.get("messages", []))
             choices = []
