@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.lm.service import LanguageModel
 from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
 
@@ -65,6 +66,10 @@ def run_improver(source: str, initial_solution: str, utility: Utility, lm: Langu
         if box.load_error is not None:
             return Outcome(error=box.load_error)
         outcome = box.improve(spec, time_limit, seed=seed)
+    if cancel is not None and cancel.is_set():
+        # Stopped (quit, or a session cap refused an LM call): whatever the improver made of
+        # its refused calls is not a result. Nothing is recorded; a resume re-executes it.
+        raise Cancelled()
     if outcome.error is None and outcome.value is not None and not isinstance(outcome.value, str):
         return Outcome(error=f"improve_algorithm returned a {type(outcome.value).__name__}, "
                              "not a program", seconds=outcome.seconds)

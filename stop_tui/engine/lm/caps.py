@@ -43,21 +43,21 @@ class Caps:
                                        f"{self.calls} used)")
         if self.tokens is not None:
             spent = int(used.get("prompt_tokens", 0)) + int(used.get("completion_tokens", 0))
-            worst = spent + int(reserved.get("tokens", 0)) + int(call.get("tokens", 0))
-            if worst > self.tokens:
-                return "--max-tokens", (f"the next LM call could pass the token cap ({spent:,} used,"
-                                        f" up to {worst - spent:,} more in flight; --max-tokens "
-                                        f"{self.tokens:,})")
+            held, this = int(reserved.get("tokens", 0)), int(call.get("tokens", 0))
+            if spent + held + this > self.tokens:
+                return "--max-tokens", (f"the next LM call could pass the token cap ({spent:,} "
+                                        f"used, {held:,} held by calls in flight, up to {this:,} "
+                                        f"for this call; --max-tokens {self.tokens:,})")
         if self.cost_usd is not None:
             spent_usd = used.get("cost_usd")
             if spent_usd is None or call.get("cost_usd") is None:
                 return "--max-cost", ("--max-cost needs the model's price, and it is not in the "
                                       "price table (prices.toml): use --max-tokens instead")
-            worst_usd = float(spent_usd) + float(reserved.get("cost_usd", 0.0)) + float(call["cost_usd"])
-            if worst_usd > self.cost_usd + 1e-12:
+            held_usd, this_usd = float(reserved.get("cost_usd", 0.0)), float(call["cost_usd"])
+            if float(spent_usd) + held_usd + this_usd > self.cost_usd + 1e-12:
                 return "--max-cost", (f"the next LM call could pass the cost cap (${float(spent_usd):.4f}"
-                                      f" spent, up to ${worst_usd - float(spent_usd):.4f} more in "
-                                      f"flight; --max-cost {self.cost_usd:g})")
+                                      f" spent, ${held_usd:.4f} held by calls in flight, up to "
+                                      f"${this_usd:.4f} for this call; --max-cost {self.cost_usd:g})")
         return None
 
 
