@@ -84,12 +84,6 @@ def test_an_exception_or_unusable_answer_ends_with_001(outcome):
     assert EV.evaluate(fixed([outcome]), "val", {"time_limit": 0.01})[0] == 0.01
 
 
-def test_ipc_time_is_not_counted_at_10_ms():
-    # An instant answer is never late, whatever the sandbox round trip costs.
-    result = score_solution(TASK, "def algorithm(formula):\n    return [True] * 51\n", "val")
-    assert result.error is None or result.error.startswith("0 of 30 formulas over")
-
-
 def test_seed_is_a_random_walk_that_returns_none_when_it_gives_up():
     # At the released code's 0.1 s (and beyond) the seed's give-up (None) ends the evaluation
     # with 0.01: the paper's 0 %.

@@ -150,3 +150,27 @@ def test_lpn_keeps_its_two_argument_evaluate():
     assert not lpn.takes_settings and lpn.settings == {}
     assert score_solution(lpn, "import numpy as np\n\ndef algorithm(a, b, c):\n    return np.zeros(len(c))\n",
                           "val").score == pytest.approx(0.5025, abs=1e-12)
+
+
+def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
+    # A big input makes the sandbox round trip longer than the limit; the candidate answers at
+    # once. Judged on Outcome.seconds (measured around the call in the sandbox) it is in time.
+    folder = tmp_path / "bigin"
+    folder.mkdir()
+    (folder / "task.toml").write_text('name = "bigin"\n[settings]\ntime_limit = 0.01\n')
+    (folder / "seed.py").write_text("def algorithm(xs):\n    return len(xs)\n")
+    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
+    (folder / "evaluate.py").write_text(
+        "import time\n\nSPLITS = {'val': (0, 3), 'test': (0, 3)}\n\n\n"
+        "def evaluate(run, split, settings):\n"
+        "    limit, walls, ok = settings['time_limit'], [], 0\n"
+        "    for _ in range(3):\n"
+        "        started = time.perf_counter()\n"
+        "        out = run(list(range(300_000)), time_limit=limit)\n"
+        "        walls.append(time.perf_counter() - started)\n"
+        "        ok += out.error is None and out.value == 300_000 and out.seconds <= limit\n"
+        "    return ok / 3, f'min wall {min(walls):.4f}'\n")
+    task = load_task(str(folder))
+    result = score_solution(task, task.seed, "val")
+    assert result.score == 1.0, result.error
+    assert float(result.error.split()[-1]) > 0.01  # the round trip alone would have failed it
