@@ -150,7 +150,7 @@ class LMService:
         missing = self._missing(groups, parts)
         worst = None
         if missing:
-            requests = sum(1 if self.backend.honours_n else b - a for _, a, b in missing)
+            requests = sum(1 if getattr(self.backend, "honours_n", None) else b - a for _, a, b in missing)
             worst = call_worst_case(self.backend.price_key, system, messages, len(groups),
                                     requests, self.max_tokens)
             self._admit(worst)
@@ -249,7 +249,7 @@ class LMService:
         got: dict[tuple[int, int], dict] = {}
         base = self._seed_for(call.path, g)
         offset = start
-        if self.backend.honours_n is not False or end - start == 1:
+        if getattr(self.backend, "honours_n", None) is not False or end - start == 1:
             part = self._part(call, message, g, offset, end - offset, base)
             got[(g, offset)] = part
             offset += max(len(part["replies"]), 1)
