@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  (fell back from {failure})")
     if data.get("error"):
         print(f"  error: {data['error']}")
+    for note in data.get("notes", []):
+        print(f"  note: {note}")
     for name, active in data["protections"].items():
         print(f"  [{'x' if active else ' '}] {name:<20} {data['descriptions'].get(name, '')}")
     print("live probe (a program in the sandbox tries):")

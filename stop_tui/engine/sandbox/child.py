@@ -225,13 +225,15 @@ def serve(sock):
         try:
             value = entry(*args)
             seconds = time.perf_counter() - started
-            reply = {"op": "result", "value": _to_plain(value), "seconds": seconds}
+            reply = {"op": "result", "n": message.get("n"), "value": _to_plain(value), "seconds": seconds}
         except BaseException as exc:
-            reply = {"op": "error", "error": _error_text(exc), "seconds": time.perf_counter() - started}
+            reply = {"op": "error", "n": message.get("n"), "error": _error_text(exc),
+                     "seconds": time.perf_counter() - started}
         try:
             _send(sock, reply)
-        except (TypeError, ValueError) as exc:
-            _send(sock, {"op": "error", "error": f"unusable result: {exc}", "seconds": reply["seconds"]})
+        except (TypeError, ValueError, RecursionError) as exc:
+            _send(sock, {"op": "error", "n": message.get("n"), "error": f"unusable result: {exc}",
+                         "seconds": reply["seconds"]})
 
 
 def main():

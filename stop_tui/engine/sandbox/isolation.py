@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +29,13 @@ ZYGOTE = HERE / "zygote.py"
 CHILD = HERE / "child.py"
 HELPERS = HERE.parent / "extract.py"
 MODES = ("bwrap", "unshare", "plain")
-UID_BASE = 60000  # runs get uids 60000.. (when the engine is root)
+# Runs get uids from a block picked at random per worker (when the engine is root), so that two
+# engines on one machine never share a uid: a run's kill(-1) or process count cannot touch
+# another engine's runs.
+UID_MIN = 200_000
+UID_SLOTS = 4096  # uids (concurrent runs) per block
+UID_BLOCKS = 4000
+UID_MAX = UID_MIN + UID_SLOTS * UID_BLOCKS
 SAFE_ENV = {
     "PATH": "/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -38,6 +45,18 @@ SAFE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONHASHSEED": "0",
 }
+# Imported once by the zygote, so every run has them for free. In the fallback modes this also
+# matters for correctness: a run's uid may not be able to read the Python prefix (pyenv under a
+# 0700 /root), so only what the zygote imported is importable there.
+STDLIB_PRELOAD = (
+    "encodings.idna", "json", "random", "math", "cmath", "heapq", "bisect", "itertools",
+    "collections", "functools", "operator", "re", "copy", "string", "textwrap", "difflib",
+    "statistics", "fractions", "decimal", "numbers", "array", "struct", "typing", "dataclasses",
+    "enum", "abc", "contextlib", "warnings", "traceback", "threading", "queue",
+    "concurrent.futures", "datetime", "time", "hashlib", "pprint", "ast",
+)
+NUMPY_PRELOAD = ("numpy.linalg", "numpy.fft", "numpy.random", "numpy.polynomial")
+
 # In the bwrap root, where things are bound.
 BOX_LIB = "/sandbox/lib"
 BOX_SITE = "/sandbox/site"
@@ -198,7 +217,7 @@ def bound_paths() -> list[str]:
 
 def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     """The command that starts a zygote in `mode` (its control fd number is appended)."""
-    uid_base = UID_BASE if privileged() else None
+    uid_base = UID_MIN + secrets.randbelow(UID_BLOCKS) * UID_SLOTS if privileged() else None
     root = privileged()
     static = {name: False for name in DESCRIPTIONS}
     static.update(memory_limit=True, file_size_limit=True, clean_environment=True,
@@ -221,6 +240,22 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
                 prefix = ["setpriv", "--pdeathsig", "KILL", *prefix]
             argv = prefix + argv
         launch = Launch(mode, argv, zconf, host_scratch, static)
-    launch.zygote_config.update({"uid_base": uid_base, "env": dict(SAFE_ENV),
-                                 "preload": list(config.preload)})
+    preload = list(config.preload) + list(STDLIB_PRELOAD)
+    if "numpy" in config.preload:
+        preload += list(NUMPY_PRELOAD)
+    launch.zygote_config.update({"uid_base": uid_base, "slots": UID_SLOTS, "env": dict(SAFE_ENV),
+                                 "preload": preload})
     return launch
+
+
+def prefix_readable_by_others() -> bool:
+    """Can any user read the Python prefix (needed in the fallback modes for imports the zygote
+    did not preload)?"""
+    path = Path(os.path.realpath(sys.base_prefix))
+    for folder in [path, *path.parents]:
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True

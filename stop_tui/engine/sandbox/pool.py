@@ -30,6 +30,7 @@ from stop_tui.engine.sandbox.isolation import (
     PoolConfig,
     candidate_modes,
     plan,
+    prefix_readable_by_others,
 )
 
 READY_TIMEOUT = 30.0
@@ -382,8 +383,12 @@ class Pool:
     def describe(self) -> dict[str, Any]:
         self.start()
         missing = [k for k, v in self.protections.items() if not v]
+        notes = []
+        if self.mode != "bwrap" and os.geteuid() == 0 and not prefix_readable_by_others():
+            notes.append("the Python prefix is not readable by the runs' uid: they can import only "
+                         "the modules the worker preloaded (numpy and common stdlib)")
         return {"mode": self.mode, "protections": dict(self.protections), "missing": missing,
-                "fallbacks": list(self.failures)}
+                "fallbacks": list(self.failures), "notes": notes}
 
 
 _default: Pool | None = None

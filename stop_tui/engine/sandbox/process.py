@@ -101,6 +101,7 @@ class Sandbox:
         self._busy_total = 0.0
         self._rpc_slots = threading.BoundedSemaphore(MAX_RPC_IN_FLIGHT)
         self._dead = False
+        self._calls = 0  # call numbers: a reply must name the call it answers
         # Engine-side only (the run never sees this folder): the run's stdout and stderr.
         self.scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-"))
         self.load_error: str | None = None
@@ -170,16 +171,19 @@ class Sandbox:
         """Run the program's entry function on `args`; the child is killed past the limit."""
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
-        self._send({"op": "call", "args": encode(list(args)), "rng": rng_state(rng), "seed": seed})
-        return self._wait(time_limit + 1.0, own_time=False)
+        self._calls += 1
+        self._send({"op": "call", "n": self._calls, "args": encode(list(args)),
+                    "rng": rng_state(rng), "seed": seed})
+        return self._wait(time_limit + 1.0, own_time=False, call=self._calls)
 
     def improve(self, spec: dict[str, Any], time_limit: float, *, seed: int | None = None) -> Outcome:
         """Run `improve_algorithm` with proxies; `time_limit` counts the improver's own time only
         (time the engine spends serving its LM and utility calls is excluded)."""
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
-        self._send({"op": "call", "improve": spec, "seed": seed})
-        return self._wait(time_limit, own_time=True)
+        self._calls += 1
+        self._send({"op": "call", "n": self._calls, "improve": spec, "seed": seed})
+        return self._wait(time_limit, own_time=True, call=self._calls)
 
     # -- internals ------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
@@ -195,8 +199,16 @@ class Sandbox:
             extra = time.monotonic() - self._busy_since if self._inflight else 0.0
             return self._busy_total + extra
 
-    def _wait(self, limit: float, *, own_time: bool) -> Outcome:
+    def _wait(self, limit: float, *, own_time: bool, call: int | None = None) -> Outcome:
+        """The reply to the message just sent. `seconds` is measured here, never taken from
+        the child (which could lie about its run time)."""
         started = time.monotonic()
+        busy_before = self._busy_seconds()
+
+        def took() -> float:
+            elapsed = time.monotonic() - started
+            return elapsed - (self._busy_seconds() - busy_before) if own_time else elapsed
+
         while True:
             if self._cancel.is_set():
                 self.kill()
@@ -204,20 +216,25 @@ class Sandbox:
             try:
                 message = self._replies.get(timeout=0.05)
             except queue.Empty:
-                elapsed = time.monotonic() - started
-                if own_time:
-                    elapsed -= self._busy_seconds()
+                elapsed = took()
                 if elapsed > limit:
                     self.kill()
                     return Outcome(error=f"timed out after {limit:g} s", seconds=elapsed)
                 continue
             op = message.get("op")
-            if op == "loaded":
+            if op in ("result", "error") and message.get("n") != call:
+                self.kill()
+                return Outcome(error="sandbox protocol violation (a reply to another call)",
+                               seconds=took())
+            if op == "loaded" and call is None:
                 return Outcome()
             if op == "result":
-                return Outcome(value=message.get("value"), seconds=_seconds(message))
+                return Outcome(value=message.get("value"), seconds=took())
             if op == "error":
-                return Outcome(error=str(message.get("error"))[:1000], seconds=_seconds(message))
+                return Outcome(error=str(message.get("error"))[:1000], seconds=took())
+            if op == "fault":  # found by the reader: the child is done for
+                self.kill()
+                return Outcome(error=str(message.get("error")), seconds=took())
             if op == "eof":
                 self.kill()
                 return Outcome(error=self._death_reason())
@@ -243,14 +260,14 @@ class Sandbox:
                 if not line:
                     break
                 if len(line) > MAX_MESSAGE:
-                    self._replies.put({"op": "error", "error": "reply too large"})
+                    self._replies.put({"op": "fault", "error": f"reply too large (over {MAX_MESSAGE >> 20} MB)"})
                     break
                 try:
                     message = json.loads(line)
                     if not isinstance(message, dict):
                         raise ValueError("not an object")
                 except (ValueError, RecursionError):
-                    self._replies.put({"op": "bad message"})
+                    self._replies.put({"op": "fault", "error": "sandbox protocol violation (not a JSON object)"})
                     break
                 if message.get("op") == "rpc" and self._rpc is not None:
                     if not self._rpc_slots.acquire(blocking=False):
@@ -286,8 +303,3 @@ class Sandbox:
                     self._busy_total += time.monotonic() - self._busy_since
             self._rpc_slots.release()
         self._send(reply)
-
-
-def _seconds(message: dict[str, Any]) -> float:
-    value = message.get("seconds")
-    return float(value) if isinstance(value, int | float) else 0.0

@@ -1,0 +1,746 @@
+"""Hostile programs against the sandbox (issue 5, "What must hold").
+
+Each program is LM-written in spirit: a solution or an improver that tries to read secrets,
+write outside its scratch, fill the disk, reach the network, outlive its evaluation, take the
+engine down, change its own score or spend LM budget it was not given. For each we assert that
+the engine survives, reports a clear reason, leaks nothing, leaves nothing running and scores
+correctly. Everything runs in the real sandbox (bubblewrap when installed, see `stop-tui doctor`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROGRAMS, ROOT
+
+from stop_tui.engine.improver import Utility, run_improver
+from stop_tui.engine.lm.base import Completions
+from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.sandbox.isolation import UID_MAX, UID_MIN, PoolConfig
+from stop_tui.engine.sandbox.pool import Pool, default_pool
+from stop_tui.engine.sandbox.process import Limits, Sandbox
+from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.tasks import load_task
+
+pytestmark = pytest.mark.timeout(120)
+
+MODE = default_pool().describe()["mode"]
+BWRAP = MODE == "bwrap"
+ROOT_USER = os.geteuid() == 0
+ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
+ZEROS_VAL = 0.5025  # PAPER.md section 8: all-zeros on lpn, val
+
+
+# -- helpers ------------------------------------------------------------------------------
+def run_uid_processes() -> list[int]:
+    """Processes (seen from the host) that run under a sandbox run's uid and descend from this
+    test process (other engines on the machine have their own runs)."""
+    parents: dict[int, int] = {}
+    candidates = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            uid = entry.stat().st_uid
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        if UID_MIN <= uid < UID_MAX and fields[0] not in ("Z", "X"):
+            candidates.append(int(entry.name))
+    me = os.getpid()
+
+    def mine(pid: int) -> bool:
+        for _ in range(64):
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [pid for pid in candidates if mine(pid)]
+
+
+def describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+            out.append(f"{pid} ppid={status.get('PPid')} state={status.get('State')} uid={status.get('Uid')} "
+                       f"threads={status.get('Threads')}")
+        except OSError:
+            out.append(f"{pid} gone")
+    return out
+
+
+def marked_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    """After every hostile program: no process of any run is left, and the pool still works."""
+    yield
+    if ROOT_USER:
+        assert wait_until(lambda: not run_uid_processes()), f"left running: {describe(run_uid_processes())}"
+    with Sandbox("def algorithm(x):\n    return x + 1\n", "algorithm") as box:
+        assert box.call((41,), 5.0).value == 42, "the sandbox no longer works after the test"
+
+
+def run_program(source: str, args: tuple = (), time_limit: float = 5.0, *, limits: Limits = Limits(),
+                entry: str = "algorithm"):
+    started = time.monotonic()
+    with Sandbox(source, entry, limits=limits) as box:
+        if box.load_error:
+            out = None
+            error = box.load_error
+        else:
+            out = box.call(args, time_limit)
+            error = out.error
+        tail = box.output_tail()
+    return out, error, time.monotonic() - started, tail
+
+
+# -- secrets -------------------------------------------------------------------------------
+READ_SECRETS = r'''
+import os, glob
+
+def algorithm(home, secret_file, project_file, session_file):
+    found = {"env": {k: v for k, v in os.environ.items()}}
+    for name, path in (("secret_file", secret_file), ("project_file", project_file),
+                       ("session_file", session_file)):
+        try:
+            with open(path) as f:
+                found[name] = f.read()
+        except OSError as exc:
+            found[name] = None
+    try:
+        found["home"] = os.listdir(home)
+    except OSError:
+        found["home"] = None
+    found["proc_environ"] = []
+    for path in glob.glob("/proc/*/environ"):
+        try:
+            with open(path, "rb") as f:
+                found["proc_environ"].append(f.read().decode("latin-1"))
+        except OSError:
+            pass
+    return found
+'''
+
+
+def test_secrets_are_invisible(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = home / ".secret_token"
+    secret.write_text("TOP-SECRET-FILE")
+    for path in (tmp_path, home):
+        path.chmod(0o755)
+    secret.chmod(0o644)
+    sessions = tmp_path / "sessions" / "someone-else"
+    sessions.mkdir(parents=True)
+    (sessions / "notes.txt").write_text("OTHER-SESSION")
+    for path in (tmp_path / "sessions", sessions):
+        path.chmod(0o755)
+    (sessions / "notes.txt").chmod(0o644)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-PLANTED-SECRET")
+    monkeypatch.setenv("STOP_TEST_SECRET", "PLANTED-ENV")
+    out, error, _, _ = run_program(READ_SECRETS, (str(home), str(secret), str(ROOT / "pyproject.toml"),
+                                                  str(sessions / "notes.txt")))
+    assert error is None, error
+    found = out.value
+    text = repr(found)
+    for planted in ("sk-PLANTED-SECRET", "PLANTED-ENV", "TOP-SECRET-FILE", "OTHER-SESSION"):
+        assert planted not in text
+    assert set(found["env"]) <= {"PATH", "LANG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                 "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+                                 "HOME", "TMPDIR", "PWD", "LC_CTYPE"}
+    if BWRAP:
+        assert found["project_file"] is None and found["home"] is None
+
+
+# -- writing, disk -------------------------------------------------------------------------
+WRITE_OUTSIDE = r'''
+import os
+
+def algorithm(targets):
+    results = {}
+    for path in targets:
+        try:
+            with open(path, "w") as f:
+                f.write("pwned")
+            results[path] = "written"
+        except OSError as exc:
+            results[path] = type(exc).__name__
+    with open("mine.txt", "w") as f:
+        f.write("ok")
+    results["scratch"] = open("mine.txt").read()
+    return results
+'''
+
+
+def test_cannot_write_outside_its_scratch(tmp_path):
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir(mode=0o777)
+    victim_dir.chmod(0o777)  # even a world-writable folder on the host is out of reach
+    targets = [str(victim_dir / "x.txt"), str(ROOT / "pwned.txt"), "/tmp/stop-pwned.txt",
+               "/sandbox/lib/child.py", str(Path(__file__).resolve())]
+    out, error, _, _ = run_program(WRITE_OUTSIDE, (targets,))
+    assert error is None, error
+    assert out.value["scratch"] == "ok"
+    assert not (ROOT / "pwned.txt").exists()
+    assert not Path("/tmp/stop-pwned.txt").exists()
+    assert "pwned" not in Path(__file__).read_text().split("WRITE_OUTSIDE")[0][-50:]
+    if BWRAP:
+        assert not (victim_dir / "x.txt").exists()
+        assert all(out.value[t] != "written" for t in targets)
+
+
+FILL_DISK = r'''
+def algorithm(megabytes):
+    chunk = b"x" * (1 << 20)
+    written = 0
+    try:
+        with open("big.bin", "wb") as f:
+            for _ in range(megabytes):
+                f.write(chunk)
+                written += 1
+    except OSError as exc:
+        return {"written_mb": written, "error": type(exc).__name__ + ": " + str(exc)}
+    return {"written_mb": written, "error": None}
+'''
+
+
+def test_file_size_is_capped():
+    out, error, _, _ = run_program(FILL_DISK, (64,), limits=Limits(output_kb=4096))
+    assert error is None, error
+    assert out.value["written_mb"] <= 4
+    assert "File too large" in out.value["error"]
+
+
+MANY_FILES = r'''
+import os
+
+def algorithm(files):
+    total = 0
+    chunk = b"y" * (512 << 10)
+    try:
+        for i in range(files):
+            with open(f"f{i}.bin", "wb") as f:
+                f.write(chunk)
+            total += 1
+    except OSError as exc:
+        return {"files": total, "error": type(exc).__name__}
+    st = os.statvfs(".")
+    return {"files": total, "error": None, "size_mb": st.f_blocks * st.f_frsize / 2**20}
+'''
+
+
+@pytest.mark.skipif(not BWRAP, reason="the scratch size cap is a bubblewrap tmpfs")
+def test_scratch_cannot_fill_the_disk():
+    cap = PoolConfig().scratch_mb
+    out, error, _, _ = run_program(MANY_FILES, (4 * cap,), time_limit=30)
+    assert error is None, error
+    assert out.value["error"] == "OSError" and out.value["files"] <= 2 * cap + 1  # ENOSPC at the cap
+
+
+FLOOD_OUTPUT = r'''
+import sys
+
+def algorithm():
+    line = "z" * 1023 + "\n"
+    for _ in range(20000):  # 20 MB
+        sys.stdout.write(line)
+    return "done"
+'''
+
+
+def test_output_flood_is_bounded():
+    out, error, _, tail = run_program(FLOOD_OUTPUT, (), limits=Limits(output_kb=256))
+    # Either the write fails inside the program (a clear error) or it finishes; the engine's
+    # copy of the output never exceeds the cap.
+    assert error is None or "File too large" in error or "Errno 27" in error, error
+    assert len(tail) <= 2000
+
+
+# -- network -------------------------------------------------------------------------------
+CONNECT = r'''
+import socket
+
+def algorithm(port):
+    results = {}
+    for host, p in (("127.0.0.1", port), ("8.8.8.8", 53), ("::1", port)):
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.settimeout(1)
+            s.connect((host, p))
+            results[host] = "connected"
+        except OSError as exc:
+            results[host] = type(exc).__name__
+    try:
+        socket.getaddrinfo("example.com", 80)
+        results["dns"] = "resolved"
+    except OSError as exc:
+        results["dns"] = type(exc).__name__
+    return results
+'''
+
+
+def test_no_network_not_even_loopback():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.5)
+    try:
+        out, error, _, _ = run_program(CONNECT, (listener.getsockname()[1],), time_limit=10)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert error is None, error
+    assert "connected" not in out.value.values() and out.value["dns"] != "resolved"
+
+
+# -- outliving the evaluation ------------------------------------------------------------
+ESCAPE = r'''
+import os, sys, time
+
+def algorithm(marker):
+    # a daemon: double fork, new session, exec a long sleeper that carries the marker
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", marker])
+        os._exit(0)
+    # a plain child in its own process group
+    if os.fork() == 0:
+        os.setpgid(0, 0)
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", marker])
+    time.sleep(0.5)
+    return "left children behind"
+'''
+
+
+def test_daemons_and_new_sessions_die_with_the_run():
+    marker = f"stop-escape-{os.getpid()}-{time.monotonic_ns()}"
+    out, error, _, _ = run_program(ESCAPE, (marker,))
+    assert error is None, error
+    assert out.value == "left children behind"
+    assert wait_until(lambda: not marked_processes(marker)), "a daemon survived the run"
+
+
+ESCAPE_NO_EXEC = r'''
+import os, time
+
+def algorithm():
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(600)
+        os._exit(0)
+    time.sleep(0.3)
+    return "left children behind"
+'''
+
+ESCAPE_AND_HANG = ESCAPE.replace('return "left children behind"', "time.sleep(600)")
+
+
+def test_killed_run_takes_its_daemons_along():
+    marker = f"stop-escape-hang-{os.getpid()}-{time.monotonic_ns()}"
+    out, error, elapsed, _ = run_program(ESCAPE_AND_HANG, (marker,), time_limit=1.0)
+    assert error is not None and "timed out" in error
+    assert elapsed < 8
+    assert wait_until(lambda: not marked_processes(marker)), "a daemon survived the kill"
+
+
+FORK_BOMB = r'''
+import os, time
+
+def algorithm():
+    children = 0
+    try:
+        while children < 100000:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(600)
+                os._exit(0)
+            children += 1
+    except OSError as exc:
+        return {"children": children, "error": type(exc).__name__}
+    return {"children": children, "error": None}
+'''
+
+
+@pytest.mark.skipif(not ROOT_USER, reason="the per-run process limit needs the per-run uid")
+def test_fork_bomb_is_bounded_and_cleaned_up():
+    out, error, _, _ = run_program(FORK_BOMB, (), time_limit=20, limits=Limits(processes=64))
+    assert error is None, error
+    assert out.value["children"] < 64 and out.value["error"] in ("BlockingIOError", "OSError")
+
+
+# -- taking the engine down ---------------------------------------------------------------
+SIGNALS = r'''
+import os, signal
+
+def algorithm(engine_pid):
+    results = {}
+    for name, action in (("engine", lambda: os.kill(engine_pid, signal.SIGKILL)),
+                         ("parent", lambda: os.kill(os.getppid(), signal.SIGKILL)),
+                         ("init", lambda: os.kill(1, signal.SIGKILL)),
+                         ("engine_group", lambda: os.killpg(engine_pid, signal.SIGKILL))):
+        try:
+            action()
+            results[name] = "sent"
+        except OSError as exc:
+            results[name] = type(exc).__name__
+    return results
+'''
+
+
+def test_cannot_signal_the_engine_or_the_worker():
+    out, error, _, _ = run_program(SIGNALS, (os.getpid(),))
+    assert error is None, error
+    assert "sent" not in out.value.values(), out.value
+    assert default_pool().describe()["mode"] == MODE
+
+
+KILL_ALL = r'''
+import os, signal
+
+def algorithm():
+    os.kill(-1, signal.SIGKILL)  # every process this uid may signal (itself excepted)
+    return "still here"
+'''
+
+
+def test_kill_everything_hurts_only_the_run():
+    out, error, _, _ = run_program(KILL_ALL, ())
+    assert error is None and out.value == "still here"
+
+
+MEMORY = r'''
+def algorithm(gigabytes):
+    block = bytearray(gigabytes << 30)
+    return len(block)
+'''
+
+
+def test_memory_bomb_fails_inside_the_sandbox():
+    out, error, _, _ = run_program(MEMORY, (64,), limits=Limits(memory_mb=1024))
+    assert error is not None and "MemoryError" in error
+
+
+@pytest.mark.parametrize("body, what", [
+    ("while True:\n        pass", "cpu spin"),
+    ("import time\n    time.sleep(600)", "sleep"),
+    ("import os\n    r, w = os.pipe()\n    os.read(r, 1)", "blocking read"),
+    ("import signal, time\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    while True:\n        time.sleep(0.01)", "ignores SIGTERM"),
+])
+def test_hangs_are_killed_on_time(body, what):
+    source = f"def algorithm():\n    {body}\n"
+    out, error, elapsed, _ = run_program(source, (), time_limit=0.5)
+    assert error == "timed out after 1.5 s", (what, error)
+    assert elapsed < 5, (what, elapsed)
+
+
+@pytest.mark.parametrize("source, expected", [
+    # forges a reply to the next call on the engine's socket, then answers this one
+    ('import os, json, socket\n'
+     'def algorithm():\n'
+     '    for fd in range(3, 64):\n'
+     '        try:\n'
+     '            s = socket.socket(fileno=os.dup(fd))\n'
+     '        except OSError:\n'
+     '            continue\n'
+     '        s.sendall(json.dumps({"op": "result", "n": 99, "value": 1.0}).encode() + b"\\n")\n'
+     '    return 0\n', "protocol violation"),
+    ('import os\n'
+     'def algorithm():\n'
+     '    for fd in range(3, 64):\n'
+     '        try:\n'
+     '            os.write(fd, b"{not json\\n")\n'
+     '        except OSError:\n'
+     '            pass\n'
+     '    import time; time.sleep(5)\n', "protocol violation"),
+    ('def algorithm():\n    x = []\n    for _ in range(5000):\n        x = [x]\n    return x\n', "nested too deeply"),
+    ('def algorithm():\n    return "x" * (40 << 20)\n', "reply too large"),
+    ('def algorithm():\n    return object()\n', "cannot return a object"),
+    ('import sys\ndef algorithm():\n    sys.exit(3)\n', "SystemExit"),
+    ('import os\ndef algorithm():\n    os._exit(7)\n', "exited (code 7)"),
+])
+def test_malformed_and_forged_replies_are_rejected(source, expected):
+    out, error, _, _ = run_program(source, (), time_limit=3)
+    assert error is not None and expected in error, error
+
+
+# -- scoring -------------------------------------------------------------------------------
+HOSTILE_BUT_ZEROS = r'''
+import os, socket, numpy as np
+
+def algorithm(train_samples, train_parity, test_samples):
+    for path in ("/work/main/tasks/lpn/evaluate.py", os.path.expanduser("~/.bashrc")):
+        try:
+            open(path).read()
+        except OSError:
+            pass
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=0.1)
+    except OSError:
+        pass
+    try:
+        os.kill(os.getppid(), 9)
+    except OSError:
+        pass
+    return np.zeros(len(test_samples), dtype=int)
+'''
+
+LABEL_HUNTER = r'''
+import gc, sys, numpy as np
+
+def algorithm(train_samples, train_parity, test_samples):
+    # look for the test labels anywhere in this process: they are not here
+    for obj in gc.get_objects():
+        if isinstance(obj, np.ndarray) and obj.shape == (20,) and obj is not train_parity:
+            return obj
+    return np.zeros(len(test_samples), dtype=int)
+'''
+
+
+def test_hostile_solution_scores_like_its_predictions():
+    lpn = load_task("lpn")
+    assert score_solution(lpn, ZEROS, "val").score == pytest.approx(ZEROS_VAL)
+    assert score_solution(lpn, HOSTILE_BUT_ZEROS, "val").score == pytest.approx(ZEROS_VAL)
+    hunted = score_solution(lpn, LABEL_HUNTER, "val")
+    assert hunted.error is None and hunted.score < 0.7
+
+
+@pytest.mark.parametrize("ret, score, reason", [
+    ("np.zeros((len(test_samples), 1), dtype=int)", ZEROS_VAL, None),  # the reference's shape bug
+    ("np.zeros(1000, dtype=int)", 1e-6, "unusable predictions"),
+    # plain data that is not predictions: nothing matches, nothing is decoded engine-side
+    ("{'__ndarray__': [1] * 20, 'dtype': 'int64', 'shape': [20]}", 0.0, None),
+    ("'1' * 20", 0.0, None),
+])
+def test_odd_returns_score_as_specified(ret, score, reason):
+    source = f"import numpy as np\ndef algorithm(train_samples, train_parity, test_samples):\n    return {ret}\n"
+    result = score_solution(load_task("lpn"), source, "val")
+    assert result.score == pytest.approx(score)
+    assert (result.error is None) if reason is None else (reason in (result.error or ""))
+    assert result.score <= 1.0
+
+
+def test_slow_solution_fails_by_engine_clock():
+    source = ("import time, numpy as np\ndef algorithm(a, b, c):\n"
+              "    time.sleep(2.2)\n    return np.zeros(len(c), dtype=int)\n")
+    result = score_solution(load_task("lpn"), source, "val")
+    assert result.score == pytest.approx(1e-6)
+    assert "instance 0" in result.error and ("took" in result.error or "timed out" in result.error)
+
+
+# -- improvers: the LM budget and the proxies ---------------------------------------------
+class CountingBackend:
+    """Answers every request with the all-zeros solution; counts what reaches it."""
+
+    model = "scripted"
+    price_key = "local"
+    honours_n = True
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def request(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
+        with self.lock:
+            self.requests += 1
+        return Completions(texts=[f"```python\n{ZEROS}```"] * n, prompt_tokens=10, completion_tokens=5)
+
+    complete = request
+
+    def close(self) -> None:
+        pass
+
+
+def run_hostile_improver(source: str, *, lm_budget: int = 2, utility_budget: int = 3,
+                         time_limit: float = 20.0):
+    backend = CountingBackend()
+    events: list = []
+    service = LMService(backend, max_tokens=64, seed=0, emit=events.append, put_text=lambda t: str(hash(t)))
+    lm = service.handle("t/r1", lm_budget, 2)
+    scored: list[str] = []
+
+    def score(src: str, use: int) -> float:
+        scored.append(src)
+        return 0.5
+
+    utility = Utility("def utility(s): ...", utility_budget, score)
+    try:
+        out = run_improver(source, ZEROS, utility, lm, limits=Limits(), time_limit=time_limit, seed=1)
+    finally:
+        service.close()
+    return out, backend, lm, utility, scored
+
+
+BUDGET_GRABBER = r'''
+def improve_algorithm(initial_solution, utility, language_model):
+    language_model.budget = 1000
+    language_model._uses = 0
+    utility.budget = 1000
+    replies, errors = [], []
+    for _ in range(5):
+        try:
+            replies += language_model.prompt("x", "improve", n_responses=1)
+        except Exception as exc:
+            errors.append(str(exc))
+    scores = [utility(initial_solution) for _ in range(6)]
+    return repr({"replies": len(replies), "errors": errors, "scores": scores})
+'''
+
+
+def test_improver_cannot_raise_its_budgets():
+    out, backend, lm, utility, scored = run_hostile_improver(BUDGET_GRABBER)
+    assert out.error is None, out.error
+    report = eval(out.value)  # our own repr of plain data from the test program
+    assert report["replies"] == 2 and backend.requests == 2
+    assert len(report["errors"]) == 3 and all("budget" in e for e in report["errors"])
+    assert utility.uses == 3 and len(scored) == 3
+    assert report["scores"] == [0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
+
+
+OWN_CLIENT = r'''
+import os, socket
+
+def improve_algorithm(initial_solution, utility, language_model):
+    attempts = {}
+    try:
+        import openai
+        attempts["openai"] = "imported"
+    except Exception as exc:
+        attempts["openai"] = type(exc).__name__
+    for host, port in (("api.openai.com", 443), ("127.0.0.1", int(os.environ.get("PORT", "8080")))):
+        try:
+            socket.create_connection((host, port), timeout=1)
+            attempts[host] = "connected"
+        except OSError as exc:
+            attempts[host] = type(exc).__name__
+    attempts["key"] = os.environ.get("OPENAI_API_KEY")
+    return repr(attempts)
+'''
+
+
+def test_improver_cannot_reach_an_lm_of_its_own(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-PLANTED")
+    out, backend, lm, _, _ = run_hostile_improver(OWN_CLIENT)
+    assert out.error is None, out.error
+    attempts = eval(out.value)
+    assert "connected" not in attempts.values() and attempts["key"] is None
+    if BWRAP:
+        assert attempts["openai"] == "ModuleNotFoundError"
+    assert backend.requests == 0 and lm.uses == 0
+
+
+RPC_FLOOD = r'''
+import threading
+
+def improve_algorithm(initial_solution, utility, language_model):
+    results = []
+    def hammer():
+        try:
+            results.append(utility(initial_solution))
+        except Exception as exc:
+            results.append(str(exc))
+    threads = [threading.Thread(target=hammer) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return repr(results)
+'''
+
+
+def test_improver_rpc_flood_is_bounded():
+    out, _, _, utility, scored = run_hostile_improver(RPC_FLOOD, utility_budget=5)
+    assert out.error is None, out.error
+    assert utility.uses == 5 and len(scored) == 5
+
+
+SPIN_IMPROVER = "def improve_algorithm(initial_solution, utility, language_model):\n    while True:\n        pass\n"
+
+
+def test_improver_spin_is_killed_at_its_time_limit():
+    started = time.monotonic()
+    out, *_ = run_hostile_improver(SPIN_IMPROVER, time_limit=1.0)
+    assert out.error == "timed out after 1 s"
+    assert time.monotonic() - started < 8
+
+
+# -- the kernel fallback -------------------------------------------------------------------
+@pytest.mark.skipif(not ROOT_USER, reason="the unshare fallback needs root")
+def test_unshare_fallback_still_isolates(tmp_path, monkeypatch):
+    pool = Pool(PoolConfig(mode="unshare"))
+    try:
+        info = pool.describe()
+        assert info["mode"] == "unshare"
+        assert {"bubblewrap", "private_filesystem", "scratch_size_cap"} <= set(info["missing"])
+        assert info["protections"]["no_network"] and info["protections"]["pid_namespace"]
+        monkeypatch.setenv("STOP_TEST_SECRET", "PLANTED-ENV")
+        with Sandbox(ESCAPE_NO_EXEC, "algorithm", pool=pool) as box:
+            assert box.call((), 5).value == "left children behind"
+        assert wait_until(lambda: not run_uid_processes())
+        with Sandbox("import os\ndef algorithm():\n    return dict(os.environ)\n", "algorithm", pool=pool) as box:
+            assert "STOP_TEST_SECRET" not in box.call((), 5).value
+        with Sandbox(CONNECT, "algorithm", pool=pool) as box:
+            assert "connected" not in box.call((9,), 10).value.values()
+    finally:
+        pool.close()
+
+
+def test_plain_mode_reports_what_is_missing():
+    pool = Pool(PoolConfig(mode="plain"))
+    try:
+        info = pool.describe()
+        assert info["mode"] == "plain"
+        assert {"no_network", "pid_namespace", "private_filesystem"} <= set(info["missing"])
+        with Sandbox("def algorithm():\n    return 1\n", "algorithm", pool=pool) as box:
+            assert box.call((), 5).value == 1
+    finally:
+        pool.close()
+
+
+def test_worker_death_is_survived():
+    """The zygote itself is killed mid-run: the run fails with a reason, the next one works."""
+    pool = Pool()
+    try:
+        with Sandbox("import time\ndef algorithm():\n    time.sleep(30)\n", "algorithm", pool=pool) as box:
+            threading.Timer(0.5, lambda: os.killpg(pool._proc.pid, signal.SIGKILL)).start()
+            out = box.call((), 10)
+        assert out.error is not None and "sandbox process" in out.error
+        with Sandbox("def algorithm():\n    return 2\n", "algorithm", pool=pool) as box:
+            assert box.call((), 5).value == 2
+    finally:
+        pool.close()
