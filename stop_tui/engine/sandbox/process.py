@@ -29,6 +29,7 @@ from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
 LOAD_TIMEOUT = 30.0
+CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
 
 RpcHandler = Callable[[str, dict[str, Any]], Any]
@@ -153,6 +154,15 @@ class Sandbox:
                 pass
 
     def close(self) -> None:
+        run = self._run
+        if run is not None and not self._dead and self._sock is not None:
+            # Hang up first: a well-behaved child exits by itself (the zygote then sweeps
+            # whatever it left); anything still there a moment later is killed.
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            run.exited.wait(CLOSE_GRACE)
         self.kill()
         if self._sock is not None:
             self._sock.close()

@@ -81,6 +81,11 @@ class Zygote:
         self.by_pid = {}  # leader pid -> run id
         self.free_slots = list(range(int(config.get("slots", 4096))))
         self.last_sweep = 0.0
+        self.wakeup, self._wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup, False)
+        os.set_blocking(self._wakeup_w, False)
+        signal.set_wakeup_fd(self._wakeup_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
 
     # -- messages ---------------------------------------------------------------------
     def send(self, message):
@@ -91,8 +96,14 @@ class Zygote:
 
     def serve(self):
         while True:
-            ready, _, _ = select.select([self.ctrl], [], [], 0.05)
-            if ready:
+            ready, _, _ = select.select([self.ctrl, self.wakeup], [], [], 0.05)
+            if self.wakeup in ready:  # SIGCHLD: reap now, not at the next tick
+                try:
+                    while os.read(self.wakeup, 512):
+                        pass
+                except OSError:
+                    pass
+            if self.ctrl in ready:
                 try:
                     data, fds, _, _ = socket.recv_fds(self.ctrl, 1 << 20, 4)
                 except OSError:
@@ -160,6 +171,9 @@ class Zygote:
 
     def become_run(self, sock_fd, out_fd, uid, directory, limits):
         self.ctrl.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wakeup)
+        os.close(self._wakeup_w)
         os.setsid()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != self.me:
