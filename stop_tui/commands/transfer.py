@@ -201,6 +201,33 @@ def rows(store: SessionStore, plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
+def _restore_lm(lm, store: SessionStore) -> None:
+    """On resume: the session's LM totals so far, and its record, so that a unit cut short
+    gets the answers it already paid for from the record instead of the server."""
+    restore = getattr(lm, "restore", None)
+    if restore is None:
+        return
+    from stop_tui.engine.lm.record import Book
+
+    events = list(store.events())
+    totals = next((e.data for e in reversed(events) if e.kind == ev.BUDGET), None)
+    restore(totals, Book.from_events(events, store.text))
+    store.append(ev.Event(ev.RESUMED, "", {"kind": KIND}))
+
+
+def _progress(echo):
+    """Engine events worth a line during a transfer run: failed improver runs, LM replies."""
+    from stop_tui.progress import describe
+
+    def listener(event: ev.Event) -> None:
+        if event.kind in (ev.RUN_FINISHED, ev.LM_REPLY, ev.ERROR):
+            line = describe(event)
+            if line:
+                echo(f"  {line}")
+
+    return listener
+
+
 # -- output ----------------------------------------------------------------------------------
 
 def _pct(x: float | None) -> str:
@@ -327,10 +354,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                                                        "settings": settings.to_dict(), "resumed": False,
                                                        "kind": KIND}))
     session = _wire(store, settings, plan.tasks[0], backend, None)
+    if args.resume:
+        _restore_lm(session.engine.lm, store)
 
     def echo(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
+
+    if not args.quiet:
+        store.subscribe(_progress(echo))
 
     echo(f"transfer session {store.id}: improver {plan.improver_label}, tasks {','.join(plan.tasks)}, "
          f"{plan.runs} run(s)")
