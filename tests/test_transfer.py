@@ -203,3 +203,21 @@ def test_mean_ci():
     assert m == pytest.approx(0.5) and lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # t(1) = 12.7, clipped
     m, (lo, hi) = mean_ci([0.5, 0.6, 0.7])
     assert (lo, hi) == (pytest.approx(0.6 - 4.303 * 0.1 / 3 ** 0.5), pytest.approx(0.6 + 4.303 * 0.1 / 3 ** 0.5))
+
+
+@pytest.mark.slow
+def test_transfer_and_a_baseline_on_the_local_model(sessions_dir):
+    """The real embedded model (SmolLM2): the commands run end to end and every number is a
+    score in [0, 1] (the model rarely writes a working program)."""
+    proc = stop_tui("transfer", "--improver", str(FIRST), "--tasks", "grid", "--sessions-dir", str(sessions_dir),
+                    "--json", timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)["rows"][0]
+    assert row["seed_solution"]["test"] == pytest.approx(0.438874651123, abs=1e-12)
+    for who in ("seed_improver", "improver"):
+        assert 0.0 <= row[who]["test"] <= 1.0 and row[who]["n"] == 1
+    proc = stop_tui("baseline", "--task", "grid", "--method", "cot", "--sessions-dir", str(sessions_dir),
+                    "--json", timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["method"] == "cot" and all(0.0 <= s <= 1.0 for s in result["scores"])
