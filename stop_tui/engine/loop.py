@@ -81,7 +81,7 @@ class Engine:
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str) -> float:
         if split == "val":  # static safety checks, once per solution, before it runs
-            flag_candidate(self.emit, source, path, "solution")
+            flag_candidate(self.store.append, source, path, "solution")
         result = score_solution(self.task, source, split, limits=self.limits, cancel=self.cancel)
         data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
                                    "split": split, "score": result.score,
@@ -129,7 +129,7 @@ class Engine:
         self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
                   source=self.store.put_text(source) if source else None,
                   parent=self.store.put_text(parent) if parent else None)
-        flag_candidate(self.emit, source, path, "improver")  # static safety checks, before it runs
+        flag_candidate(self.store.append, source, path, "improver")  # static safety checks, before it runs
         result = self.meta_score(source, path, with_test=with_test)
         data: dict[str, object] = {"role": role, "score": result.val}
         if with_test:

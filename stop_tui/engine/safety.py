@@ -299,12 +299,14 @@ def check_source(source: str | None) -> list[Finding]:
     return unique
 
 
-def flag_candidate(emit: Callable[..., None], source: str | None, path: str, role: str) -> list[Finding]:
-    """Check a candidate before it runs and emit one FLAG event per finding at its path.
-    `emit(kind, path, **data)` is Engine.emit. `role` is "improver" or "solution"."""
+def flag_candidate(append: Callable[[ev.Event], object], source: str | None, path: str,
+                   role: str) -> list[Finding]:
+    """Check a candidate before it runs and record one FLAG event per finding at its path:
+    {kind, detail, line, role}. `append` is SessionStore.append; `role` is "improver" or
+    "solution"."""
     findings = check_source(source)
     for finding in findings:
-        emit(ev.FLAG, path, role=role, **finding.to_dict())
+        append(ev.Event(ev.FLAG, path, {**finding.to_dict(), "role": role}))
     return findings
 
 
