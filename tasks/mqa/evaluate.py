@@ -6,7 +6,9 @@ after those draws; Python's `random` starts from `random.seed(base + i)` (the re
 left it unseeded, which made scores irreproducible). objective = sum_ij F[i,j] D[a_i,a_j] -
 0.5 sum_i P[i,a_i] + the seconds the candidate took (its own time, measured in the sandbox).
 An answer that is not a permutation of range(15), a failure or a run over 0.5 s gives that
-instance an objective of 0. Score = max(mean objective / 225, 0.01) over 10 instances.
+instance an objective of 0 (the released code compared sets, so a longer list with repeats
+passed; ours must be exactly a permutation). Score = max(mean objective / 225, 0.01) over 10
+instances.
 
 As released, the score rewards a HIGHER objective although the problem (and the seed, which
 anneals) minimises it. We keep that semantics so that scores match the paper's.

@@ -13,7 +13,8 @@ released code, an exception or an answer that cannot be checked (not a list or d
 values reaching index n) ends the evaluation with 0.01. Score = max(total / 30, 0.01).
 
 The time limit is the task setting `time_limit` (task.toml): 10 ms by default, as the paper
-says; the released code used 0.1 s.
+says; the released code used 0.1 s. (The released code added 0, not 0.01, for an answer still
+running when its wait ran out; we follow PAPER.md: every late answer counts 0.01.)
 """
 
 import random
