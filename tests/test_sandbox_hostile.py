@@ -327,6 +327,33 @@ def test_no_network_not_even_loopback():
     assert "connected" not in out.value.values() and out.value["dns"] != "resolved"
 
 
+OWN_SERVER = r'''
+import socket
+
+def algorithm():
+    results = {}
+    for name, family in (("inet", socket.AF_INET), ("inet6", socket.AF_INET6), ("unix", socket.AF_UNIX)):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.close()
+            results[name] = "created"
+        except OSError as exc:
+            results[name] = type(exc).__name__
+    a, b = socket.socketpair()  # harmless, and what asyncio / multiprocessing need
+    a.sendall(b"ok")
+    results["socketpair"] = b.recv(2).decode()
+    return results
+'''
+
+
+def test_no_sockets_at_all_not_even_a_private_loopback_server():
+    """Runs share a network namespace with each other; with no sockets they cannot meet there."""
+    out, error, _, _ = run_program(OWN_SERVER, ())
+    assert error is None, error
+    assert out.value == {"inet": "PermissionError", "inet6": "PermissionError",
+                         "unix": "PermissionError", "socketpair": "ok"}
+
+
 # -- outliving the evaluation ------------------------------------------------------------
 ESCAPE = r'''
 import os, sys, time
@@ -726,6 +753,9 @@ def test_plain_mode_reports_what_is_missing():
         info = pool.describe()
         assert info["mode"] == "plain"
         assert {"no_network", "pid_namespace", "private_filesystem"} <= set(info["missing"])
+        assert info["protections"]["no_sockets"]  # seccomp needs no namespace
+        with Sandbox(OWN_SERVER, "algorithm", pool=pool) as box:
+            assert box.call((), 5).value["inet"] == "PermissionError"
         with Sandbox("def algorithm():\n    return 1\n", "algorithm", pool=pool) as box:
             assert box.call((), 5).value == 1
     finally:

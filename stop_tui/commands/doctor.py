@@ -33,15 +33,12 @@ def algorithm(secret_name, secret_file, home, project, port, engine_pid):
             out[key] = sorted(os.listdir(path))[:50]
         except OSError:
             out[key] = None
-    s = socket.socket()
-    s.settimeout(1)
     try:
-        s.connect(("127.0.0.1", port))
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        s.close()
         out["loopback"] = True
     except OSError:
         out["loopback"] = False
-    finally:
-        s.close()
     try:
         os.kill(engine_pid, 0)
         out["engine_visible"] = True

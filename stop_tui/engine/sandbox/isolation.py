@@ -65,7 +65,8 @@ BOX_SCRATCH = "/scratch"
 # What each protection means (doctor prints these).
 DESCRIPTIONS = {
     "bubblewrap": "bubblewrap confines the workers (strongest mode)",
-    "no_network": "no network at all, loopback included (network namespace)",
+    "no_network": "own network namespace: no interface but a private loopback (host unreachable)",
+    "no_sockets": "seccomp: runs cannot create sockets (network, loopback and unix alike)",
     "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
     "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
     "scratch_size_cap": "scratch is a size-capped tmpfs: the disk cannot be filled",

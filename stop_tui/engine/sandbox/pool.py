@@ -224,6 +224,7 @@ class Pool:
         protections["no_network"] = bool(checks.get("network_isolated"))
         protections["pid_namespace"] = bool(checks.get("pid_namespace"))
         protections["kill_descendants"] = bool(checks.get("subreaper"))
+        protections["no_sockets"] = bool(checks.get("no_sockets"))
         protections["pool_cgroup"] = all(self._cgroups.active.values())
         self.protections = {k: protections.get(k, False) for k in DESCRIPTIONS}
         self.mode = launch.mode

@@ -40,7 +40,61 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option, value):
-    return _libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) == 0
+    zero = ctypes.c_ulong(0)
+    return _libc.prctl(option, ctypes.c_ulong(value), zero, zero, zero) == 0
+
+
+# seccomp: a run may not create sockets (network, loopback and unix sockets alike; the engine's
+# socket is inherited, socketpair() stays allowed) nor io_uring instances (which can open sockets).
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+_ARCH = {  # machine -> (AUDIT_ARCH, __NR_socket, __NR_io_uring_setup, x32 bit)
+    "x86_64": (0xC000003E, 41, 425, True),
+    "aarch64": (0xC00000B7, 198, 425, False),
+}
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint32)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
+
+
+def _no_sockets():
+    """Install the seccomp filter in this process (and everything it starts). True on success."""
+    arch = _ARCH.get(os.uname().machine)
+    if arch is None:
+        return False
+    audit_arch, nr_socket, nr_uring, x32 = arch
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
+    code = [
+        (load, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, audit_arch),
+        (ret, 0, 0, deny),  # a foreign syscall ABI: refuse everything
+        (load, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if x32:
+        code.append((jge, 3, 0, 0x40000000))  # x32 ABI numbers: refuse
+    code += [
+        (jeq, 2, 0, nr_socket),
+        (jeq, 1, 0, nr_uring),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, deny),
+    ]
+    if x32:  # the x32 jump lands on the final deny
+        code[4] = (jge, len(code) - 5 - 1, 0, 0x40000000)
+    filters = (_Filter * len(code))(*[_Filter(*c) for c in code])
+    program = _Program(len(code), filters)
+    zero = ctypes.c_ulong(0)
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
+        return False
+    return _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(program),
+                       zero, zero) == 0
 
 
 def _load(name, path):
@@ -197,6 +251,8 @@ class Zygote:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        if self.config.get("no_sockets", True) and not _no_sockets():
+            return  # never run a program with less confinement than was reported
         os.umask(0o077)
         os.environ.clear()
         os.environ.update(self.env)
@@ -322,7 +378,28 @@ def _checks(config):
     except OSError:
         checks["pid_namespace"] = False
     checks["subreaper"] = bool(config.get("_subreaper"))
+    checks["no_sockets"] = _probe_no_sockets()
     return checks
+
+
+def _probe_no_sockets():
+    """Fork a throwaway child, install the filter, try to open sockets."""
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            if _no_sockets():
+                ok = True
+                for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+                    try:
+                        socket.socket(family, socket.SOCK_STREAM).close()
+                        ok = False
+                    except OSError:
+                        pass
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def main():
