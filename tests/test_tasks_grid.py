@@ -93,7 +93,7 @@ def test_unusable_answers_score_0(value):
 
 
 def test_the_limit_is_judged_on_the_candidates_own_time():
-    # 0.1 s of the candidate's own time; the engine's round trip does not count.
+    # The limit is judged on Outcome.seconds.
     fast = fixed([Outcome(value="A", seconds=0.099)])
     slow = fixed([Outcome(value="A", seconds=0.101)])
     assert EV.evaluate(fast, "val")[0] > 0

@@ -25,7 +25,7 @@ What a solution must do and how it is scored, for people (shown by `stop-tui tas
 
 # Settings reach evaluate.py as evaluate(run, split, settings). Numbers, strings or booleans.
 [settings]
-time_limit = 1.0             # seconds of the candidate's own time per instance
+time_limit = 1.0             # seconds per instance (judged on the outcome's .seconds)
 '''
 
 SEED_PY = '''# The seed solution: the program STOP starts from. It must define the entry function named
@@ -80,8 +80,8 @@ stop-tui calls evaluate(run, split, settings) and expects (score, error): score 
 (clamped), error None or a short reason. `run(*inputs, time_limit=..., rng=(py_rng, np_rng))`
 executes the candidate's entry function in the sandbox on the inputs and returns an outcome
 with .value (the answer, as plain JSON data: lists, not tuples or arrays), .error (None or why
-it failed: an exception, a timeout, a crash) and .seconds (the candidate's own time, measured
-around the call inside the sandbox). Judge time limits on .seconds. The candidate only ever
+it failed: an exception, a timeout, a crash) and .seconds (how long the call took, as the
+sandbox measures it). Judge time limits on .seconds. The candidate only ever
 sees the inputs; labels and answers stay here. Validate .value before you use it.
 """
 

@@ -5,7 +5,7 @@ randint(1, 30); t = `length` draws of choice("AB"), then s likewise; the target 
 grid_dist(s, t). The candidate's `algorithm(t, dist)` runs with the generators in the state
 they have after those draws. Score 1 for a string at exactly the target distance, else
 0.5 - |d - target| / (6 len(t)). A failing instance (an exception, a value that is not a
-string over "AB" of the right length, or over 0.1 s of the candidate's own time) scores 0 and
+string over "AB" of the right length, or over 0.1 s by the sandbox's Outcome.seconds) scores 0 and
 the evaluation goes on, as in the released code. Mean over 50 instances in both splits.
 """
 

@@ -10,7 +10,7 @@ Score: the mean over 100 instances of cut weight / total edge weight, in [0, 1].
 code scored the mean cut weight / 10 (not in [0, 1]: a random partition scored ~958 %) and
 returned 0.01 after an exception or a timeout and 0 after a wrong-length answer; here any of
 these (an exception, an answer that is not one hashable label per node, or over 0.1 s of the
-candidate's own time) ends the evaluation with 0.
+run time the sandbox reports) ends the evaluation with 0.
 """
 
 import random

@@ -4,7 +4,7 @@ Per instance i: numpy's legacy RNG seeded with base + i; F, D, P = three draws o
 rand(15, 15) in that order. The candidate runs with numpy's generator in the state it has
 after those draws; Python's `random` starts from `random.seed(base + i)` (the released code
 left it unseeded, which made scores irreproducible). objective = sum_ij F[i,j] D[a_i,a_j] -
-0.5 sum_i P[i,a_i] + the seconds the candidate took (its own time, measured in the sandbox).
+0.5 sum_i P[i,a_i] + the seconds the run took (Outcome.seconds, as the sandbox reports it).
 An answer that is not a permutation of range(15), a failure or a run over 0.5 s gives that
 instance an objective of 0 (the released code compared sets, so a longer list with repeats
 passed; ours must be exactly a permutation). Score = max(mean objective / 225, 0.01) over 10

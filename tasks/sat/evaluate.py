@@ -8,7 +8,7 @@ it has after those draws (numpy's generator, left unseeded by the released code,
 seed base + i here so that scores are reproducible).
 
 A satisfying answer within the time limit scores 1; a wrong answer, or one that took longer
-than the limit (the candidate's own time, measured in the sandbox), scores 0.01. As in the
+than the limit (the run's time as the sandbox reports it, Outcome.seconds), scores 0.01. As in the
 released code, an exception or an answer that cannot be checked (not a list or dict of truth
 values reaching index n) ends the evaluation with 0.01. Score = max(total / 30, 0.01).
 
