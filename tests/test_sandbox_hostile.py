@@ -726,6 +726,32 @@ def test_improver_spin_is_killed_at_its_time_limit():
     assert time.monotonic() - started < 8
 
 
+def test_hostile_improvers_are_contained(tmp_path, monkeypatch):
+    """The solution-side attacks, from inside improve_algorithm (with its proxies around)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-PLANTED-SECRET")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-FILE")
+    secret.chmod(0o644)
+    tmp_path.chmod(0o755)
+    marker = f"stop-improver-escape-{os.getpid()}-{time.monotonic_ns()}"
+    cases = [
+        (READ_SECRETS, (str(tmp_path), str(secret), str(ROOT / "pyproject.toml"), str(secret))),
+        (ESCAPE, (marker,)),
+        (SIGNALS, (os.getpid(),)),
+        (WRITE_OUTSIDE, ([str(ROOT / "pwned.txt"), "/tmp/stop-pwned.txt"],)),
+    ]
+    for program, args in cases:
+        source = program + f"\n\ndef improve_algorithm(initial_solution, utility, language_model):\n" \
+                           f"    return repr(algorithm(*{args!r}))\n"
+        out, backend, lm, utility, _ = run_hostile_improver(source)
+        assert out.error is None, out.error
+        for planted in ("sk-PLANTED-SECRET", "TOP-SECRET-FILE"):
+            assert planted not in out.value
+        assert "'sent'" not in out.value and backend.requests == 0
+    assert wait_until(lambda: not marked_processes(marker))
+    assert not (ROOT / "pwned.txt").exists() and not Path("/tmp/stop-pwned.txt").exists()
+
+
 # -- the kernel fallback -------------------------------------------------------------------
 @pytest.mark.skipif(not ROOT_USER, reason="the unshare fallback needs root")
 def test_unshare_fallback_still_isolates(tmp_path, monkeypatch):
