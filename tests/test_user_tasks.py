@@ -178,3 +178,20 @@ def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
     result = score_solution(task, task.seed, "val")
     assert result.score == 1.0, result.error
     assert float(result.error.split()[-1]) > 0.01  # the round trip alone would have failed it
+
+
+@pytest.mark.parametrize("returned,score,reason", [
+    ("0.25", 0.25, None), ("(0.5, None)", 0.5, None), ("(2.0, 'x')", 1.0, "x"),
+    ("__import__('numpy').float32(0.5)", 0.5, None), ("(1, 2, 3)", 0.0, "not (score, error)"),
+    ("'high'", 0.0, "not (score, error)"), ("True", 0.0, "not (score, error)"),
+])
+def test_what_evaluate_returns_is_checked(tmp_path, returned, score, reason):
+    folder = tmp_path / "ret"
+    folder.mkdir()
+    (folder / "task.toml").write_text('name = "ret"\n')
+    (folder / "seed.py").write_text("def algorithm():\n    return 0\n")
+    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
+    (folder / "evaluate.py").write_text(f"def evaluate(run, split):\n    return {returned}\n")
+    result = score_solution(load_task(str(folder)), "def algorithm():\n    return 0\n", "val")
+    assert result.score == score
+    assert (result.error is None) if reason is None else (reason in result.error)

@@ -7,6 +7,7 @@ reason), never an exception.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -67,5 +68,11 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
     finally:
         if "box" in holder:
             holder["box"].close()
-    value, error = result if isinstance(result, tuple) else (result, None)
-    return Score(_clamp(value), error, time.monotonic() - started)
+    if isinstance(result, tuple) and len(result) == 2:
+        value, error = result
+    else:
+        value, error = result, None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return Score(0.0, f"evaluate.py returned {type(result).__name__}, not (score, error)",
+                     time.monotonic() - started)
+    return Score(_clamp(value), None if error is None else str(error)[:1000], time.monotonic() - started)
