@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("solution", type=Path)
     p.add_argument("--task", default="lpn")
     p.add_argument("--split", choices=SPLITS, default="val")
+    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task setting from its task.toml, e.g. --set time_limit=0.1 (sat)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
@@ -170,7 +172,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {args.solution}: {getattr(exc, 'strerror', None) or exc}") from None
     if not source.strip():
         raise UserError(f"{args.solution} is empty")
-    result = score_solution(task, source, args.split)
+    from stop_tui.commands.transfer import parse_settings
+
+    overrides = parse_settings(args.task_settings)
+    unknown = sorted(set(overrides) - set(task.settings))
+    if unknown:
+        raise UserError(f"task {task.name} has no setting {', '.join(unknown)} "
+                        f"(its settings: {', '.join(task.settings) or 'none'})")
+    result = score_solution(task, source, args.split, settings=overrides)
     if args.json:
         print(json.dumps({"task": task.name, "split": args.split, "file": str(args.solution),
                           "score": result.score, "error": result.error,

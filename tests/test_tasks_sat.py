@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -88,3 +89,15 @@ def test_seed_is_a_random_walk_that_returns_none_when_it_gives_up():
     # At the released code's 0.1 s (and beyond) the seed's give-up (None) ends the evaluation
     # with 0.01: the paper's 0 %.
     assert score_solution(TASK, TASK.seed, "val", settings={"time_limit": 10.0}).score == 0.01
+
+
+def test_the_cli_takes_the_time_limit_setting(tmp_path):
+    from conftest import stop_tui
+
+    solver = tmp_path / "walksat.py"
+    solver.write_text((PROGRAMS / "sat_walksat.py").read_text())
+    proc = stop_tui("score", "--task", "sat", "--set", "time_limit=5", "--json", str(solver))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["score"] == 1.0
+    proc = stop_tui("score", "--task", "sat", "--set", "timelimit=5", str(solver))
+    assert proc.returncode == 2 and "no setting timelimit" in proc.stderr and "time_limit" in proc.stderr

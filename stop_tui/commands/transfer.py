@@ -340,6 +340,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                 raise UserError(f"{name} is not a downstream task")
         source, label = resolve_improver(args.improver, sessions_dir)
         overrides = parse_settings(args.task_settings)
+        known = {key for name in tasks for key in load_task(name).settings}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UserError(f"no task among {', '.join(tasks)} has a setting {', '.join(unknown)}")
         preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
         settings = session_settings(preset, seed=args.seed)
         backend = make_backend(args.model, args.base_url)
