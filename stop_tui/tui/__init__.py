@@ -1,0 +1,1 @@
+"""The Textual workbench. Nothing under stop_tui.engine imports this package."""

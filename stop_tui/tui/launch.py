@@ -1,0 +1,71 @@
+"""`stop-tui new` and `stop-tui resume`: build or reopen a session, run the app, close cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from stop_tui.engine.errors import UserError
+from stop_tui.engine.gate import Gate
+from stop_tui.engine.store import default_sessions_dir
+
+STOP_WAIT = 20.0  # after the app closes: how long an LM call in flight may take to return
+
+
+def launch(args: argparse.Namespace) -> int:
+    from stop_tui.engine.session import make_backend, new_session, open_session
+
+    sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
+    if args.command == "new":
+        from stop_tui.cli import _settings
+        from stop_tui.engine.tasks import load_task
+
+        load_task(args.task)
+        settings = _settings(args)
+        backend = make_backend(args.model, args.base_url)
+        session = new_session(sessions_dir, args.task, settings, backend, base_url=args.base_url,
+                              gate=Gate(running=not args.step))
+        return _run(session=session)
+    if args.session:
+        session = open_session(sessions_dir, args.session, gate=Gate(running=False))
+        return _run(session=session)
+    if not sys.stdin.isatty():
+        raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
+    if not sessions_dir.is_dir():
+        raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
+    return _run(session=None, sessions_dir=sessions_dir,
+                open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False)))
+
+
+def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
+    from stop_tui.tui.app import StopApp
+
+    app = StopApp(session, sessions_dir=sessions_dir, open_session_fn=open_session_fn)
+    try:
+        code = app.run()
+    finally:
+        session = app.session
+        if session is not None:
+            session.gate.cancel()
+    if session is None:
+        return code or 0
+    worker = app._engine_worker
+    started = worker is not None
+    if started and not app.engine_done.is_set():
+        print("stop-tui: stopping: waiting for the LM call in flight (ctrl+c to leave now)…",
+              file=sys.stderr, flush=True)
+        try:
+            app.engine_done.wait(STOP_WAIT)
+        except KeyboardInterrupt:
+            pass
+    if started and not app.engine_done.is_set():
+        # Everything that completed is committed (one SQLite transaction per event); only the
+        # call in flight is lost and will be redone on resume.
+        print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+              file=sys.stderr, flush=True)
+        os._exit(130)
+    session.close()
+    print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+          file=sys.stderr)
+    return code or 0

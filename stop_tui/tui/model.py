@@ -1,0 +1,432 @@
+"""What the TUI knows about a session, rebuilt from its event log alone (no Textual here).
+
+`SessionModel.ingest(event)` folds one engine event into a lineage of nodes (iterations ->
+candidate improvers -> meta-utility runs -> downstream solutions), score series, budget
+totals and the LM exchanges. It records what changed so the widgets can update only that.
+A live session, a resumed one and a finished one go through the same code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stop_tui.engine import events as ev
+
+ITERATION, CANDIDATE, RUN, SOLUTION = "iteration", "candidate", "run", "solution"
+PENDING, RUNNING, SCORED, FAILED, ACCEPTED, REJECTED = (
+    "pending", "running", "scored", "failed", "accepted", "rejected")
+
+_ITER = re.compile(r"^it(\d+)$")
+_LM = re.compile(r"^lm(\d+)$")
+
+
+def node_kind(path: str) -> str | None:
+    """The tree kind of a node path, or None for paths that are not tree nodes (LM calls)."""
+    if not path:
+        return None
+    last = path.rsplit("/", 1)[-1]
+    depth = path.count("/")
+    if depth == 0:
+        return ITERATION if _ITER.match(last) else None
+    if _LM.match(last):
+        return None
+    if depth == 1:
+        return CANDIDATE
+    if depth == 2 and last.startswith("r"):
+        return RUN
+    if depth == 3 and (last == "final" or last.startswith("s")):
+        return SOLUTION
+    return None
+
+
+def iteration_of(path: str) -> int | None:
+    m = _ITER.match(path.split("/", 1)[0])
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class Node:
+    path: str
+    kind: str
+    status: str = PENDING
+    score: float | None = None
+    test: float | None = None
+    source: str | None = None  # content hash of the node's program
+    parent_source: str | None = None  # what the diff compares against
+    output: str | None = None  # a run's returned solution
+    role: str = ""
+    error: str | None = None
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class LMCall:
+    path: str
+    request: dict[str, Any] = field(default_factory=dict)
+    reply: dict[str, Any] | None = None
+    t: float = 0.0
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    requests: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+
+    def add_reply(self, d: dict[str, Any]) -> None:
+        self.calls += 1
+        self.requests += int(d.get("requests") or 0)
+        self.completions += len(d.get("replies") or []) - int(d.get("failed") or 0)
+        self.prompt_tokens += int(d.get("prompt_tokens") or 0)
+        self.completion_tokens += int(d.get("completion_tokens") or 0)
+        cost = d.get("cost_usd")
+        if cost is None:
+            self.cost_usd = None
+        elif self.cost_usd is not None:
+            self.cost_usd += cost
+
+
+@dataclass(frozen=True)
+class LogLine:
+    t: float
+    kind: str
+    path: str
+    text: str
+    level: str = "info"  # info | good | bad | warn | dim
+
+
+class SessionModel:
+    def __init__(self, meta: dict[str, Any] | None = None, session_id: str = "") -> None:
+        meta = meta or {}
+        self.session_id = session_id
+        self.task: str = meta.get("task", "?")
+        self.model: str = meta.get("model", "?")
+        self.settings: dict[str, Any] = dict(meta.get("settings", {}))
+        self.nodes: dict[str, Node] = {}
+        self.roots: list[str] = []
+        self.lm_calls: dict[str, LMCall] = {}
+        self.calls_by_owner: dict[str, list[str]] = {}
+        self.totals = Usage()
+        self.iteration_usage: dict[int, Usage] = {}
+        self.reply_times: deque[tuple[float, int, int]] = deque(maxlen=64)  # (t, calls, tokens)
+        self.accepted: dict[int, tuple[float | None, float | None, str | None]] = {}
+        self.verdicts: dict[int, tuple[bool, str | None]] = {}
+        self.candidate_scores: list[tuple[int, float]] = []  # (iteration, score)
+        self.current_iteration: int | None = None
+        self.state = "new"  # new | running | paused | finished
+        self.sandbox_missing: list[str] = []
+        self.flags = 0
+        self.errors = 0
+        self.t0: float | None = None
+        self.last_seq = 0
+        self.events = 0
+        # change tracking, drained by the UI
+        self.added: list[str] = []
+        self.changed: set[str] = set()
+        self.reset: list[str] = []
+        self.log: deque[LogLine] = deque(maxlen=5000)
+        self.new_log: list[LogLine] = []
+        for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
+            self._ensure(f"it{t}")
+
+    # -- change tracking ----------------------------------------------------------------
+    def take_changes(self) -> tuple[list[str], set[str], list[str], list[LogLine]]:
+        out = (self.added, self.changed, self.reset, self.new_log)
+        self.added, self.changed, self.reset, self.new_log = [], set(), [], []
+        return out
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _ensure(self, path: str) -> Node | None:
+        node = self.nodes.get(path)
+        if node is not None:
+            return node
+        kind = node_kind(path)
+        if kind is None:
+            return None
+        parent = ev.parent_path(path)
+        if parent:
+            up = self._ensure(parent)
+            if up is None:
+                return None
+            up.children.append(path)
+            self.changed.add(parent)
+        else:
+            self._insert_root(path)
+        node = self.nodes[path] = Node(path, kind)
+        self.added.append(path)
+        return node
+
+    def _insert_root(self, path: str) -> None:
+        t = iteration_of(path) or 0
+        k = len(self.roots)
+        while k > 0 and (iteration_of(self.roots[k - 1]) or 0) > t:
+            k -= 1
+        self.roots.insert(k, path)
+
+    def _drop_children(self, node: Node) -> None:
+        stack = list(node.children)
+        while stack:
+            path = stack.pop()
+            child = self.nodes.pop(path, None)
+            if child:
+                stack.extend(child.children)
+        node.children = []
+        self.reset.append(node.path)
+
+    def _restart_iteration(self, t: int) -> None:
+        """A resume re-executes iteration t: forget its partial work (it is written again)."""
+        node = self.nodes.get(f"it{t}")
+        if node is not None and node.children:
+            self._drop_children(node)
+        prefix = f"it{t}/"
+        for path in [p for p in self.lm_calls if p.startswith(prefix)]:
+            del self.lm_calls[path]
+        for owner in [p for p in self.calls_by_owner if p == f"it{t}" or p.startswith(prefix)]:
+            del self.calls_by_owner[owner]
+        self.iteration_usage.pop(t, None)
+        self.candidate_scores = [(i, v) for i, v in self.candidate_scores if i != t]
+        self.accepted.pop(t, None)
+        self.verdicts.pop(t, None)
+
+    def owner_node(self, path: str) -> Node | None:
+        """The nearest tree node at or above `path`."""
+        while path:
+            if path in self.nodes:
+                return self.nodes[path]
+            if node_kind(path) is not None:
+                return self._ensure(path)
+            path = ev.parent_path(path)
+        return None
+
+    # -- ingestion ------------------------------------------------------------------------
+    def ingest_all(self, events) -> None:
+        for event in events:
+            self.ingest(event)
+
+    def ingest(self, e: ev.Event) -> None:  # noqa: C901 - one branch per event kind
+        if e.seq and e.seq <= self.last_seq:
+            return
+        self.last_seq = max(self.last_seq, e.seq)
+        self.events += 1
+        if self.t0 is None:
+            self.t0 = e.t
+        d, k, path = e.data, e.kind, e.path
+        text, level = None, "info"
+        if k == ev.SESSION_STARTED:
+            self.task = d.get("task", self.task)
+            self.model = d.get("model", self.model)
+            if d.get("settings"):
+                self.settings = dict(d["settings"])
+                for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
+                    self._ensure(f"it{t}")
+            text = f"session {'resumed' if d.get('resumed') else 'started'}: {self.task} on {self.model}"
+        elif k == ev.ITERATION_STARTED:
+            t = d.get("iteration", iteration_of(path) or 0)
+            node = self._ensure(path)
+            if node is not None:
+                if node.children:
+                    self._drop_children(node)
+                node.status, node.source, node.score, node.test = RUNNING, d.get("improver"), None, None
+                prev = self.accepted.get(t - 1)
+                node.parent_source = prev[2] if prev else None
+                self.changed.add(path)
+            self.current_iteration = t
+            self.state = "running"
+            text = f"iteration {t} started"
+        elif k in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
+            t = d.get("iteration", iteration_of(path) or 0)
+            node = self._ensure(path)
+            ok = k == ev.ITERATION_ACCEPTED
+            if ok:
+                self.accepted[t] = (d.get("val"), d.get("test"), d.get("improver"))
+            else:
+                prev = self.accepted.get(t - 1)
+                self.accepted[t] = prev if prev else (None, None, d.get("kept"))
+            self.verdicts[t] = (ok, d.get("reason"))
+            if node is not None:
+                node.status = ACCEPTED if ok else REJECTED
+                node.score, node.test = d.get("val"), d.get("test")
+                node.error = None if ok else d.get("reason")
+                self.changed.add(path)
+                if ok:
+                    for child in node.children:
+                        c = self.nodes.get(child)
+                        if c and c.source and c.source == d.get("improver"):
+                            c.status = ACCEPTED
+                            self.changed.add(child)
+            val = d.get("val")
+            vs = f"val {val:.4f}" if isinstance(val, int | float) else "val -"
+            test = d.get("test")
+            ts = f" test {test:.4f}" if isinstance(test, int | float) else ""
+            text = (f"iteration {t} accepted ({vs}{ts})" if ok
+                    else f"iteration {t} rejected ({vs}{ts}): {d.get('reason')}")
+            level = "good" if ok else "warn"
+        elif k == ev.CANDIDATE_PROPOSED:
+            node = self._ensure(path)
+            if node is not None:
+                node.status, node.role = RUNNING, d.get("role", "")
+                node.source, node.parent_source = d.get("source"), d.get("parent")
+                self.changed.add(path)
+            text = f"{d.get('role', 'candidate')} proposed" + ("" if d.get("source") else " (no program)")
+        elif k == ev.CANDIDATE_SCORED:
+            node = self._ensure(path)
+            score = d.get("score")
+            if node is not None:
+                node.score, node.test, node.error = score, d.get("test"), d.get("error")
+                if node.status != ACCEPTED:
+                    node.status = FAILED if d.get("error") and not score else SCORED
+                self.changed.add(path)
+            if d.get("role") == "candidate" and isinstance(score, int | float):
+                self.candidate_scores.append((iteration_of(path) or 0, float(score)))
+            text = f"{d.get('role', 'candidate')} scored {_num(score)}" + (f" ({d['error']})" if d.get("error") else "")
+            level = "bad" if d.get("error") and not score else "info"
+        elif k == ev.RUN_STARTED:
+            node = self._ensure(path)
+            if node is not None:
+                node.status, node.source = RUNNING, d.get("improver")
+                self.changed.add(path)
+            text, level = "improver run started", "dim"
+        elif k == ev.RUN_FINISHED:
+            node = self._ensure(path)
+            if node is not None:
+                node.score, node.test, node.error = d.get("val"), d.get("test"), d.get("error")
+                node.output = d.get("solution")
+                node.status = FAILED if d.get("error") else SCORED
+                self.changed.add(path)
+            text = f"run finished: val {_num(d.get('val'))}" + (f" ({d['error']})" if d.get("error") else "")
+            level = "bad" if d.get("error") else "dim"
+        elif k == ev.SOLUTION_SCORED:
+            node = self._ensure(path)
+            if node is not None:
+                if d.get("split") == "test":
+                    node.test = d.get("score")
+                else:
+                    node.score, node.source, node.error = d.get("score"), d.get("source"), d.get("error")
+                    node.status = FAILED if d.get("error") and not d.get("score") else SCORED
+                self.changed.add(path)
+            text = f"solution {d.get('split')} {_num(d.get('score'))}" + (f" ({d['error']})" if d.get("error") else "")
+            level = "dim"
+        elif k == ev.LM_REQUEST:
+            call = self.lm_calls.get(path)
+            if call is None:
+                call = self.lm_calls[path] = LMCall(path, t=e.t)
+                self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
+            call.request = d
+            text, level = f"LM call: {d.get('n', 1)} prompt(s), T={d.get('temperature')}", "dim"
+        elif k == ev.LM_REPLY:
+            call = self.lm_calls.get(path)
+            if call is None:
+                call = self.lm_calls[path] = LMCall(path, t=e.t)
+                self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
+            call.reply = d
+            t = iteration_of(path)
+            if t is not None:
+                self.iteration_usage.setdefault(t, Usage()).add_reply(d)
+            tokens = int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
+            self.reply_times.append((e.t, 1, tokens))
+            text = (f"LM reply: {d.get('prompt_tokens', 0)} in / {d.get('completion_tokens', 0)} out tokens, "
+                    f"{d.get('latency', 0):.1f}s" + (f" ({d['error']})" if d.get("error") else ""))
+            level = "bad" if d.get("error") else "dim"
+        elif k == ev.BUDGET:
+            self.totals = Usage(**{key: d.get(key, 0) for key in (
+                "calls", "requests", "completions", "prompt_tokens", "completion_tokens")},
+                cost_usd=d.get("cost_usd"))
+        elif k == ev.SANDBOX:
+            self.sandbox_missing = list(d.get("missing") or [])
+            prot = d.get("protections") or {}
+            on = [name for name, v in prot.items() if v]
+            text = "sandbox: " + (", ".join(on) or "no protections")
+            if self.sandbox_missing:
+                text += "; MISSING: " + ", ".join(self.sandbox_missing)
+                level = "warn"
+        elif k == ev.FLAG:
+            node = self.owner_node(path)
+            if node is not None:
+                node.flags.append(d)
+                self.changed.add(node.path)
+            self.flags += 1
+            line = f" line {d['line']}" if d.get("line") else ""
+            text, level = f"FLAG {d.get('kind', '?')}{line}: {d.get('detail', '')}", "warn"
+        elif k == ev.PAUSED:
+            self.state = "paused"
+            text, level = f"paused: {d.get('reason', '')}", "warn"
+        elif k == ev.RESUMED:
+            self.state = "running"
+            t = d.get("iteration")
+            if d.get("superseded_from") is not None and isinstance(t, int):
+                self._restart_iteration(t)
+                text = f"resumed: iteration {t} re-runs from its start (recorded LM calls are reused)"
+            else:
+                text = "resumed"
+        elif k == getattr(ev, "LM_RETRY", "lm_retry"):
+            text, level = f"LM request retried: {d.get('error', '')}", "warn"
+        elif k == getattr(ev, "LM_PART", "lm_part"):
+            text = None
+        elif k == ev.SESSION_FINISHED:
+            self.state = "finished"
+            text, level = f"session finished after {d.get('iterations_completed', '?')} iteration(s)", "good"
+        elif k == ev.ERROR:
+            self.errors += 1
+            text, level = f"error: {d.get('message', '')}", "bad"
+        else:
+            text, level = k, "dim"
+        if text is not None:
+            line = LogLine(e.t, k, path, text, level)
+            self.log.append(line)
+            self.new_log.append(line)
+
+    # -- queries --------------------------------------------------------------------------
+    def iterations_done(self) -> int:
+        return max((t for t in self.verdicts if t > 0), default=0)
+
+    def accepted_path(self) -> str | None:
+        """The node holding the currently accepted improver."""
+        if not self.accepted:
+            return None
+        t = max(self.accepted)
+        improver = self.accepted[t][2]
+        for k in range(t, -1, -1):
+            ok = self.verdicts.get(k, (False, None))[0]
+            if ok and self.accepted.get(k, (None, None, None))[2] == improver:
+                node = self.nodes.get(f"it{k}/check")
+                return node.path if node else f"it{k}"
+        return None
+
+    def exchange_for(self, path: str, extracted: dict[str, str | None] | None = None) -> list[str]:
+        """LM call paths that produced the node at `path` (most specific first)."""
+        node = self.nodes.get(path)
+        if node is None:
+            return []
+        if node.kind == ITERATION:
+            return list(self.calls_by_owner.get(path, []))
+        if node.kind == CANDIDATE:
+            return list(self.calls_by_owner.get(ev.parent_path(path), []))
+        if node.kind == RUN:
+            return list(self.calls_by_owner.get(path, []))
+        return list(self.calls_by_owner.get(ev.parent_path(path), []))
+
+    def rate(self) -> tuple[float, float]:
+        """(LM calls per minute, tokens per second) over the recent replies."""
+        if len(self.reply_times) < 2:
+            return 0.0, 0.0
+        span = self.reply_times[-1][0] - self.reply_times[0][0]
+        if span <= 0:
+            return 0.0, 0.0
+        calls = sum(c for _, c, _ in list(self.reply_times)[1:])
+        tokens = sum(tk for _, _, tk in list(self.reply_times)[1:])
+        return calls * 60.0 / span, tokens / span
+
+
+def _num(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, int | float) else "-"

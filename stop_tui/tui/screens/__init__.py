@@ -1,0 +1,1 @@
+"""The app's screens: main, session picker, help."""

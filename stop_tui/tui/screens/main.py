@@ -1,0 +1,91 @@
+"""The main screen: Lineage, Source, Scores, Budget and Log under a session header."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from stop_tui.tui.messages import NodeSelected
+from stop_tui.tui.widgets.budget import BudgetPane
+from stop_tui.tui.widgets.header import SessionHeader
+from stop_tui.tui.widgets.lineage import LineagePane
+from stop_tui.tui.widgets.log import LogPane
+from stop_tui.tui.widgets.scores import ScoresPane
+from stop_tui.tui.widgets.source import DIFF, EXCHANGE, SourcePane
+
+
+def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,
+       priority: bool = False, key_display: str | None = None) -> Binding:
+    return Binding(key, action, description, show=show, priority=priority, tooltip=tooltip, id=id,
+                   key_display=key_display)
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = [
+        _b("space", "app.step_iteration", "Step iter", "Run until the next iteration boundary, then pause",
+           "run.step_iteration", priority=True, key_display="space"),
+        _b("full_stop", "app.step_call", "Step call", "Let one LM call through, then pause",
+           "run.step_call", key_display="."),
+        _b("r", "app.toggle_run", "Run/Pause", "Open or close the gate", "run.toggle"),
+        _b("d", "toggle_diff", "Diff", "Toggle the diff against the parent", "view.diff"),
+        _b("e", "show_exchange", "Exchange", "Show the LM exchange that produced the node", "view.exchange"),
+        _b("a", "jump_accepted", "Accepted", "Select the accepted improver", "go.accepted"),
+        _b("t", "app.next_theme", "Theme", "Switch to the next theme", "theme.next"),
+        _b("f1", "app.help", "Help", "Keys and help for the focused pane", "app.help"),
+    ]
+
+    def __init__(self, app_state) -> None:
+        super().__init__()
+        self.st = app_state
+
+    def compose(self) -> ComposeResult:
+        st = self.st
+        yield SessionHeader(st.model, id="header")
+        with Horizontal(id="top"):
+            yield LineagePane(st.model, id="lineage")
+            yield SourcePane(st.model, st.texts, st.seed_solution, id="source")
+        with Horizontal(id="middle"):
+            yield ScoresPane(st.model, st.session_dir, id="scores")
+            yield BudgetPane(st.model, id="budget")
+        yield LogPane(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(LineagePane).border_title = "Lineage"
+        self.query_one(LogPane).add_lines(list(self.st.model.log), self.st.model.t0)
+        self.query_one(LineagePane).focus()
+
+    def on_node_selected(self, message: NodeSelected) -> None:
+        self.query_one(SourcePane).show(message.path)
+
+    def action_toggle_diff(self) -> None:
+        self.query_one(SourcePane).set_mode(DIFF)
+
+    def action_show_exchange(self) -> None:
+        self.query_one(SourcePane).set_mode(EXCHANGE)
+
+    def action_jump_accepted(self) -> None:
+        path = self.st.model.accepted_path()
+        if path is None:
+            self.notify("No improver has been accepted yet.", severity="warning")
+            return
+        lineage = self.query_one(LineagePane)
+        lineage.select_path(path)
+        lineage.focus()
+
+    def apply_changes(self, added, changed, reset, log_lines) -> None:
+        self.query_one(LineagePane).apply_changes(added, changed, reset)
+        self.query_one(SourcePane).node_changed(changed)
+        self.query_one(ScoresPane).refresh()
+        self.query_one(BudgetPane).refresh()
+        self.query_one(SessionHeader).refresh()
+        self.query_one(LogPane).add_lines(log_lines, self.st.model.t0)
+
+    def theme_changed(self) -> None:
+        self.query_one(LineagePane).theme_changed()
+        self.query_one(SourcePane).refresh_view(force=True)
+        for widget in (ScoresPane, BudgetPane, SessionHeader):
+            self.query_one(widget).refresh()

@@ -1,0 +1,77 @@
+"""The session picker (`stop-tui resume` with no id)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from stop_tui.engine.store import SessionStore, list_sessions
+from stop_tui.engine.summary import summarize
+
+
+def session_rows(sessions_dir: Path) -> list[dict]:
+    rows = []
+    for folder in reversed(list_sessions(sessions_dir)):
+        try:
+            store = SessionStore(folder)
+            try:
+                s = summarize(store)
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - a damaged session still gets a row
+            rows.append({"session": folder.name, "task": "?", "model": "?", "state": "unreadable",
+                         "iterations": "-", "best": "-", "created": "-"})
+            continue
+        best = s["best_meta_utility"]
+        rows.append({"session": s["session"], "task": s["task"] or "-", "model": s["model"] or "-",
+                     "state": s["state"],
+                     "iterations": f"{s['iterations_completed']}/{s['iterations_planned'] or '-'}",
+                     "best": f"{best:.4f}" if isinstance(best, int | float) else "-",
+                     "created": s["created"] or "-"})
+    return rows
+
+
+class PickerScreen(Screen[str | None]):
+    BINDINGS = [
+        Binding("enter", "open", "Open", id="picker.open", tooltip="Open the highlighted session"),
+        Binding("escape", "cancel", "Quit", id="picker.quit", tooltip="Leave without opening a session"),
+    ]
+
+    def __init__(self, sessions_dir: Path) -> None:
+        super().__init__()
+        self.sessions_dir = Path(sessions_dir)
+        self.rows = session_rows(self.sessions_dir)
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" Sessions in {self.sessions_dir}", id="picker-title")
+        if not self.rows:
+            yield Static(f"\n  No sessions in {self.sessions_dir}. Start one with "
+                         "`stop-tui new --task lpn`.", id="picker-empty")
+        table: DataTable = DataTable(id="picker-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.border_title = "Resume a session"
+        for col in ("session", "task", "model", "state", "iterations", "best", "created"):
+            table.add_column(col, key=col)
+        for row in self.rows:
+            table.add_row(*(row[k] for k in ("session", "task", "model", "state", "iterations", "best",
+                                               "created")), key=row["session"])
+        table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(event.row_key.value)
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if self.rows and table.cursor_row is not None and 0 <= table.cursor_row < len(self.rows):
+            self.dismiss(self.rows[table.cursor_row]["session"])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

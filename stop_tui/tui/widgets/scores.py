@@ -1,0 +1,207 @@
+"""The Scores pane: the accepted improver's meta-utility per iteration (val and test), every
+candidate's score and any baselines, drawn as a character chart, with the numbers beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.text import Text
+from textual.widget import Widget
+
+from stop_tui.tui import model as m
+from stop_tui.tui.palette import palette
+
+TABLE_WIDTH = 30
+
+
+def load_baselines(session_dir: Path | None) -> list[dict]:
+    """<session_dir>/baselines/<method>.json files: {method, task, scores, mean, ci95}."""
+    if session_dir is None:
+        return []
+    folder = Path(session_dir) / "baselines"
+    out = []
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data.get("mean"), int | float):
+                    out.append({"method": str(data.get("method") or path.stem), "mean": float(data["mean"]),
+                                "ci95": data.get("ci95")})
+            except (OSError, ValueError, AttributeError):
+                continue
+    return out
+
+
+def _nice_top(x: float) -> float:
+    if x <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(x))
+    for step in (1, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * exp >= x:
+            return step * exp
+    return 10 * exp
+
+
+class ScoresPane(Widget):
+    HELP = """\
+## Scores
+
+The meta-utility û of the **accepted** improver after each iteration, on validation (●) and
+test (◇) instances; every candidate improver's û (·); and baselines (┄) when the session
+folder has `baselines/*.json`. The table lists each iteration's numbers and verdict.
+"""
+
+    def __init__(self, session_model: m.SessionModel, session_dir: Path | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = session_model
+        self.session_dir = session_dir
+        self.baselines = load_baselines(session_dir)
+
+    def on_mount(self) -> None:
+        self.border_title = "Scores"
+
+    def reload_baselines(self) -> None:
+        self.baselines = load_baselines(self.session_dir)
+        self.refresh()
+
+    def render(self) -> Text:
+        c = palette(self.app)
+        width, height = self.content_region.width, self.content_region.height
+        show_table = width >= TABLE_WIDTH + 30
+        chart_w = width - (TABLE_WIDTH + 1 if show_table else 0)
+        chart = self._chart(chart_w, height, c)
+        if not show_table:
+            return chart
+        table = self._table(height, c)
+        out = Text(no_wrap=True, overflow="crop", end="")
+        left = chart.split("\n", allow_blank=True)
+        right = table.split("\n", allow_blank=True)
+        for row in range(height):
+            lt = left[row] if row < len(left) else Text()
+            lt = lt.copy()
+            lt.truncate(chart_w, pad=True)
+            out.append_text(lt)
+            out.append("│" if row < height else "", style=c["faint"])
+            if row < len(right):
+                out.append_text(right[row])
+            if row < height - 1:
+                out.append("\n")
+        return out
+
+    def _series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        vals, tests = [], []
+        for t in sorted(self.model.accepted):
+            val, test, _ = self.model.accepted[t]
+            if isinstance(val, int | float):
+                vals.append((t, float(val)))
+            if isinstance(test, int | float):
+                tests.append((t, float(test)))
+        return vals, tests
+
+    def _chart(self, width: int, height: int, c: dict[str, str]) -> Text:
+        vals, tests = self._series()
+        cands = self.model.candidate_scores
+        base = [b["mean"] for b in self.baselines]
+        values = [v for _, v in vals] + [v for _, v in tests] + [v for _, v in cands] + base
+        if height < 4 or width < 16:
+            return Text("")
+        if not values:
+            return Text("No scores yet: step an iteration (space) or run (r).", style=c["muted"])
+        lo = min(0.0, min(values))
+        hi = _nice_top(max(values) * 1.05) if max(values) > 0 else 1.0
+        plot_h = height - 2  # a legend line and an axis line
+        axis_w = 6
+        plot_w = width - axis_w - 1
+        if plot_w < 8 or plot_h < 2:
+            return Text("")
+        planned = int(self.model.settings.get("iterations", 0) or 0)
+        last = max([planned, self.model.current_iteration or 0] + [t for t, _ in vals + cands])
+        span = max(last, 1)
+        grid = [[" "] * plot_w for _ in range(plot_h)]
+        style = [[""] * plot_w for _ in range(plot_h)]
+
+        def row_of(y: float) -> int:
+            f = (y - lo) / (hi - lo) if hi > lo else 0.0
+            return max(0, min(plot_h - 1, plot_h - 1 - round(f * (plot_h - 1))))
+
+        def col_of(t: float) -> int:
+            return max(0, min(plot_w - 1, round(t / span * (plot_w - 1))))
+
+        def put(r: int, x: int, ch: str, st: str, over: bool = True) -> None:
+            if over or grid[r][x] == " ":
+                grid[r][x], style[r][x] = ch, st
+
+        for b in self.baselines:
+            r = row_of(b["mean"])
+            for x in range(plot_w):
+                put(r, x, "┄", c["accent"], over=False)
+            label = f" {b['method']} {b['mean']:.2f}"
+            for k, ch in enumerate(label[: plot_w // 2]):
+                x = plot_w - len(label[: plot_w // 2]) + k
+                put(r, x, ch, c["accent"])
+        for (t1, v1), (t2, v2) in zip(vals, vals[1:], strict=False):
+            x1, x2 = col_of(t1), col_of(t2)
+            prev = row_of(v1)
+            for x in range(x1 + 1, x2):
+                r = row_of(v1 + (v2 - v1) * (x - x1) / max(1, x2 - x1))
+                glyph = "─" if r == prev else ("╱" if r < prev else "╲")
+                put(r, x, glyph, c["success"], over=False)
+                prev = r
+        for t, v in cands:
+            put(row_of(v), col_of(t), "∘", c["muted"])
+        val_cells = {(row_of(v), col_of(t)) for t, v in vals}
+        for t, v in tests:
+            r, x = row_of(v), col_of(t)
+            if (r, x) in val_cells:
+                x = min(plot_w - 1, x + 1)
+            put(r, x, "◇", c["secondary"])
+        for t, v in vals:
+            put(row_of(v), col_of(t), "●", c["success"])
+        out = Text(no_wrap=True, overflow="crop", end="")
+        for r in range(plot_h):
+            y = hi - (hi - lo) * r / max(1, plot_h - 1)
+            label = f"{y:5.2f}" if r in (0, plot_h - 1) or (r == (plot_h - 1) // 2 and plot_h > 4) else "     "
+            out.append(label + " ", style=c["muted"])
+            out.append("┤" if label.strip() else "│", style=c["faint"])
+            for x in range(plot_w):
+                out.append(grid[r][x], style=style[r][x] or None)
+            out.append("\n")
+        axis = [" "] * plot_w
+        for t in range(0, span + 1, max(1, span // max(1, plot_w // 6))):
+            s = f"{t}"
+            x = col_of(t)
+            for k, ch in enumerate(s):
+                if x + k < plot_w:
+                    axis[x + k] = ch
+        out.append(" " * axis_w + "└", style=c["faint"])
+        out.append("".join(axis) + "\n", style=c["muted"])
+        out.append(" " * axis_w + " ")
+        out.append("● val", style=c["success"])
+        out.append("  ◇ test", style=c["secondary"])
+        out.append("  ∘ candidates", style=c["muted"])
+        if self.baselines:
+            out.append("  ┄ baselines", style=c["accent"])
+        out.append("   x: iteration", style=c["muted"])
+        return out
+
+    def _table(self, height: int, c: dict[str, str]) -> Text:
+        out = Text(no_wrap=True, overflow="crop", end="")
+        out.append(" T   val     test    \n", style=f"bold {c['muted']}")
+        rows = sorted(self.model.verdicts)
+        keep = max(0, height - 3)
+        shown = rows[-keep:] if keep else []
+        for t in shown:
+            ok, reason = self.model.verdicts[t]
+            val, test, _ = self.model.accepted.get(t, (None, None, None))
+            vs = f"{val:.4f}" if isinstance(val, int | float) else "  -   "
+            ts = f"{test:.4f}" if isinstance(test, int | float) else "  -   "
+            out.append(f" {t:<3} {vs}  {ts}  ")
+            out.append("✓" if ok else "✗", style=c["success"] if ok else c["warning"])
+            out.append("\n")
+        cands = self.model.candidate_scores
+        if cands and len(shown) + 2 < height:
+            best = max(v for _, v in cands)
+            out.append(f" {len(cands)} candidates, best {best:.4f}", style=c["muted"])
+        return out

@@ -1,0 +1,336 @@
+"""The workbench driven as a user would (Textual Pilot): a real engine with real sandboxes
+behind a scripted LM, and sessions rebuilt from their event logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROGRAMS
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.gate import Gate
+from stop_tui.engine.lm.base import Completions
+from stop_tui.engine.session import new_session, open_session, session_settings
+from stop_tui.tui.app import StopApp
+from stop_tui.tui.messages import EngineEvents
+from stop_tui.tui.model import SessionModel
+from stop_tui.tui.screens.help import HelpScreen
+from stop_tui.tui.synthetic import write_session
+from stop_tui.tui.widgets.lineage import LineagePane
+from stop_tui.tui.widgets.scores import ScoresPane
+from stop_tui.tui.widgets.source import SourcePane
+
+EXACT = (PROGRAMS / "lpn_exact.py").read_text()
+ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
+FIRST = (PROGRAMS / "improver_first.py").read_text()
+IDENTITY = (PROGRAMS / "improver_identity.py").read_text()
+SIZE = (160, 48)
+
+
+def fenced(code: str) -> str:
+    return f"An idea, then the code.\n```python\n{code}```\n"
+
+
+class ScriptedBackend:
+    """Improvers are asked for improvers (FIRST, IDENTITY...), solutions for solutions
+    (EXACT, ZEROS...). `hold` makes every call wait until it is set (a call in flight)."""
+
+    model = "scripted"
+    price_key = "local"
+
+    def __init__(self, hold: threading.Event | None = None, hold_after: int = 0) -> None:
+        self.hold = hold
+        self.hold_after = hold_after
+        self.calls = 0
+        self.held = threading.Event()
+
+    def complete(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
+        self.calls += 1
+        if self.hold is not None and self.calls > self.hold_after:
+            self.held.set()
+            self.hold.wait(30)
+        pool = [FIRST, IDENTITY] if "def improve_algorithm" in user else [EXACT, ZEROS]
+        return Completions(texts=[fenced(pool[k % 2]) for k in range(n)], prompt_tokens=100 * n,
+                           completion_tokens=50 * n, requests=1)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _own_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def screen_text(app) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def wait_for(pilot, condition, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await pilot.pause(0.1)
+
+
+def model_view(model: SessionModel) -> dict:
+    return {p: (n.status, n.score, n.test, n.source) for p, n in model.nodes.items()}
+
+
+def test_step_once_grows_the_tree_and_shows_the_score(tmp_path):
+    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), ScriptedBackend(),
+                          gate=Gate(running=False))
+
+    async def go():
+        app = StopApp(session, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            model = app.view.model
+            assert set(model.nodes) == {"it0", "it1"}  # planned iterations, pending
+            assert "paused" in screen_text(app)
+            await pilot.pause(0.5)
+            assert model.totals.calls == 0  # --step: nothing spent until the user steps
+            await pilot.press("space")
+            await wait_for(pilot, lambda: 0 in model.verdicts and app.session.gate._waiting_at == "iteration")
+            await pilot.pause(0.3)
+            assert "it0/check/r1" in model.nodes and "it0/check/r1/s1" in model.nodes
+            assert 1 not in model.verdicts  # one step = one iteration (the seed's scoring)
+            text = screen_text(app)
+            assert "T=0 accepted" in text and "1.000" in text  # the exact solver scores 1.0
+            assert "paused" in text
+            scores = app.screen.query_one(ScoresPane)
+            assert "1.0000" in str(scores.render())
+            # The seed's check node: its source, then a diff (no parent: says so), the exchange.
+            app.screen.query_one(LineagePane).select_path("it0/check/r1/s1")
+            await pilot.pause()
+            source = app.screen.query_one(SourcePane)
+            assert source.path == "it0/check/r1/s1"
+            await pilot.press("d")
+            await pilot.pause()
+            assert source.border_title == "Source · diff"
+            assert "--- the task's seed solution" in screen_text(app)
+            await pilot.press("e")
+            await pilot.pause()
+            assert "The reply that produced this program" in screen_text(app)
+            # Step the real iteration.
+            await pilot.press("space")
+            await wait_for(pilot, lambda: model.state == "finished")
+            await pilot.pause(0.3)
+            assert {"it1/c1", "it1/c2", "it1/check"} <= set(model.nodes)
+            assert model.verdicts[1][0] is True
+            assert "finished" in screen_text(app)
+            await pilot.press("a")
+            await pilot.pause()
+            assert source.path == "it1/check"
+            await pilot.press("ctrl+q")
+
+    asyncio.run(go())
+    session.close()
+
+
+def subtree(model: SessionModel, root: str) -> dict:
+    return {p: v for p, v in model_view(model).items() if p == root or p.startswith(root + "/")}
+
+
+def test_quit_mid_call_then_resume_looks_the_same_and_continues(tmp_path):
+    hold = threading.Event()
+    backend = ScriptedBackend(hold, hold_after=1)  # the seed's call goes through; it1's is held
+    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), backend,
+                          gate=Gate(running=False))
+    sid = session.id
+    seen = {}
+
+    async def first():
+        app = StopApp(session, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("r")
+            await wait_for(pilot, backend.held.is_set, 60)
+            await pilot.pause(0.3)
+            assert "running" in screen_text(app)
+            seen["it0"] = subtree(app.view.model, "it0")
+            t = time.monotonic()
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: not app.is_running, 10)
+            seen["quit"] = time.monotonic() - t
+        return app
+
+    app = asyncio.run(first())
+    assert seen["quit"] < 6  # the app leaves within a few seconds though the call is held
+    assert seen["it0"]["it0"][0] == "accepted"
+    hold.set()  # the call in flight returns; the engine stops at its next gate
+    assert app.engine_done.wait(30)
+    kinds = [e.kind for e in session.store.events()]
+    assert ev.PAUSED in kinds and ev.SESSION_FINISHED not in kinds
+    session.close()
+
+    # Resume: the completed work looks the same, then the run continues.
+    resumed = open_session(tmp_path, sid, backend=ScriptedBackend(), gate=Gate(running=False))
+
+    async def second():
+        app = StopApp(resumed, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            model = app.view.model
+            assert subtree(model, "it0") == seen["it0"]
+            assert "paused" in screen_text(app)
+            assert model.totals.calls == 0 or model.state in ("paused", "running")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: model.state == "finished", 120)
+            assert model.verdicts[1][0] is True
+            assert subtree(model, "it0") == seen["it0"]
+            await pilot.press("ctrl+q")
+
+    asyncio.run(second())
+    resumed.close()
+
+
+def test_log_replay_equals_live_feed(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=2)
+    events = list(store.events())
+    at_once = SessionModel(store.meta(), store.id)
+    at_once.ingest_all(events)
+    one_by_one = SessionModel(store.meta(), store.id)
+    for e in events:
+        one_by_one.ingest(e)
+        one_by_one.take_changes()
+    assert model_view(at_once) == model_view(one_by_one)
+    assert at_once.accepted_path() == "it2/check"
+    store.close()
+
+
+def test_injected_events_update_the_open_app_and_keep_the_selection(tmp_path):
+    full = write_session(tmp_path / "a", "demo", iterations=2, planned=2, finished=True)
+    events = list(full.events())
+    empty = write_session(tmp_path / "b", "demo", iterations=0, planned=2)
+
+    async def go():
+        app = StopApp(store=empty, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            tree = app.screen.query_one(LineagePane)
+            tree.select_path("it2")
+            await pilot.pause()
+            before = len(app.view.model.nodes)
+            node_events = [e for e in events if e.path]  # the other session's work, fed live
+            app.post_message(EngineEvents(
+                tuple(ev.Event(e.kind, e.path, e.data, e.t, 10_000 + e.seq) for e in node_events)))
+            await pilot.pause()
+            assert len(app.view.model.nodes) > before
+            assert tree.cursor_node is not None and tree.cursor_node.data == "it2"
+            assert "viewing" in screen_text(app) or "finished" in screen_text(app)
+            await pilot.press("space")  # the engine is off: a notice, no crash
+            await pilot.pause()
+
+    asyncio.run(go())
+    full.close()
+    empty.close()
+
+
+def test_flags_sandbox_warning_and_baselines(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=1, sandbox_missing=("network_namespace",))
+    (store.folder / "baselines").mkdir()
+    (store.folder / "baselines" / "seed-only.json").write_text(json.dumps(
+        {"method": "seed-only", "task": "lpn", "scores": [0.2, 0.3], "mean": 0.25, "ci95": [0.2, 0.3]}))
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="light", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            text = screen_text(app)
+            assert "sandbox missing: network_namespace" in text
+            assert "⚑1" in text  # it1/c2 carries the flag
+            assert any("FLAG sandbox-escape line 3" in line.text for line in app.view.model.log)
+            assert "seed-only 0.25" in text and "┄" in text
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_theme_key_palette_help_and_remembered_theme(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=1)
+
+    async def go(theme=None):
+        app = StopApp(store=store, engine=False, theme=theme)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            first = app.theme
+            await pilot.press("t")
+            await pilot.pause()
+            assert app.theme != first
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press(*"theme: paper")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.theme == "paper"
+            await pilot.press("f1")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            assert "Lineage" in screen_text(app)  # help for the focused pane
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen)
+        return app
+
+    asyncio.run(go())
+    saved = json.loads((tmp_path / "config" / "stop-tui" / "config.json").read_text())
+    assert saved["theme"] == "paper"
+    app = StopApp(store=store, engine=False)
+    assert app.theme == "paper"  # remembered for this user
+    store.close()
+
+
+def test_resume_picker_opens_the_chosen_session(tmp_path):
+    sessions = tmp_path / "sessions"
+    write_session(sessions, "20260101-090000-lpn", iterations=1, finished=True).close()
+    write_session(sessions, "20260102-090000-lpn", iterations=2, planned=2, finished=True).close()
+    opened = []
+
+    def open_fn(sid: str):
+        opened.append(sid)
+        return open_session(sessions, sid, backend=ScriptedBackend(), gate=Gate(running=False))
+
+    async def go():
+        app = StopApp(sessions_dir=sessions, open_session_fn=open_fn, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            text = screen_text(app)
+            assert "20260101-090000-lpn" in text and "20260102-090000-lpn" in text
+            await pilot.press("enter")  # the newest is first
+            await pilot.pause(0.3)
+            assert opened == ["20260102-090000-lpn"]
+            assert "T=2 accepted" in screen_text(app)
+            assert "finished" in screen_text(app)
+        return app
+
+    app = asyncio.run(go())
+    app.session.close()
+
+
+def test_cli_new_and_resume_reach_launch(tmp_path, monkeypatch):
+    """`stop-tui new` builds the session (paused with --step) and hands it to the app."""
+    from stop_tui import cli
+    from stop_tui.tui import launch as launch_mod
+
+    seen = {}
+
+    def fake_run(*, session=None, sessions_dir=None, open_session_fn=None):
+        seen["gate_mode"] = session.gate.mode
+        seen["id"] = session.id
+        session.close()
+        return 0
+
+    monkeypatch.setattr(launch_mod, "_run", fake_run)
+    monkeypatch.setattr("stop_tui.engine.session.make_backend", lambda *a, **k: ScriptedBackend())
+    rc = cli.main(["new", "--task", "lpn", "--preset", "quick", "--step", "--sessions-dir", str(tmp_path)])
+    assert rc == 0 and seen["gate_mode"] == "pause"
+    rc = cli.main(["resume", seen["id"], "--sessions-dir", str(tmp_path)])
+    assert rc == 0 and seen["gate_mode"] == "pause"
+    assert Path(tmp_path, seen["id"], "session.db").exists()
