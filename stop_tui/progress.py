@@ -35,6 +35,13 @@ def describe(event: ev.Event) -> str | None:
                 f" {d['latency']:.1f} s{err}")
     if event.kind == ev.RUN_FINISHED and d.get("error"):
         return f"{p}: improver run failed: {d['error'][:100]}"
+    if event.kind == ev.LM_RETRY:
+        return f"{p}: LM request failed ({d.get('error', '')[:80]}), retry in {d.get('wait', 0):.1f} s"
+    if event.kind == ev.RESUMED:
+        if d.get("superseded_from") is None:
+            return f"resumed at iteration {d.get('iteration')}"
+        return (f"resumed: re-running iteration {d.get('iteration')}, {d.get('recorded_calls', 0)} "
+                "LM call(s) answered from the record")
     if event.kind == ev.PAUSED:
         return f"paused: {d.get('reason')}"
     if event.kind == ev.SESSION_FINISHED:

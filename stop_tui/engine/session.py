@@ -68,6 +68,7 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
                    emit=store.append, put_text=store.put_text, gate=gate,
                    max_concurrency=settings.max_concurrency,
                    caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls))
+    lm.on_learn = lambda honours: store.set_meta({"lm_honours_n": honours})
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
 
 
@@ -102,6 +103,8 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
         else:
             backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"),
                                    max_concurrency=settings.max_concurrency)
+            if getattr(backend, "honours_n", False) is None and meta.get("lm_honours_n") is not None:
+                backend.honours_n = bool(meta["lm_honours_n"])  # learned by an earlier run
     session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
     _record_sandbox(store)
     return session

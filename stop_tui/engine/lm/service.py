@@ -107,6 +107,10 @@ class LMService:
         self.own_book: Book | None = None  # the session's own record (resume)
         self.source_book: Book | None = getattr(backend, "book", None)  # replay:SESSION
         self.stop: CapReached | None = None  # set when a cap paused the run
+        # Told once when the backend learns whether the server honours n (the session saves
+        # it, so a resumed run does not ask again).
+        self.on_learn: Callable[[bool], object] | None = None
+        self._learned = getattr(backend, "honours_n", None) is not None
         self._rng = random.Random(seed)
         self._group_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lm-group")
         self._request_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="lm-request")
@@ -176,6 +180,10 @@ class LMService:
         finally:
             if worst is not None:
                 self._release(worst)
+        if not self._learned and getattr(self.backend, "honours_n", None) is not None:
+            self._learned = True
+            if self.on_learn is not None:
+                self.on_learn(bool(self.backend.honours_n))
         return self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed)
 
     def _lookup(self, key: tuple[str, str, int]) -> tuple[RecordedCall | None, Book | None]:
@@ -272,7 +280,9 @@ class LMService:
                     self.peak_concurrency = max(self.peak_concurrency, self._inflight)
                     peak[0] = max(peak[0], self._inflight)
                 try:
-                    return self.backend.request(call.system, message, n=n, temperature=call.temperature,
+                    # A backend with only `complete` (the older protocol) answers all n itself.
+                    ask = getattr(self.backend, "request", None) or self.backend.complete
+                    return ask(call.system, message, n=n, temperature=call.temperature,
                                                 max_tokens=self.max_tokens, seed=base_seed + offset)
                 finally:
                     with self._lock:
