@@ -75,3 +75,43 @@ def test_meta_utility_runs_keep_the_server_busy(sessions_dir):
         session.close()
         peak = server.max_inflight
     assert not result.errors and peak == 3
+
+
+THREADED_UTILITY = '''
+import threading
+from helpers import extract_code
+
+
+def improve_algorithm(initial_solution, utility, language_model):
+    """Scores its candidates from threads: the engine serves the û calls concurrently."""
+    message = f"Improve this improver:\\n```python\\n{initial_solution}\\n```\\ndef improve_algorithm"
+    candidates = [c for c in extract_code(language_model.batch_prompt("expert", [message] * 2)) if c]
+    scores = {}
+
+    def score(k):
+        scores[k] = utility(candidates[k])
+
+    threads = [threading.Thread(target=score, args=(k,)) for k in range(len(candidates))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return candidates[max(scores, key=scores.get)] if scores else initial_solution
+'''
+
+
+def test_candidates_scored_from_threads_run_concurrently(sessions_dir):
+    """An improver that calls its utility from two threads: both candidates' meta-utility
+    runs (and their LM calls) are in flight together."""
+    with ScriptedLMServer(responder, honour_n=True, latency=0.5) as server:
+        backend = OpenAIBackend("scripted", server.base_url)
+        session = new_session(sessions_dir, "lpn", session_settings("quick"), backend)
+        session.engine.state.improver = THREADED_UTILITY
+        session.engine.state.seed_scored = True
+        session.engine.iterate(1)
+        session.close()
+        peak = server.max_inflight
+    events = events_of(sessions_dir, session.id)
+    scored = [e.path for e in events if e.kind == ev.CANDIDATE_SCORED and e.data["role"] == "candidate"]
+    assert sorted(scored) == ["it1/c1", "it1/c2"]
+    assert peak >= 2
