@@ -1,7 +1,7 @@
 """Wall time of one quick-preset STOP iteration against a loopback LM server with 300 ms latency
 per request: --max-concurrency 1 vs the default, side by side with how busy the server was kept.
 
-  python bench/lm_concurrency.py [--latency 0.3] [--repeats 2]
+  python bench/lm_concurrency.py [--latency 0.3] [--repeats 2] [--paper]
 
 The server is tests/scripted_server.py (scripted replies, deterministic). It ignores `n`, like
 llama.cpp's server, so each multi-sample call becomes concurrent single requests; a row with a
@@ -29,10 +29,11 @@ from lm_helpers import cli_env, responder  # noqa: E402
 from scripted_server import ScriptedLMServer  # noqa: E402
 
 
-def one_run(latency: float, honour_n: bool, concurrency: int | None, folder: Path) -> dict:
+def one_run(latency: float, honour_n: bool, concurrency: int | None, folder: Path,
+            preset: str = "quick", iterations: int = 1) -> dict:
     with ScriptedLMServer(responder, honour_n=honour_n, latency=latency) as server:
         args = [sys.executable, "-m", "stop_tui", "run", "--task", "lpn", "--model", "scripted",
-                "--base-url", server.base_url, "--preset", "quick", "--iterations", "1",
+                "--base-url", server.base_url, "--preset", preset, "--iterations", str(iterations),
                 "--sessions-dir", str(folder), "--json", "--quiet"]
         if concurrency is not None:
             args += ["--max-concurrency", str(concurrency)]
@@ -52,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--paper", action="store_true",
+                        help="also time the paper preset's iteration 0 (more samples in flight)")
     args = parser.parse_args()
     rows = [("server ignores n, --max-concurrency 1", False, 1),
             ("server ignores n, default (8)", False, None),
@@ -75,6 +78,14 @@ def main() -> None:
     print(f"speed-up of the default over --max-concurrency 1: {one / default:.2f}x")
     same = {json.dumps(r["meta_utility"]) for runs in results.values() for r in runs}
     print(f"meta-utility identical across all runs: {len(same) == 1}")
+    if args.paper:
+        print("\nthe paper preset's iteration 0 (5 concurrent improver runs x 6 samples), server ignores n")
+        for concurrency in (1, None):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = one_run(args.latency, False, concurrency, Path(tmp), "paper", 0)
+            label = f"--max-concurrency {concurrency}" if concurrency else "default (8)"
+            print(f"{label:42} {r['wall']:7.2f} {r['busy']:6.0%} {r['load']:6.2f} {r['peak']:5d} "
+                  f"{r['requests']:9d}")
 
 
 if __name__ == "__main__":
