@@ -57,21 +57,9 @@ def check_caps(settings, price_key: str) -> None:
 
 def projection_line(session, iterations: int) -> str:
     """The worst-case spend of what is left to run, for stderr before the run starts."""
-    from stop_tui.engine.lm.caps import describe_projection, projection
+    from stop_tui.engine.lm.caps import engine_projection
 
-    engine = session.engine
-    st = engine.state
-    left = max(iterations - st.iterations_done, 0)
-    meta_chars = len(engine.meta.seed) + len(engine.meta.displayed) + 600
-    task_chars = len(engine.task.seed) + len(engine.task.displayed) + 600
-    p = projection(session.settings, left, meta_prompt_chars=meta_chars,
-                   task_prompt_chars=task_chars, price_key=engine.lm.backend.price_key,
-                   include_seed=not st.seed_scored)
-    line = describe_projection(p, engine.lm.backend.model)
-    s = session.settings
-    caps = [f"{name} {value:g}" for name, value in (("--max-cost", s.cap_cost_usd),
-            ("--max-tokens", s.cap_tokens), ("--max-calls", s.cap_calls)) if value is not None]
-    return line + (f"; caps: {', '.join(caps)}" if caps else "; no caps (--max-cost/--max-tokens/--max-calls)")
+    return engine_projection(session.engine, iterations)
 
 
 # -- stop-tui replay ----------------------------------------------------------------------

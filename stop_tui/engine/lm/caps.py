@@ -104,3 +104,19 @@ def describe_projection(p: dict, model: str) -> str:
     return (f"worst case for {p['iterations']} iteration(s): {p['calls']:,} LM calls, "
             f"{p['completions']:,} completions, <= {p['completion_tokens']:,} output tokens "
             f"+ ~{p['prompt_tokens_estimate']:,} input tokens (estimated); {cost}")
+
+
+def engine_projection(engine, iterations: int) -> str:
+    """The worst-case spend of what is left of a session's run, as one line (shown before a run
+    starts: `stop-tui run` prints it on stderr; the TUI can show it too)."""
+    st, s = engine.state, engine.settings
+    left = max(iterations - st.iterations_done, 0)
+    meta_chars = len(engine.meta.seed) + len(engine.meta.displayed) + 600
+    task_chars = len(engine.task.seed) + len(engine.task.displayed) + 600
+    p = projection(s, left, meta_prompt_chars=meta_chars, task_prompt_chars=task_chars,
+                   price_key=engine.lm.backend.price_key, include_seed=not st.seed_scored)
+    line = describe_projection(p, engine.lm.backend.model)
+    caps = [f"{name} {value:g}" for name, value in (("--max-cost", s.cap_cost_usd),
+            ("--max-tokens", s.cap_tokens), ("--max-calls", s.cap_calls)) if value is not None]
+    return line + (f"; caps: {', '.join(caps)}" if caps else
+                   "; no caps (--max-cost/--max-tokens/--max-calls)")
