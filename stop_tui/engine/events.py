@@ -39,8 +39,8 @@ LM_REPLY = "lm_reply"  # {replies: [hash], prompt_tokens, completion_tokens, req
 LM_PART = "lm_part"  # one server request answered: {use, group, offset, replies: [hash], tokens, attempts, ...}
 LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {group, offset, attempt, error, wait}
 BUDGET = "budget"  # {calls, requests, completions, prompt_tokens, completion_tokens, cost_usd, ...}
-SANDBOX = "sandbox"  # {protections: {...}} once per session
-FLAG = "flag"  # {kind, detail} static safety check findings
+SANDBOX = "sandbox"  # {mode, protections: {name: bool}, missing: [name], fallbacks, notes} per session
+FLAG = "flag"  # {kind, detail, line, role} a static safety finding, at the candidate's path
 
 
 @dataclass(frozen=True)
