@@ -103,9 +103,11 @@ def events_of(sessions_dir: Path, session: str):
     return events
 
 
-def same_events(a_dir: Path, a: str, b_dir: Path, b: str) -> tuple[list, list]:
-    """(only in a, only in b) over comparable effective events."""
-    ea, eb = comparable(events_of(a_dir, a)), comparable(events_of(b_dir, b))
+def same_events(a_dir: Path, a: str, b_dir: Path, b: str, *, budgets: str = "all") -> tuple[list, list]:
+    """(only in a, only in b) over comparable effective events (`budgets="final"` when calls
+    run concurrently: running totals then depend on which call finished first)."""
+    ea = comparable(events_of(a_dir, a), budgets=budgets)
+    eb = comparable(events_of(b_dir, b), budgets=budgets)
     ca, cb = Counter(ea), Counter(eb)
     return sorted((ca - cb).elements()), sorted((cb - ca).elements())
 

@@ -124,3 +124,40 @@ def test_kill_mid_write_then_kill_the_resume(reference, tmp_path):
     assert_identical(reference, tmp_path, summary)
     assert summary["resumes"] == 2
     assert sum(c - 1 for c in fingerprints.values()) <= 4  # at most the in-flight ones, twice
+
+
+def test_kill_with_concurrent_runs_in_the_paper_preset(tmp_path):
+    """The paper preset's iteration 0: 5 improver runs at once, 6 samples each, 8 requests in
+    flight. Killed mid-way; the resumed session has the same events (running BUDGET totals
+    aside: concurrent calls finish in any order, so only the final totals are compared)."""
+    def paper(server, folder, *extra):
+        args = run_args(server, folder, *extra)
+        args[args.index("quick")] = "paper"
+        args[args.index("--iterations") + 1] = "0"
+        return args
+
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+    ref_dir.mkdir()
+    run_dir.mkdir()
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        done = stop_tui(*paper(server, ref_dir, "--json"))
+        assert done.returncode == 0, done.stderr
+        reference = json.loads(done.stdout)
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        proc = start(*paper(server, run_dir, "--json"))
+        assert wait_for(lambda: len(server.requests) >= 14 or proc.poll() is not None)
+        kill9(proc)
+        session = only_session(run_dir)
+        answered = recorded_seeds(events_of(run_dir, session))
+        sent_before = len(server.requests)
+        resumed = stop_tui("run", "--resume", session, "--sessions-dir", str(run_dir), "--json")
+        again = [b for b in server.requests[sent_before:] if b.get("seed") in answered]
+    assert resumed.returncode == 0, resumed.stderr
+    assert not again
+    summary = json.loads(resumed.stdout)
+    assert summary["seed_meta_utility"] == reference["seed_meta_utility"]
+    failures = [e.data.get("error") for folder, sid in ((ref_dir, reference["session"]), (run_dir, session))
+                for e in events_of(folder, sid) if e.kind == ev.RUN_FINISHED and e.data.get("error")]
+    assert summary["lm"]["calls"] == reference["lm"]["calls"] == 5, failures
+    only_ref, only_ours = same_events(ref_dir, reference["session"], run_dir, session, budgets="final")
+    assert only_ref == only_ours == []

@@ -85,11 +85,17 @@ def comparable(events: Iterable[ev.Event], *, budgets: str = "all") -> list[tupl
     `budgets="final"` keeps only the last BUDGET event (its running totals depend on the
     order in which concurrent calls finish)."""
     kept = [e for e in effective(events) if e.path]
+    final = None
     if budgets == "final":
         budget_events = [e for e in kept if e.kind == ev.BUDGET]
-        kept = [e for e in kept if e.kind != ev.BUDGET] + budget_events[-1:]
-        # The final totals can carry float sums in a different order: round them.
+        kept = [e for e in kept if e.kind != ev.BUDGET]
+        final = budget_events[-1] if budget_events else None
     out = []
+    if final is not None:  # which call finished last is a matter of timing: no path
+        data = {k: v for k, v in final.data.items() if k not in TIMING_FIELDS}
+        if isinstance(data.get("cost_usd"), float):
+            data["cost_usd"] = round(data["cost_usd"], 9)
+        out.append((ev.BUDGET, "", json.dumps(data, sort_keys=True)))
     for e in kept:
         data = {k: v for k, v in e.data.items() if k not in TIMING_FIELDS}
         if isinstance(data.get("cost_usd"), float):
