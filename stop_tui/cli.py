@@ -255,6 +255,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     cost = f", ${lm['cost_usd']:.4f}" if isinstance(lm.get("cost_usd"), int | float) else ""
     print(f"LM        {lm['calls']} calls, {lm['requests']} requests, {lm['completions']} completions, "
           f"{lm['prompt_tokens']} in / {lm['completion_tokens']} out tokens{cost}")
+    extra = [f"{lm[k]} {k.replace('_', ' ')}" for k in ("retries", "failed", "replayed_calls")
+             if lm.get(k)]
+    print(f"          at most {lm.get('max_concurrency_reached', 0)} requests in flight"
+          + (f"; {', '.join(extra)}" if extra else ""))
+    if s.get("state") == "paused" and s.get("paused_reason"):
+        print(f"paused    {s['paused_reason']}")
     return 0
 
 

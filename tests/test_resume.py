@@ -123,6 +123,9 @@ def test_kill_mid_write_then_kill_the_resume(reference, tmp_path):
         fingerprints = Counter(request_fingerprint(b) for b in server.requests)
     assert_identical(reference, tmp_path, summary)
     assert summary["resumes"] == 2
+    # The twice-resumed session replays offline, event for event (its record spans segments).
+    replay = stop_tui("replay", summary["session"], "--sessions-dir", str(tmp_path), "--check", "--quiet")
+    assert replay.returncode == 0 and "0 difference(s)" in replay.stderr, replay.stderr
     assert sum(c - 1 for c in fingerprints.values()) <= 4  # at most the in-flight ones, twice
 
 
