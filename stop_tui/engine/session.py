@@ -75,6 +75,8 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None) -> Session:
     load_task(task_name)  # fail before creating anything
+    if "/" in task_name or task_name.startswith("."):
+        task_name = str(Path(task_name).resolve())  # a task folder: resumable from anywhere
     store = SessionStore.create(sessions_dir, {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(),
         "base_url": base_url or (os.environ.get("OPENAI_BASE_URL") if not backend.model.startswith("local") else None),
