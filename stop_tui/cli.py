@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new", help="start a session in the TUI")
     _add_run_options(p)
+    replay_cmd.add_lm_options(p)
     p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
@@ -100,9 +101,12 @@ def _settings(args: argparse.Namespace):
     if args.iterations is not None and args.iterations < 0:
         raise UserError("--iterations must be 0 or more")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
+    from stop_tui.commands.replay import lm_overrides
+
     return session_settings(preset, iterations=args.iterations, seed=args.seed,
                             acceptance=args.acceptance,
-                            sandbox_flag_experiment=getattr(args, "sandbox_flag_experiment", None))
+                            sandbox_flag_experiment=getattr(args, "sandbox_flag_experiment", None),
+                            **lm_overrides(args))  # caps and concurrency, where the command has them
 
 
 def cmd_run(args: argparse.Namespace) -> int:
