@@ -120,6 +120,13 @@ def _to_plain(value, depth=0):
 
 
 def _decode(value):
+    if isinstance(value, dict) and "__ndarray_b64__" in value:
+        import base64
+
+        import numpy as np
+
+        data = base64.b64decode(value["__ndarray_b64__"])
+        return np.frombuffer(data, dtype=value["dtype"]).reshape(value["shape"]).copy()
     if isinstance(value, dict) and "__ndarray__" in value:
         import numpy as np
 
@@ -134,11 +141,21 @@ def _set_rng(rng):
 
     if rng.get("random") is not None:
         version, state, gauss = rng["random"]
+        if isinstance(state, str):
+            import base64
+            import struct
+
+            raw = base64.b64decode(state)
+            state = struct.unpack(f"<{len(raw) // 8}Q", raw)
         random.setstate((version, tuple(state), gauss))
     if rng.get("numpy") is not None:
         import numpy as np
 
         name, keys, pos, has_gauss, cached = rng["numpy"]
+        if isinstance(keys, str):
+            import base64
+
+            keys = np.frombuffer(base64.b64decode(keys), dtype="<u4").astype(np.uint32)
         np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
