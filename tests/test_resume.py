@@ -7,6 +7,7 @@ timings). On the server side, no request whose answer had been recorded is sent 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -164,3 +165,32 @@ def test_kill_with_concurrent_runs_in_the_paper_preset(tmp_path):
     assert summary["lm"]["calls"] == reference["lm"]["calls"] == 5, failures
     only_ref, only_ours = same_events(ref_dir, reference["session"], run_dir, session, budgets="final")
     assert only_ref == only_ours == []
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_again_and_again(reference, tmp_path):
+    """Five kills at random moments (seeded), each resume picking up from the last; then one
+    resume to the end: still identical, and no recorded answer was ever asked for again."""
+    import random
+
+    rng = random.Random(20261125)
+    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
+        proc = start(*run_args(server, tmp_path, "--json"))
+        for _ in range(5):
+            time.sleep(rng.uniform(0.3, 2.5))
+            if proc.poll() is not None:
+                break
+            kill9(proc)
+            session = only_session(tmp_path)
+            answered = recorded_seeds(events_of(tmp_path, session))
+            sent = len(server.requests)
+            proc = start("run", "--resume", session, "--sessions-dir", str(tmp_path), "--json")
+            time.sleep(0.5)
+            assert not [b for b in server.requests[sent:] if b.get("seed") in answered]
+        kill9(proc)
+        session = only_session(tmp_path)
+        answered, sent = recorded_seeds(events_of(tmp_path, session)), len(server.requests)
+        done = stop_tui("run", "--resume", session, "--sessions-dir", str(tmp_path), "--json")
+        assert not [b for b in server.requests[sent:] if b.get("seed") in answered]
+    assert done.returncode == 0, done.stderr
+    assert_identical(reference, tmp_path, json.loads(done.stdout))
