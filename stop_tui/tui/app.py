@@ -62,7 +62,7 @@ def _seed_solution(task_name: str) -> str | None:
 
 
 class StopApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "stop-tui"
     COMMANDS = App.COMMANDS | {StopCommands}
     ENABLE_COMMAND_PALETTE = True

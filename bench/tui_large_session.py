@@ -1,0 +1,165 @@
+"""Is the TUI fluid on a large session? Replays a synthetic session into the app, headless.
+
+  python bench/tui_large_session.py [--iterations 10] [--candidates 24] [--solutions 18]
+                                    [--calls 36] [--keys 40] [--feed 2000]
+
+A synthetic event log (the shapes the engine writes) with ~5,000 tree nodes and ~50,000 events
+is opened in the app (engine off, 160x48, headless), next to a small session for reference:
+
+1. time to first paint: from starting the app to the first frame of the main screen, the
+   whole log read, folded into the model and drawn;
+2. key-to-repaint latency: from pressing a key (tree moves, expand, diff, exchange, jump to
+   the accepted improver) to the next frame, mean and p95;
+3. the same keys while events stream in live through the engine listener path (`--feed`
+   events per second, from another thread, as the engine would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stop_tui.engine import events as ev  # noqa: E402
+from stop_tui.tui.app import StopApp  # noqa: E402
+from stop_tui.tui.screens.main import MainScreen  # noqa: E402
+from stop_tui.tui.synthetic import write_session  # noqa: E402
+
+KEYS = ["down", "down", "right", "down", "down", "d", "down", "e", "up", "d", "right", "down",
+        "down", "a", "up", "up", "e", "left", "down", "down"]
+
+
+class TimedApp(StopApp):
+    """Records when each frame is produced (headless: the frame is composed, not written)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames: list[float] = []
+        self.first_main_frame: float | None = None
+
+    def _display(self, screen, renderable) -> None:
+        if renderable is not None:
+            now = time.perf_counter()
+            self.frames.append(now)
+            if self.first_main_frame is None and isinstance(screen, MainScreen):
+                self.first_main_frame = now
+        super()._display(screen, renderable)
+
+
+def relabel(events: list[ev.Event], offset: int, seq0: int) -> list[ev.Event]:
+    """The same work as another iteration (it{N+offset}) with new seqs: a live feed."""
+    out = []
+    for k, e in enumerate(events):
+        head, _, rest = e.path.partition("/")
+        path = f"it{int(head[2:]) + offset}" + (f"/{rest}" if rest else "")
+        data = dict(e.data)
+        if "iteration" in data:
+            data["iteration"] = data["iteration"] + offset
+        out.append(ev.Event(e.kind, path, data, e.t + 10_000, seq0 + k + 1))
+    return out
+
+
+async def measure(store, keys: list[str], feed_rate: int) -> dict:
+    feed: list[ev.Event] = []
+    if feed_rate:
+        node_events = [e for e in store.events() if e.path.startswith("it")]
+        feed = relabel(node_events, 1000, store_last_seq(store))
+    started = time.perf_counter()
+    app = TimedApp(store=store, engine=False, theme="dark", remember_theme=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        while app.first_main_frame is None:
+            await asyncio.sleep(0.001)
+        first_paint = app.first_main_frame - started
+        await pilot.pause()
+        stop = threading.Event()
+        fed = [0]
+
+        def feeder() -> None:
+            batch = max(1, feed_rate // 100)
+            for k in range(0, len(feed), batch):
+                if stop.is_set():
+                    break
+                for e in feed[k:k + batch]:
+                    app._listener(e)  # what the engine's store subscription calls
+                fed[0] += batch
+                time.sleep(0.01)
+
+        thread = None
+        if feed:
+            thread = threading.Thread(target=feeder, daemon=True)
+            thread.start()
+            await pilot.pause(0.2)
+        latencies = []
+        unchanged = 0
+        for key in keys:
+            await pilot.pause()
+            before = len(app.frames)
+            t = time.perf_counter()
+            await pilot.press(key)
+            while len(app.frames) == before and time.perf_counter() - t < 1.0:
+                await asyncio.sleep(0.0005)
+            if len(app.frames) == before:
+                unchanged += 1  # nothing to redraw (e.g. `up` at the top)
+                continue
+            latencies.append(app.frames[before] - t)
+        stop.set()
+        if thread is not None:
+            thread.join()
+        tree_nodes = len(app.view.model.nodes)
+        materialized = len(app.screen.query_one("#lineage")._tn)
+    return {"first_paint": first_paint, "mean": statistics.mean(latencies),
+            "p95": sorted(latencies)[int(0.95 * (len(latencies) - 1))], "nodes": tree_nodes,
+            "materialized": materialized, "fed": fed[0], "unchanged": unchanged}
+
+
+def store_last_seq(store) -> int:
+    last = 0
+    for e in store.events():
+        last = e.seq
+    return last
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--candidates", type=int, default=24)
+    ap.add_argument("--solutions", type=int, default=18)
+    ap.add_argument("--calls", type=int, default=60, help="LM calls per improver run")
+    ap.add_argument("--keys", type=int, default=40)
+    ap.add_argument("--feed", type=int, default=2000, help="live events per second during the keys")
+    args = ap.parse_args()
+    keys = (KEYS * (args.keys // len(KEYS) + 1))[: args.keys]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        big = write_session(Path(tmp), "large", iterations=args.iterations, candidates=args.candidates,
+                            runs=1, solutions=args.solutions, lm_calls_per_run=args.calls, flag=True)
+        n_events = store_last_seq(big)
+        print(f"synthetic session: {n_events:,} events written in {time.perf_counter() - t:.1f}s")
+        small = write_session(Path(tmp), "small", iterations=2)
+        results = {}
+        for name, store in (("small", small), ("large", big)):
+            results[name] = asyncio.run(measure(store, keys, 0))
+        results["large+feed"] = asyncio.run(measure(big, keys, args.feed))
+    s, b, f = results["small"], results["large"], results["large+feed"]
+    print(f"{'':<28}{'small':>12}{'large':>12}{'large+feed':>12}{'large/small':>13}")
+    print(f"{'tree nodes':<28}{s['nodes']:>12,}{b['nodes']:>12,}{f['nodes']:>12,}")
+    print(f"{'tree nodes materialized':<28}{s['materialized']:>12,}{b['materialized']:>12,}{f['materialized']:>12,}")
+    print(f"{'time to first paint (s)':<28}{s['first_paint']:>12.3f}{b['first_paint']:>12.3f}{f['first_paint']:>12.3f}"
+          f"{b['first_paint'] / s['first_paint']:>12.1f}x")
+    print(f"{'key->repaint mean (ms)':<28}{s['mean'] * 1e3:>12.1f}{b['mean'] * 1e3:>12.1f}{f['mean'] * 1e3:>12.1f}"
+          f"{b['mean'] / s['mean']:>12.1f}x")
+    print(f"{'key->repaint p95 (ms)':<28}{s['p95'] * 1e3:>12.1f}{b['p95'] * 1e3:>12.1f}{f['p95'] * 1e3:>12.1f}"
+          f"{b['p95'] / s['p95']:>12.1f}x")
+    print(f"keys that needed no repaint (not timed): {s['unchanged']}, {b['unchanged']}, {f['unchanged']}")
+    print(f"live feed: {f['fed']:,} events streamed in during the {len(keys)} keys (~{args.feed}/s target)")
+
+
+if __name__ == "__main__":
+    main()
