@@ -19,7 +19,7 @@ from typing import Any
 # Session level
 SESSION_STARTED = "session_started"  # {task, model, settings, seed, resumed}
 SESSION_FINISHED = "session_finished"  # {iterations_completed, reason}
-PAUSED = "paused"  # {reason}
+PAUSED = "paused"  # {reason, cap?: "--max-cost" | "--max-tokens" | "--max-calls"}
 RESUMED = "resumed"  # {iteration, superseded_from: seq|None, recorded_calls}: see engine/resume.py
 ERROR = "error"  # {message}
 # Iterations
@@ -34,11 +34,15 @@ RUN_FINISHED = "run_finished"  # {solution: hash|None, error?, seconds}
 # Downstream solutions
 SOLUTION_SCORED = "solution_scored"  # {source: hash|None, split, score, error?, seconds}
 # LM traffic
-LM_REQUEST = "lm_request"  # {system, prompts: [hash], temperature, n, max_tokens, use}
-LM_REPLY = "lm_reply"  # {replies: [hash], prompt_tokens, completion_tokens, requests, latency, cost_usd, error?}
-LM_PART = "lm_part"  # one server request answered: {use, group, offset, replies: [hash], tokens, attempts, ...}
-LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {group, offset, attempt, error, wait}
-BUDGET = "budget"  # {calls, requests, completions, prompt_tokens, completion_tokens, cost_usd, ...}
+# One call (one `prompt` / `batch_prompt` use) is LM_REQUEST, an LM_PART per server request
+# that got an answer (group = index of the distinct message, offset = first sample; a failed or
+# malformed one has replies [null] and error), LM_REPLY, then BUDGET (session totals).
+# See lm/service.py and lm/record.py (replay keys); resume.py for superseded events.
+LM_REQUEST = "lm_request"  # {system, prompts: [hash], temperature, n, distinct, max_tokens, use, model}
+LM_REPLY = "lm_reply"  # {replies: [hash], prompt_tokens, completion_tokens, requests, retries, failed, latency, concurrency, cost_usd, error?, replayed?}
+LM_PART = "lm_part"  # {use, group, offset, seed, replies: [hash|null], finish_reasons, prompt_tokens, completion_tokens, requests (attempts), latency, error?, usage_missing?}
+LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {use, group, offset, attempt, status, error, wait}
+BUDGET = "budget"  # {calls, requests, retries, completions, failed, prompt_tokens, completion_tokens, cost_usd}
 SANDBOX = "sandbox"  # {mode, protections: {name: bool}, missing: [name], fallbacks, notes} per session
 FLAG = "flag"  # {kind, detail, line, role} a static safety finding, at the candidate's path
 
