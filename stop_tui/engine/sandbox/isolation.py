@@ -222,7 +222,10 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     root = privileged()
     static = {name: False for name in DESCRIPTIONS}
     static.update(memory_limit=True, file_size_limit=True, clean_environment=True,
-                  new_session=True, die_with_parent=True,
+                  new_session=True,
+                  # plain mode: the worker and the runs die with the engine, but a run's daemon
+                  # would outlive a SIGKILLed engine (no pid namespace to take it along)
+                  die_with_parent=mode != "plain",
                   unprivileged_uid=True,  # root: a uid per run; otherwise the user's own
                   process_limit=root)
     if mode == "bwrap":

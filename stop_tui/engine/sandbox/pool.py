@@ -75,6 +75,7 @@ class _Cgroups:
             base = _controller_dir(controller, own)
             if base is None:
                 continue
+            _remove_stale(base)
             folder = base / name
             try:
                 folder.mkdir()
@@ -101,6 +102,29 @@ class _Cgroups:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def _remove_stale(base: Path) -> None:
+    """Empty cgroups left by engines that were killed (named stop-tui-<pid>-<n>)."""
+    try:
+        stale = list(base.glob("stop-tui-*"))
+    except OSError:
+        return
+    for folder in stale:
+        try:
+            pid = int(folder.name.split("-")[2])
+            os.kill(pid, 0)
+            continue  # its engine is alive
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            folder.rmdir()  # fails, harmlessly, if processes are still inside
+        except OSError:
+            pass
 
 
 def _own_cgroups() -> dict[str, str]:
