@@ -135,3 +135,20 @@ def test_request_missing_from_the_record_fails_without_network(tmp_path, recorde
     assert replies == [""]
     reply = [e for e in events_of(tmp_path, session.id) if e.kind == ev.LM_REPLY][0]
     assert reply.data["failed"] == 1 and original["session"] in reply.data["error"]
+
+
+def test_replay_of_a_run_through_faults(tmp_path):
+    """Recorded through 429s and dropped connections: the replay has no faults to retry and
+    still compares equal (retries are transport history; the attempt counts are recorded)."""
+    with ScriptedLMServer(responder, honour_n=False, fail_rate=0.3, drop_rate=0.1, fail_seed=11) as server:
+        proc = stop_tui(*run_args(server, tmp_path, "--json"))
+        faults = server.failed + server.faults["drop"]
+    assert proc.returncode == 0, proc.stderr
+    original = json.loads(proc.stdout)
+    assert faults > 0 and original["lm"]["retries"] == faults
+    replay = stop_tui("replay", original["session"], "--sessions-dir", str(tmp_path), "--check", "--json")
+    assert replay.returncode == 0, replay.stderr
+    again = json.loads(replay.stdout)
+    assert again["lm"] == {**original["lm"], "replayed_calls": original["lm"]["calls"],
+                           "max_concurrency_reached": 0}
+    assert again["meta_utility"] == original["meta_utility"]

@@ -81,10 +81,12 @@ def find_interrupted(events: list[ev.Event]) -> Interrupted | None:
 
 def comparable(events: Iterable[ev.Event], *, budgets: str = "all") -> list[tuple[str, str, str]]:
     """A session's effective node events as sorted (kind, path, data) triples, without
-    timestamps, seqs and timing fields: two runs of the same session compare equal.
+    timestamps, seqs, timing fields and retry records: two runs of the same session compare
+    equal.
     `budgets="final"` keeps only the last BUDGET event (its running totals depend on the
     order in which concurrent calls finish)."""
-    kept = [e for e in effective(events) if e.path]
+    # LM_RETRY events are transport history (which attempts failed), like timings.
+    kept = [e for e in effective(events) if e.path and e.kind != ev.LM_RETRY]
     final = None
     if budgets == "final":
         budget_events = [e for e in kept if e.kind == ev.BUDGET]
