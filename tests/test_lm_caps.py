@@ -114,3 +114,25 @@ def test_caps_admit_within_and_refuse_past():
     assert caps.refuse(used, {"tokens": 1}, {"tokens": 400, "cost_usd": 0})[0] == "--max-tokens"
     assert caps.refuse(used, {}, {"tokens": 1, "cost_usd": 0.51})[0] == "--max-cost"
     assert not Caps()
+
+
+def test_call_cap_holds_under_concurrent_runs(sessions_dir):
+    """Three improver runs ask at once; a cap of 2 calls lets exactly 2 through."""
+    from lm_helpers import IMPROVER
+
+    from stop_tui.engine.errors import Cancelled
+    from stop_tui.engine.lm.openai_backend import OpenAIBackend
+    from stop_tui.engine.session import new_session, session_settings
+
+    with ScriptedLMServer(responder, latency=0.3) as server:
+        settings = session_settings("quick", meta_runs=3, cap_calls=2)
+        session = new_session(sessions_dir, "lpn", settings, OpenAIBackend("scripted", server.base_url))
+        with pytest.raises(Cancelled):
+            session.engine.meta_score(IMPROVER, "probe", with_test=False)
+        assert session.engine.lm.drain(timeout=30)  # the two admitted calls get recorded
+        stop = session.engine.lm.stop
+        usage = session.engine.lm.usage
+        session.close()
+        sent = len(server.requests)
+    assert stop is not None and stop.option == "--max-calls"
+    assert usage.calls == 2 and sent == 2

@@ -222,6 +222,9 @@ class Engine:
                 self.iterate(self.state.iterations_done + 1)
         except Cancelled:
             stop = self.lm.stop
+            # LM calls still in flight are paid for: let them be recorded (a resume reuses
+            # them). A cap waits for them; a quit waits a little.
+            self.lm.drain(timeout=None if stop is not None else 10.0)
             if stop is not None:
                 self.emit(ev.PAUSED, "", cap=stop.option,
                           reason=f"{stop.message}. Raise it and resume: stop-tui run --resume "

@@ -100,6 +100,8 @@ class LMService:
         self.max_concurrency = max(1, int(max_concurrency))
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active = 0  # calls between acceptance and their LM_REPLY
         self._inflight = 0
         self.peak_concurrency = 0
         self._reserved = {"calls": 0, "tokens": 0, "cost_usd": 0.0}
@@ -130,12 +132,34 @@ class LMService:
     def _seed_for(self, path: str, index: int) -> int:
         return zlib.crc32(f"{self.seed}/{path}/{index}".encode()) & 0x7FFFFFFF
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no call is in flight (their answers are paid for: let them be recorded
+        before the run stops). False if some were still running at the timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._active:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left if left is not None else 1.0)
+        return True
+
     # -- one accepted use -----------------------------------------------------------------
     def call(self, path: str, use: int, system: str, messages: list[str], temperature: float) -> list[str]:
         """Ask for every message (or take it from the record), record it all, return texts."""
         self.gate.passage(CALL)
         if self.stop is not None:
             raise self.stop
+        with self._lock:
+            self._active += 1
+        try:
+            return self._call(path, use, system, messages, temperature)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _call(self, path: str, use: int, system: str, messages: list[str], temperature: float) -> list[str]:
         temperature = min(max(float(temperature), 0.0), 2.0)
         groups = list(Counter(messages).items())  # distinct messages, in order of appearance
         system_hash = self._put_text(system)
@@ -177,14 +201,16 @@ class LMService:
                 for got in fresh:
                     parts.update(got)
             latency = time.monotonic() - started
-        finally:
+        except BaseException:
             if worst is not None:
                 self._release(worst)
+            raise
         if not self._learned and getattr(self.backend, "honours_n", None) is not None:
             self._learned = True
             if self.on_learn is not None:
                 self.on_learn(bool(self.backend.honours_n))
-        return self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed)
+        # The reservation is released in the same step that adds the call's real spend.
+        return self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed, worst)
 
     def _lookup(self, key: tuple[str, str, int]) -> tuple[RecordedCall | None, Book | None]:
         for book in (self.own_book, self.source_book):
@@ -244,11 +270,14 @@ class LMService:
         self.gate.cancel()  # stop the other branches too; the engine writes PAUSED
         raise self.stop
 
-    def _release(self, worst: dict) -> None:
-        with self._lock:
-            self._reserved["calls"] -= 1
-            self._reserved["tokens"] -= worst["tokens"]
-            self._reserved["cost_usd"] -= worst["cost_usd"] or 0.0
+    def _release(self, worst: dict, *, locked: bool = False) -> None:
+        if not locked:
+            with self._lock:
+                self._release(worst, locked=True)
+            return
+        self._reserved["calls"] -= 1
+        self._reserved["tokens"] -= worst["tokens"]
+        self._reserved["cost_usd"] -= worst["cost_usd"] or 0.0
 
     # -- requests -------------------------------------------------------------------------
     def _fill(self, call: _Call, message: str, g: int, start: int, end: int) -> dict[tuple[int, int], dict]:
@@ -321,7 +350,7 @@ class LMService:
 
     def _reply(self, path: str, use: int, groups: list[tuple[str, int]], messages: list[str],
                parts: dict[tuple[int, int], dict], known: dict[str, str], latency: float, peak: int,
-               replayed: bool) -> list[str]:
+               replayed: bool, worst: dict | None) -> list[str]:
         per_group: dict[int, list[str | None]] = {}
         ordered = sorted(parts.items())
         for (g, _offset), part in ordered:
@@ -350,6 +379,8 @@ class LMService:
             u.completion_tokens += totals["completion_tokens"]
             if u.cost_usd is not None and dollars is not None:
                 u.cost_usd += dollars
+            if worst is not None:
+                self._release(worst, locked=True)
             snapshot = u.to_dict()
         reply = {"use": use, "replies": [self._put_text(r) for r in replies],
                  "prompt_tokens": totals["prompt_tokens"],
