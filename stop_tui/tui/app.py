@@ -31,7 +31,7 @@ from stop_tui.tui.theming import DEFAULT_THEME, discover_themes, load_config, sa
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
 
-QUIT_GRACE = 4.0  # seconds the app waits for the engine to stop before leaving anyway
+QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
 
 
 class _NoWaitExecutor(ThreadPoolExecutor):

@@ -10,7 +10,7 @@ from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.store import default_sessions_dir
 
-STOP_WAIT = 20.0  # after the app closes: how long an LM call in flight may take to return
+STOP_WAIT = 1.5  # after the app closes: how much longer the engine may take to stop
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -53,18 +53,18 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
     worker = app._engine_worker
     started = worker is not None
     if started and not app.engine_done.is_set():
-        print("stop-tui: stopping: waiting for the LM call in flight (ctrl+c to leave now)…",
-              file=sys.stderr, flush=True)
         try:
             app.engine_done.wait(STOP_WAIT)
         except KeyboardInterrupt:
             pass
     if started and not app.engine_done.is_set():
-        # Everything that completed is committed (one SQLite transaction per event); only the
-        # call in flight is lost and will be redone on resume.
-        print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+        # An LM call is still generating. Everything that completed is committed (one SQLite
+        # transaction per event) and sandboxes die with this process; the abandoned call is
+        # asked again on resume. Leave now rather than wait for it.
+        print(f"stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).\n"
+              f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
               file=sys.stderr, flush=True)
-        os._exit(130)
+        os._exit(0)
     session.close()
     print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
           file=sys.stderr)

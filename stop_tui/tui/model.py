@@ -187,8 +187,11 @@ class SessionModel:
     def _restart_iteration(self, t: int) -> None:
         """A resume re-executes iteration t: forget its partial work (it is written again)."""
         node = self.nodes.get(f"it{t}")
-        if node is not None and node.children:
-            self._drop_children(node)
+        if node is not None:
+            if node.children:
+                self._drop_children(node)
+            node.status, node.score, node.test, node.error = PENDING, None, None, None
+            self.changed.add(node.path)
         prefix = f"it{t}/"
         for path in [p for p in self.lm_calls if p.startswith(prefix)]:
             del self.lm_calls[path]
@@ -415,6 +418,10 @@ class SessionModel:
         if node.kind == RUN:
             return list(self.calls_by_owner.get(path, []))
         return list(self.calls_by_owner.get(ev.parent_path(path), []))
+
+    def in_flight(self) -> list[str]:
+        """LM calls asked but not answered yet (while the engine runs)."""
+        return [p for p, call in self.lm_calls.items() if call.reply is None]
 
     def rate(self) -> tuple[float, float]:
         """(LM calls per minute, tokens per second) over the recent replies."""

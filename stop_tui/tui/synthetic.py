@@ -36,7 +36,7 @@ You must return an improved solution."""
 
 def improver_variant(k: int) -> str:
     """A plausible rewritten improver (deterministic in k)."""
-    temps = ["0.4", "0.7", "0.9", "1.0"]
+    temps = ["0.4", "0.9", "1.0", "0.7"]
     return SEED_IMPROVER.replace(
         "temperature=0.7", f"temperature={temps[k % len(temps)]}").replace(
         "    best_solution = max(new_solutions, key=utility)\n",

@@ -42,6 +42,10 @@ class SessionHeader(Widget):
         out.append(f" {self.state} ", style=f"bold {c['background']} on {colors.get(self.state, c['muted'])}")
         if self.detail:
             out.append(f" {self.detail}", style=c["muted"])
+        flying = md.in_flight() if self.state in ("running", "stepping", "stopping") else []
+        if flying:
+            out.append(f"  ⋯ LM call in flight: {flying[-1]}" + (f" (+{len(flying) - 1})" if len(flying) > 1 else ""),
+                       style=c["accent"])
         if md.sandbox_missing:
             out.append("  ⚠ sandbox missing: " + ", ".join(md.sandbox_missing),
                        style=f"bold {c['warning']}")

@@ -61,6 +61,14 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
     def on_mount(self) -> None:
         self._colors = palette(self.app)
         self.rebuild()
+        self.call_after_refresh(self._select_initial)
+
+    def _select_initial(self) -> None:
+        if self.cursor_line < 0 and self.root.children:
+            self.cursor_line = 0
+        if self.cursor_node is not None and self.cursor_node.data:
+            self._last_selected = self.cursor_node.data
+            self.post_message(NodeSelected(self.cursor_node.data))
 
     def rebuild(self) -> None:
         self.clear()
@@ -104,7 +112,7 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
         if children_too:
             self._materialize(path)
             tn = self._tn.get(path)
-            if tn is not None and tn.children and not tn.is_expanded:
+            if tn is not None and not tn.is_expanded:
                 tn.expand()
             node = self.model.nodes.get(path)
             if node is not None and node.kind == m.ITERATION:

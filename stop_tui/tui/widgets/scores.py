@@ -160,9 +160,11 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         for t, v in vals:
             put(row_of(v), col_of(t), "●", c["success"])
         out = Text(no_wrap=True, overflow="crop", end="")
+        ticks = {0: hi, plot_h - 1: lo}
+        if plot_h > 4:
+            ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
         for r in range(plot_h):
-            y = hi - (hi - lo) * r / max(1, plot_h - 1)
-            label = f"{y:5.2f}" if r in (0, plot_h - 1) or (r == (plot_h - 1) // 2 and plot_h > 4) else "     "
+            label = f"{ticks[r]:5.2f}" if r in ticks else "     "
             out.append(label + " ", style=c["muted"])
             out.append("┤" if label.strip() else "│", style=c["faint"])
             for x in range(plot_w):

@@ -107,6 +107,11 @@ The selected node's program, syntax highlighted.
             info.update(Text("Select a node in the Lineage to see its program.", style=c["muted"]))
             body.update("")
             return
+        if node.status == m.PENDING and not node.source:
+            info.update(Text.assemble((node.path, f"bold {c['primary']}"),
+                                      ("  pending: nothing has run here yet (space steps, r runs)", c["muted"])))
+            body.update("")
+            return
         program, parent, what, parent_what = self.program(node)
         head = Text()
         head.append(node.path, style=f"bold {c['primary']}")
