@@ -10,7 +10,10 @@ from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.store import default_sessions_dir
 
-STOP_WAIT = 1.5  # after the app closes: how much longer the engine may take to stop
+# After the screen closes: how much longer the engine may take to stop. The engine lets LM calls
+# in flight finish and be recorded for up to 10 s on a quit (their answers are paid for, and a
+# resume reuses them); past that, or on ctrl+c, we leave and the call is asked again on resume.
+STOP_WAIT = 11.0
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -53,6 +56,8 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
     worker = app._engine_worker
     started = worker is not None
     if started and not app.engine_done.is_set():
+        print("stop-tui: stopping: recording the LM call in flight (up to 10 s; ctrl+c leaves now)…",
+              file=sys.stderr, flush=True)
         try:
             app.engine_done.wait(STOP_WAIT)
         except KeyboardInterrupt:
