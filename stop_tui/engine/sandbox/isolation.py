@@ -53,7 +53,8 @@ STDLIB_PRELOAD = (
     "collections", "functools", "operator", "re", "copy", "string", "textwrap", "difflib",
     "statistics", "fractions", "decimal", "numbers", "array", "struct", "typing", "dataclasses",
     "enum", "abc", "contextlib", "warnings", "traceback", "threading", "queue",
-    "concurrent.futures", "datetime", "time", "hashlib", "pprint", "ast", "base64",
+    "concurrent.futures", "datetime", "time", "hashlib", "pprint", "ast", "base64", "glob",
+    "fnmatch", "os.path", "tempfile", "io", "csv", "pickle", "zlib", "uuid", "signal",
 )
 NUMPY_PRELOAD = ("numpy.linalg", "numpy.fft", "numpy.random", "numpy.polynomial")
 
