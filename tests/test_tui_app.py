@@ -21,6 +21,7 @@ from stop_tui.tui.messages import EngineEvents
 from stop_tui.tui.model import SessionModel
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.synthetic import write_session
+from stop_tui.tui.widgets.budget import BudgetPane
 from stop_tui.tui.widgets.lineage import LineagePane
 from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import SourcePane
@@ -247,6 +248,23 @@ def test_flags_sandbox_warning_and_baselines(tmp_path):
             assert "⚑1" in text  # it1/c2 carries the flag
             assert any("FLAG sandbox-escape line 3" in line.text for line in app.view.model.log)
             assert "seed-only 0.25" in text and "┄" in text
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_budget_shows_caps_and_tokens_only_for_unknown_prices(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=1, model="some-unpriced-model", priced=False,
+                          settings_overrides={"cap_calls": 40, "cap_tokens": 100_000})
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            budget = str(app.screen.query_one(BudgetPane).render())
+            assert "(cap)" in budget and "/ 40" in budget and "/ 100.0k" in budget
+            assert "unknown price (tokens only)" in budget
+            assert "$" not in budget
 
     asyncio.run(go())
     store.close()

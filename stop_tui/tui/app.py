@@ -222,6 +222,8 @@ class StopApp(App[int]):
         if worker is None or worker.state not in (WorkerState.PENDING, WorkerState.RUNNING):
             if self.engine_outcome == "error":
                 return "paused", "the engine failed (see the notification); r retries"
+            if model.state == "paused" and model.pause_reason:
+                return "paused", model.pause_reason
             return "paused", "r runs, space steps"
         mode = self.session.gate.mode
         if mode == "run":

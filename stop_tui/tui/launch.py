@@ -22,12 +22,23 @@ def launch(args: argparse.Namespace) -> int:
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.command == "new":
         from stop_tui.cli import _settings
+        from stop_tui.commands import replay as replay_cmd
         from stop_tui.engine.tasks import load_task
 
-        load_task(args.task)
-        settings = _settings(args)
-        backend = make_backend(args.model, args.base_url)
-        session = new_session(sessions_dir, args.task, settings, backend, base_url=args.base_url,
+        task_name = args.task
+        load_task(task_name)
+        settings = _settings(args)  # preset, iterations, seed, caps, concurrency
+        backend = make_backend(args.model, args.base_url, sessions_dir=sessions_dir,
+                               max_concurrency=settings.max_concurrency)
+        if args.model.startswith("replay:"):  # the recorded session's task and budgets
+            from stop_tui.engine.settings import Settings
+
+            task_name = backend.source_meta.get("task", task_name)
+            settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
+                iterations=args.iterations, seed=args.seed, acceptance=args.acceptance,
+                **replay_cmd.lm_overrides(args))
+        replay_cmd.check_caps(settings, backend.price_key)
+        session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
                               gate=Gate(running=not args.step))
         return _run(session=session)
     if args.session:

@@ -125,6 +125,7 @@ class SessionModel:
         self.candidate_scores: list[tuple[int, float]] = []  # (iteration, score)
         self.current_iteration: int | None = None
         self.state = "new"  # new | running | paused | finished
+        self.pause_reason: str | None = None
         self.sandbox_missing: list[str] = []
         self.flags = 0
         self.errors = 0
@@ -363,6 +364,7 @@ class SessionModel:
             text, level = f"FLAG {d.get('kind', '?')}{line}: {d.get('detail', '')}", "warn"
         elif k == ev.PAUSED:
             self.state = "paused"
+            self.pause_reason = d.get("reason")
             text, level = f"paused: {d.get('reason', '')}", "warn"
         elif k == ev.RESUMED:
             self.state = "running"

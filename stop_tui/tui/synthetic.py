@@ -53,10 +53,12 @@ def solution_variant(k: int) -> str:
 def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2, candidates: int = 3,
                   runs: int = 1, solutions: int = 2, lm_calls_per_run: int = 1, planned: int | None = None,
                   finished: bool = False, sandbox_missing: tuple[str, ...] = (), flag: bool = True,
-                  seed: int = 7, model: str = "local") -> SessionStore:
+                  seed: int = 7, model: str = "local", priced: bool = True,
+                  settings_overrides: dict | None = None) -> SessionStore:
     """A session folder with a complete (or still going) event log and every text it names."""
     rng = random.Random(seed)
-    settings = preset("quick").with_overrides(iterations=planned if planned is not None else iterations)
+    settings = preset("quick").with_overrides(iterations=planned if planned is not None else iterations,
+                                              **(settings_overrides or {}))
     store = SessionStore.create(sessions_dir, {"task": "lpn", "model": model,
                                                "settings": settings.to_dict(), "base_url": None}, name=name)
     clock = [T0]
@@ -67,7 +69,7 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
 
     put = store.put_text
     usage = {"calls": 0, "requests": 0, "completions": 0, "prompt_tokens": 0, "completion_tokens": 0,
-             "cost_usd": 0.0}
+             "cost_usd": 0.0 if priced else None}
     system = put("You are an expert computer science researcher and programmer.")
 
     def lm_call(path: str, reply_code: str | None) -> None:
@@ -78,7 +80,8 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
              n=2, distinct=1, temperature=0.7, max_tokens=512, model=model)
         pt, ct = 640 + rng.randrange(80), 300 + rng.randrange(200)
         emit(ev.LM_REPLY, path, use=1, replies=[put(reply_text), put("No code here.")], prompt_tokens=pt,
-             completion_tokens=ct, requests=2, failed=0, latency=round(2 + rng.random() * 3, 2), cost_usd=0.0)
+             completion_tokens=ct, requests=2, failed=0, latency=round(2 + rng.random() * 3, 2),
+             cost_usd=0.0 if priced else None)
         usage["calls"] += 1
         usage["requests"] += 2
         usage["completions"] += 2
