@@ -535,6 +535,13 @@ def test_hangs_are_killed_on_time(body, what):
     assert elapsed < 5, (what, elapsed)
 
 
+def test_top_level_spin_fails_at_load():
+    out, error, elapsed, _ = run_program("while True:\n    pass\ndef algorithm():\n    return 1\n",
+                                         limits=Limits(load_seconds=1.0))
+    assert error == "loading the program (its top-level code) timed out after 1 s"
+    assert elapsed < 5
+
+
 @pytest.mark.parametrize("source, expected", [
     # forges a reply to the next call on the engine's socket, then answers this one
     ('import os, json, socket\n'

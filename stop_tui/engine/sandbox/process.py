@@ -30,7 +30,7 @@ from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-export
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
-LOAD_TIMEOUT = 30.0
+LOAD_TIMEOUT = 10.0  # seconds for the program's top-level code (imports, definitions)
 CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
 
@@ -44,6 +44,7 @@ class Limits:
     processes: int = 128  # processes and threads of one run (RLIMIT_NPROC on its own uid)
     open_files: int = 256  # RLIMIT_NOFILE
     cpu_seconds: int = 0  # RLIMIT_CPU per process (0: none; wall-clock limits still apply)
+    load_seconds: float = LOAD_TIMEOUT  # wall clock for the program's top-level code
 
     def for_child(self) -> dict[str, int]:
         return {"memory_mb": self.memory_mb, "output_kb": self.output_kb,
@@ -141,9 +142,11 @@ class Sandbox:
         self._send({"op": "load", "source": self.source, "entry": self.entry,
                     "preload": list(self._preload),
                     "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb})
-        reply = self._wait(LOAD_TIMEOUT, own_time=False)
+        reply = self._wait(self.limits.load_seconds, own_time=False)
         if reply.error is not None:
             self.load_error = reply.error
+            if reply.error.startswith("timed out"):
+                self.load_error = f"loading the program (its top-level code) {reply.error}"
             self.kill()
 
     def alive(self) -> bool:
