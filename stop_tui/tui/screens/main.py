@@ -16,6 +16,8 @@ from stop_tui.tui.widgets.log import LogPane
 from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import DIFF, EXCHANGE, SourcePane
 
+INITIAL_LOG_LINES = 400
+
 
 def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,
        priority: bool = False, key_display: str | None = None) -> Binding:
@@ -55,7 +57,8 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(LineagePane).border_title = "Lineage"
-        self.query_one(LogPane).add_lines(list(self.st.model.log), self.st.model.t0)
+        log = self.st.model.log  # on opening, the most recent lines (the database has them all)
+        self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
         self.query_one(LineagePane).focus()
 
     def on_node_selected(self, message: NodeSelected) -> None:
