@@ -60,6 +60,7 @@ class MainScreen(Screen[None]):
         log = self.st.model.log  # on opening, the most recent lines (the database has them all)
         self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
         self.query_one(LineagePane).focus()
+        self.call_after_refresh(self.app.update_state)
 
     def on_node_selected(self, message: NodeSelected) -> None:
         self.query_one(SourcePane).show(message.path)
