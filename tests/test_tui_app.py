@@ -305,6 +305,24 @@ def test_theme_key_palette_help_and_remembered_theme(tmp_path):
     store.close()
 
 
+def test_keys_can_be_remapped_by_binding_id(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=1)
+    config = tmp_path / "config" / "stop-tui"
+    config.mkdir(parents=True)
+    (config / "config.json").write_text(json.dumps({"keymap": {"view.diff": "x"}}))
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("down", "x")
+            await pilot.pause()
+            assert app.screen.query_one(SourcePane).border_title == "Source · diff"
+
+    asyncio.run(go())
+    store.close()
+
+
 def test_resume_picker_opens_the_chosen_session(tmp_path):
     sessions = tmp_path / "sessions"
     write_session(sessions, "20260101-090000-lpn", iterations=1, finished=True).close()

@@ -92,7 +92,11 @@ class StopApp(App[int]):
             self.register_theme(tf.theme)
             self.syntax_styles[tf.theme.name] = tf.syntax
             self.theme_names.append(tf.theme.name)
-        wanted = theme or load_config().get("theme") or DEFAULT_THEME
+        config = load_config()
+        keymap = config.get("keymap")  # {"binding id": "keys"}, e.g. {"run.step_iteration": "n"}
+        if isinstance(keymap, dict):
+            self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+        wanted = theme or config.get("theme") or DEFAULT_THEME
         if wanted not in self.available_themes:
             wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.theme = wanted

@@ -11,19 +11,21 @@ from textual.widgets import Markdown
 KEYS = """\
 # stop-tui
 
-| key | does |
-|---|---|
-| `space` | step one iteration (run until the next iteration boundary, then pause) |
-| `.` | step one LM call |
-| `r` | run / pause |
-| `d` | toggle the diff against the parent |
-| `e` | show the LM exchange that produced the node |
-| `a` | jump to the accepted improver |
-| `t` | next theme |
-| `tab` | next pane |
-| `ctrl+p` | command palette (every action, every theme) |
-| `F1` | this help |
-| `ctrl+q` | quit: the engine stops at its next gate; resume later with `stop-tui resume` |
+| key | does | binding id |
+|---|---|---|
+| `space` | step one iteration (run to the next iteration boundary, then pause) | `run.step_iteration` |
+| `.` | step one LM call | `run.step_call` |
+| `r` | run / pause | `run.toggle` |
+| `d` | toggle the diff against the parent | `view.diff` |
+| `e` | show the LM exchange that produced the node | `view.exchange` |
+| `a` | jump to the accepted improver | `go.accepted` |
+| `t` | next theme | `theme.next` |
+| `F1` | this help | `app.help` |
+| `tab` | next pane | |
+| `ctrl+p` | command palette (every action, every theme) | |
+| `ctrl+q` | quit: the engine stops at its next gate; `stop-tui resume` continues | |
+
+Remap a key in `~/.config/stop-tui/config.json`: `{"keymap": {"view.diff": "x"}}`.
 
 States in the header: **running** (the gate is open), **stepping** (one iteration or one LM
 call is going through), **paused** (the engine waits at a gate: nothing is being spent),

@@ -42,8 +42,10 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
 """
 
     BINDINGS = [
-        Binding("right", "expand_here", "Expand", show=False, id="lineage.expand"),
-        Binding("left", "collapse_here", "Collapse", show=False, id="lineage.collapse"),
+        Binding("right", "expand_here", "Expand", show=False, id="lineage.expand",
+                tooltip="Show the node's children"),
+        Binding("left", "collapse_here", "Collapse", show=False, id="lineage.collapse",
+                tooltip="Hide the node's children, or go to its parent"),
     ]
 
     def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
