@@ -10,10 +10,10 @@ from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.store import default_sessions_dir
 
-# After the screen closes: how much longer the engine may take to stop. The engine lets LM calls
-# in flight finish and be recorded for up to 10 s on a quit (their answers are paid for, and a
-# resume reuses them); past that, or on ctrl+c, we leave and the call is asked again on resume.
-STOP_WAIT = 11.0
+# After the screen closes (itself within ~2 s of ctrl+q): how much longer the engine may take to
+# stop. The engine lets LM calls in flight finish and be recorded (up to 10 s on its side); we
+# give them a few seconds more, then leave: an unfinished call is asked again on resume.
+STOP_WAIT = 3.0
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
     worker = app._engine_worker
     started = worker is not None
     if started and not app.engine_done.is_set():
-        print("stop-tui: stopping: recording the LM call in flight (up to 10 s; ctrl+c leaves now)…",
+        print("stop-tui: stopping: letting the LM call in flight finish (a few seconds; ctrl+c leaves now)…",
               file=sys.stderr, flush=True)
         try:
             app.engine_done.wait(STOP_WAIT)
@@ -83,5 +83,13 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
         os._exit(0)
     session.close()
     print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
-          file=sys.stderr)
+          file=sys.stderr, flush=True)
+    if started:
+        # The session is closed and every event committed. A backend thread may still be
+        # generating an answer nobody waits for (the local model cannot be interrupted), and the
+        # interpreter would join it at exit (concurrent.futures joins even daemon workers).
+        # Sandboxes die with this process. Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
     return code or 0
