@@ -39,6 +39,7 @@ def improver_variant(k: int) -> str:
     temps = ["0.4", "0.9", "1.0", "0.7"]
     return SEED_IMPROVER.replace(
         "temperature=0.7", f"temperature={temps[k % len(temps)]}").replace(
+        "n_messages = min(", f"n_messages = {k % 3 + 2} * min(").replace(
         "    best_solution = max(new_solutions, key=utility)\n",
         f"    new_solutions = [s for s in new_solutions if s]  # variant {k}\n"
         "    if not new_solutions:\n        return initial_solution\n"
