@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         session.gate.cancel()
         outcome = "cancelled"
+        replay_cmd.stop_on_interrupt(session)
     finally:
         if printer is not None:
             printer.close()

@@ -194,3 +194,26 @@ def test_killed_at_random_moments_again_and_again(reference, tmp_path):
         assert not [b for b in server.requests[sent:] if b.get("seed") in answered]
     assert done.returncode == 0, done.stderr
     assert_identical(reference, tmp_path, json.loads(done.stdout))
+
+
+def test_ctrl_c_records_the_calls_in_flight(reference, tmp_path):
+    """ctrl+c while requests are in flight: the run waits for their answers, records them,
+    says it stopped; the resume sends nothing that was answered."""
+    import signal
+
+    with ScriptedLMServer(responder, honour_n=False, latency=1.0) as server:
+        proc = start(*run_args(server, tmp_path, "--json"))
+        assert wait_for(lambda: server.inflight > 0 and len(server.requests) >= 3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "recording the LM calls in flight" in err
+        session = only_session(tmp_path)
+        events = events_of(tmp_path, session)
+        assert sum(e.kind == ev.LM_REQUEST for e in events) == sum(e.kind == ev.LM_REPLY for e in events)
+        assert "ctrl+c" in [e for e in events if e.kind == ev.PAUSED][-1].data["reason"]
+        done = stop_tui("run", "--resume", session, "--sessions-dir", str(tmp_path), "--json")
+        total = len(server.requests)
+    assert done.returncode == 0, done.stderr
+    assert total == reference[2]  # not one request more than an uninterrupted run
+    assert_identical(reference, tmp_path, json.loads(done.stdout))

@@ -62,6 +62,21 @@ def projection_line(session, iterations: int) -> str:
     return engine_projection(session.engine, iterations)
 
 
+def stop_on_interrupt(session, wait: float = 10.0) -> None:
+    """ctrl+c during `run`: the LM calls in flight are paid for, so give them `wait` seconds to
+    be recorded (a resume then reuses them; ctrl+c again leaves at once), then say so in the log."""
+    from stop_tui.engine import events as ev
+
+    print(f"stop-tui: stopping; recording the LM calls in flight (up to {wait:g} s, ctrl+c again "
+          "to leave now)", file=sys.stderr)
+    try:
+        session.engine.lm.drain(timeout=wait)
+    except KeyboardInterrupt:
+        pass
+    session.store.append(ev.Event(ev.PAUSED, "", {
+        "reason": f"stopped by the user (ctrl+c); resume: stop-tui run --resume {session.id}"}))
+
+
 # -- stop-tui replay ----------------------------------------------------------------------
 def add_parser(sub) -> None:
     p = sub.add_parser("replay", help="re-run a recorded session offline, answering the LM from its record")
