@@ -34,7 +34,8 @@ class ScriptedLMServer:
     def __init__(self, responder: Responder, *, model: str = "scripted", honour_n: bool = True,
                  latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0,
                  drop_rate: float = 0.0, malformed_rate: float = 0.0, truncate_rate: float = 0.0,
-                 fault_seed: int = 1, retry_after: str | None = "0") -> None:
+                 fault_seed: int = 1, retry_after: str | None = "0",
+                 reject_max_tokens: bool = False) -> None:
         self.responder = responder
         self.model = model
         self.honour_n = honour_n
@@ -52,6 +53,7 @@ class ScriptedLMServer:
         self.drop_rate, self.malformed_rate, self.truncate_rate = drop_rate, malformed_rate, truncate_rate
         self._fault_rng = random.Random(fault_seed)
         self.retry_after = retry_after  # the Retry-After header sent with 429 / 500
+        self.reject_max_tokens = reject_max_tokens  # like newer OpenAI models: 400 for max_tokens
         self.faults = {"drop": 0, "malformed": 0, "truncate": 0}
         self.inflight = 0
         self.max_inflight = 0
@@ -171,6 +173,14 @@ class ScriptedLMServer:
                         server.requests.append(body)
                     self.close_connection = True
                     self.connection.shutdown(2)  # no status line at all: a dropped connection
+                    return
+                if server.reject_max_tokens and "max_tokens" in body:
+                    with server.lock:
+                        server.requests.append(body)
+                    self._send(400, {"error": {
+                        "message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                                   "model. Use 'max_completion_tokens' instead.",
+                        "type": "invalid_request_error", "param": "max_tokens"}})
                     return
                 server._enter()
                 try:

@@ -129,3 +129,21 @@ def test_malformed_and_truncated_replies_are_failed_completions(sessions_dir):
     assert len(broken) == bad and all("malformed reply" in p["error"] and p["usage_missing"] for p in broken)
     # Tokens counted are those the engine could read; the unreadable replies' are unknown.
     assert usage.completion_tokens < billed
+
+
+def test_server_wanting_max_completion_tokens(sessions_dir):
+    """A server that refuses `max_tokens` (newer OpenAI models): switch to
+    `max_completion_tokens` once, counted as one retried attempt, then keep it."""
+    with ScriptedLMServer(responder, reject_max_tokens=True) as server:
+        backend = OpenAIBackend("scripted", server.base_url)
+        session = new_session(sessions_dir, "lpn", session_settings("quick"), backend)
+        lm = session.engine.lm.handle("probe", 2, 2)
+        first, second = lm.prompt("system", "one"), lm.prompt("system", "two")
+        usage = session.engine.lm.usage
+        session.close()
+        bodies = list(server.requests)
+    assert first[0] and second[0]
+    assert backend.tokens_param == "max_completion_tokens"
+    assert ["max_tokens" in b for b in bodies] == [True, False, False]
+    assert bodies[1]["max_completion_tokens"] == 512
+    assert usage.requests == 3 and usage.retries == 1 and usage.failed == 0

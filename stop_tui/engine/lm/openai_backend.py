@@ -55,6 +55,9 @@ class OpenAIBackend:
         self._client = openai.OpenAI(**kwargs)
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency), thread_name_prefix="lm")
         self.honours_n: bool | None = None
+        # Newer OpenAI models refuse `max_tokens` and want `max_completion_tokens` (llama.cpp's
+        # server knows only the former): start with max_tokens, switch when a server says so.
+        self.tokens_param = "max_tokens"
         self._lock = threading.Lock()
 
     def check(self) -> None:
@@ -80,7 +83,7 @@ class OpenAIBackend:
                 seed: int | None = None) -> Completions:
         openai = self._openai
         kwargs: dict[str, Any] = {
-            "model": self.model, "temperature": temperature, "max_tokens": max_tokens,
+            "model": self.model, "temperature": temperature, self.tokens_param: max_tokens,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
         if n > 1:
@@ -91,6 +94,12 @@ class OpenAIBackend:
             response = self._client.chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
             status = exc.status_code
+            text = str(exc)
+            if (status == 400 and self.tokens_param == "max_tokens" and "max_tokens" in text
+                    and "max_completion_tokens" in text):
+                self.tokens_param = "max_completion_tokens"  # and try again (counted as a retry)
+                raise LMRequestError(_describe(exc), retryable=True, status=status,
+                                     retry_after=0.0) from None
             raise LMRequestError(_describe(exc), retryable=status in RETRYABLE_STATUS,
                                  status=status, retry_after=_retry_after(exc.response)) from None
         except openai.APIConnectionError as exc:  # timeouts included
