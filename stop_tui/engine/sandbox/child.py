@@ -238,6 +238,13 @@ def serve(sock):
                     LanguageModelProxy(sock, spec["lm_budget"], spec["max_responses_per_call"])]
         else:
             args = _decode(message["args"])
+            if message.get("stage"):
+                # Inputs are decoded and the RNG set: the engine starts its clock at `go`, so
+                # a run's time is the call's own, not the transport of big inputs.
+                _send(sock, {"op": "ready", "n": message.get("n")})
+                go = _inbox.get()
+                if go.get("op") != "go" or go.get("n") != message.get("n"):
+                    return
         started = time.perf_counter()
         try:
             value = entry(*args)

@@ -30,6 +30,7 @@ from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-export
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
+STAGE_TIMEOUT = 30.0  # seconds to move and decode one call's inputs (not the candidate's time)
 LOAD_TIMEOUT = 10.0  # seconds for the program's top-level code (imports, definitions)
 CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
@@ -193,8 +194,15 @@ class Sandbox:
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
         self._calls += 1
+        # Two steps: the inputs are sent and staged (decoded, RNG set) first, then `go` starts
+        # the clock. The time is still measured here, so the child cannot under-report it, but
+        # moving a big input is not charged to the candidate's limit.
         self._send({"op": "call", "n": self._calls, "args": encode(list(args)),
-                    "rng": rng_state(rng), "seed": seed})
+                    "rng": rng_state(rng), "seed": seed, "stage": True})
+        staged = self._wait(STAGE_TIMEOUT, own_time=False, call=self._calls, until="ready")
+        if staged.error is not None:
+            return staged
+        self._send({"op": "go", "n": self._calls})
         return self._wait(time_limit + 1.0, own_time=False, call=self._calls)
 
     def improve(self, spec: dict[str, Any], time_limit: float, *, seed: int | None = None) -> Outcome:
@@ -220,7 +228,8 @@ class Sandbox:
             extra = time.monotonic() - self._busy_since if self._inflight else 0.0
             return self._busy_total + extra
 
-    def _wait(self, limit: float, *, own_time: bool, call: int | None = None) -> Outcome:
+    def _wait(self, limit: float, *, own_time: bool, call: int | None = None,
+              until: str = "result") -> Outcome:
         """The reply to the message just sent. `seconds` is measured here, never taken from
         the child (which could lie about its run time)."""
         started = time.monotonic()
@@ -248,6 +257,8 @@ class Sandbox:
                 return Outcome(error="sandbox protocol violation (a reply to another call)",
                                seconds=took())
             if op == "loaded" and call is None:
+                return Outcome()
+            if op == "ready" and until == "ready" and message.get("n") == call:
                 return Outcome()
             if op == "result":
                 return Outcome(value=message.get("value"), seconds=took())
