@@ -31,6 +31,7 @@ from stop_tui.tui.theming import DEFAULT_THEME, discover_themes, load_config, sa
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
 
+DRAIN_MAX = 2000  # events folded into the UI per message-loop turn
 QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
 
 
@@ -175,11 +176,16 @@ class StopApp(App[int]):
         self.drain()
 
     def drain(self) -> None:
+        """Fold queued events in, at most DRAIN_MAX per turn so keys stay responsive under a
+        flood; the rest is picked up by the next turn of the message loop."""
         batch: list[Event] = []
-        while self._queue:
+        while self._queue and len(batch) < DRAIN_MAX:
             batch.append(self._queue.popleft())
         if batch:
             self.inject(batch)
+        if self._queue and not self._pending.is_set():
+            self._pending.set()
+            self.post_message(EventsReady())
 
     def on_engine_events(self, message: EngineEvents) -> None:
         self.inject(message.events)

@@ -16,7 +16,7 @@ from stop_tui.tui.widgets.log import LogPane
 from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import DIFF, EXCHANGE, SourcePane
 
-INITIAL_LOG_LINES = 400
+INITIAL_LOG_LINES = 200
 
 
 def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,

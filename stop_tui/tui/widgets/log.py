@@ -9,6 +9,7 @@ from stop_tui.tui import model as m
 from stop_tui.tui.palette import palette
 
 MAX_LINES = 2000
+MAX_PER_UPDATE = 200  # a burst of events shows its newest lines (the database keeps them all)
 
 
 class LogPane(RichLog):
@@ -34,7 +35,12 @@ them all). Times are from the start of the session.
         c = palette(self.app)
         colors = {"info": c["foreground"], "good": c["success"], "bad": c["error"], "warn": c["warning"],
                   "dim": c["muted"]}
-        for line in lines[-MAX_LINES:]:
+        if len(lines) > MAX_PER_UPDATE:
+            skipped = len(lines) - MAX_PER_UPDATE
+            self.write(Text(f"… {skipped:,} more events (stop-tui show / export has them all)",
+                            style=c["muted"], no_wrap=True, end=""))
+            lines = lines[-MAX_PER_UPDATE:]
+        for line in lines:
             rel = max(0.0, line.t - (self.t0 or line.t))
             minutes, seconds = divmod(int(rel), 60)
             hours, minutes = divmod(minutes, 60)
