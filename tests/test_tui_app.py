@@ -350,6 +350,14 @@ def test_resume_picker_opens_the_chosen_session(tmp_path):
     app.session.close()
 
 
+def test_resume_without_id_and_without_a_terminal_is_a_user_error(tmp_path, monkeypatch, capsys):
+    from stop_tui import cli
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert cli.main(["resume", "--sessions-dir", str(tmp_path)]) == 2
+    assert "give a session id" in capsys.readouterr().err
+
+
 def test_cli_new_and_resume_reach_launch(tmp_path, monkeypatch):
     """`stop-tui new` builds the session (paused with --step) and hands it to the app."""
     from stop_tui import cli
