@@ -47,6 +47,6 @@ them all). Times are from the start of the session.
             stamp = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
             text = Text(no_wrap=True, end="")
             text.append(f"{stamp} ", style=c["muted"])
-            text.append(f"{line.path or 'session':<14} ", style=c["primary"])
+            text.append(f"{line.path or 'session':<18} ", style=c["primary"])
             text.append(line.text, style=colors.get(line.level, c["foreground"]))
             self.write(text)
