@@ -139,6 +139,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if printer is not None:
         session.store.subscribe(printer)
         print(f"session {session.id} ({session.store.folder})", file=sys.stderr)
+    from stop_tui.engine import events as ev
+
+    for report in list(session.store.events(kinds=(ev.SANDBOX,)))[-1:]:
+        if report.data.get("missing"):
+            print(f"warning: sandbox protections missing: {', '.join(report.data['missing'])} "
+                  "(see `stop-tui doctor`)", file=sys.stderr)
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
         print(replay_cmd.projection_line(session, planned), file=sys.stderr)

@@ -100,6 +100,7 @@ class LMService:
         self.max_concurrency = max(1, int(max_concurrency))
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._lock = threading.Lock()
+        self._order = threading.Lock()  # keeps BUDGET events in the order of the totals
         self._idle = threading.Condition(self._lock)
         self._active = 0  # calls between acceptance and their LM_REPLY
         self._inflight = 0
@@ -368,6 +369,9 @@ class LMService:
         failed = sum(1 for h in hashes if h is None)
         dollars = price_cost(self.backend.price_key, totals["prompt_tokens"], totals["completion_tokens"])
         errors = [p["error"] for _, p in ordered if p.get("error")]
+        # Totals are updated and their BUDGET event appended under one lock, so the log's
+        # BUDGET events are in order and the last one holds the session's totals.
+        self._order.acquire()
         with self._lock:
             u = self.usage
             u.calls += 1
@@ -391,8 +395,11 @@ class LMService:
             reply["error"] = "; ".join(errors)[:1000]
         if replayed:
             reply["replayed"] = True
-        self._emit(ev.Event(ev.LM_REPLY, path, reply))
-        self._emit(ev.Event(ev.BUDGET, path, snapshot))
+        try:
+            self._emit(ev.Event(ev.LM_REPLY, path, reply))
+            self._emit(ev.Event(ev.BUDGET, path, snapshot))
+        finally:
+            self._order.release()
         return replies
 
     def close(self) -> None:
