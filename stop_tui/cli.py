@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
     p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
+    replay_cmd.add_lm_options(p)  # e.g. raise a cap the session paused at
     _add_session_options(p)
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")

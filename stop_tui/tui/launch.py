@@ -17,12 +17,12 @@ STOP_WAIT = 3.0
 
 
 def launch(args: argparse.Namespace) -> int:
+    from stop_tui.commands import replay as replay_cmd
     from stop_tui.engine.session import make_backend, new_session, open_session
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.command == "new":
         from stop_tui.cli import _settings
-        from stop_tui.commands import replay as replay_cmd
         from stop_tui.engine.tasks import load_task
 
         task_name = args.task
@@ -42,14 +42,16 @@ def launch(args: argparse.Namespace) -> int:
                               gate=Gate(running=not args.step))
         return _run(session=session)
     if args.session:
-        session = open_session(sessions_dir, args.session, gate=Gate(running=False))
+        session = open_session(sessions_dir, args.session, gate=Gate(running=False),
+                               overrides=replay_cmd.lm_overrides(args))
         return _run(session=session)
     if not sys.stdin.isatty():
         raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
     if not sessions_dir.is_dir():
         raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
     return _run(session=None, sessions_dir=sessions_dir,
-                open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False)))
+                open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False),
+                                                         overrides=replay_cmd.lm_overrides(args)))
 
 
 def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
