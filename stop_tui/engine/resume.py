@@ -74,8 +74,8 @@ def find_interrupted(events: list[ev.Event]) -> Interrupted | None:
             break
         if e.kind == ev.BUDGET:
             totals = e.data
-    calls = sum(1 for e in partial if e.kind == ev.LM_REPLY and not is_superseded(
-        e, superseded_ranges(events)))
+    ranges = superseded_ranges(events)
+    calls = sum(1 for e in partial if e.kind == ev.LM_REPLY and not is_superseded(e, ranges))
     return Interrupted(iteration, first.seq, totals, calls)
 
 
