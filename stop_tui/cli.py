@@ -230,7 +230,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         store = SessionStore(folder)
         s = summarize(store)
         store.close()
-        rows.append({k: s[k] for k in ("session", "task", "model", "preset", "state", "created",
+        rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -239,7 +239,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             best = f"{r['best_meta_utility']:.4f}" if r["best_meta_utility"] is not None else "-"
-            print(f"{r['session']:<32} {r['task'] or '-':<8} {r['model'] or '-':<20} {r['state']:<9} "
+            print(f"{r['session']:<32} {r['kind']:<8} {r['task'] or '-':<8} {r['model'] or '-':<20} {r['state']:<9} "
                   f"iters {r['iterations_completed']:<3} best {best:<7} calls {r['calls']}")
     return 0
 

@@ -92,3 +92,14 @@ def test_list_and_show_unknown_session(sessions_dir):
     proc = stop_tui("list", "--json", "--sessions-dir", str(sessions_dir))
     assert proc.returncode == 0 and json.loads(proc.stdout) == []
     assert "no session" in _one_line_error(stop_tui("show", "nope", "--sessions-dir", str(sessions_dir)))
+
+
+def test_a_transfer_session_is_listed_as_such_and_not_resumed_as_a_stop_run(sessions_dir):
+    from stop_tui.engine.store import SessionStore
+
+    store = SessionStore.create(sessions_dir, {"kind": "transfer", "task": "grid,sat"}, name="t1")
+    store.close()
+    rows = json.loads(stop_tui("list", "--json", "--sessions-dir", str(sessions_dir)).stdout)
+    assert [(r["session"], r["kind"]) for r in rows] == [("t1", "transfer")]
+    line = _one_line_error(stop_tui("run", "--resume", "t1", "--sessions-dir", str(sessions_dir)))
+    assert "transfer session" in line and "stop-tui transfer --resume t1" in line

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Backend
 from stop_tui.engine.lm.caps import Caps
@@ -95,6 +96,12 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings."""
     store = SessionStore.open(sessions_dir, session_id)
     meta = store.meta()
+    kind = meta.get("kind", "stop")
+    if kind != "stop":
+        store.close()
+        raise UserError(f"session {store.id} is a {kind} session: continue it with "
+                        f"`stop-tui {kind} --resume {store.id}`" if kind == "transfer" else
+                        f"session {store.id} is a {kind} session (see `stop-tui show {store.id}`)")
     settings = Settings.from_dict(meta.get("settings", {}))
     if overrides and any(v is not None for v in overrides.values()):
         settings = settings.with_overrides(**overrides)

@@ -63,6 +63,7 @@ def summarize(store: SessionStore) -> dict[str, Any]:
     return {
         "session": store.id,
         "session_dir": str(store.folder.resolve()),
+        "kind": meta.get("kind", "stop"),  # stop, transfer or baseline
         "task": meta.get("task"),
         "model": meta.get("model"),
         "preset": meta.get("settings", {}).get("preset"),
