@@ -36,6 +36,7 @@ from stop_tui.engine.tasks import load_task
 pytestmark = pytest.mark.timeout(120)
 
 MODE = default_pool().describe()["mode"]
+PROTECTIONS = default_pool().describe()["protections"]
 BWRAP = MODE == "bwrap"
 ROOT_USER = os.geteuid() == 0
 # The daemon programs exec Python; in the fallback modes a run's uid may not read the prefix.
@@ -269,12 +270,109 @@ def algorithm(files):
 '''
 
 
-@pytest.mark.skipif(not BWRAP, reason="the scratch size cap is a bubblewrap tmpfs")
+@pytest.mark.skipif(not PROTECTIONS.get("scratch_size_cap"),
+                    reason="no size-capped tmpfs scratch here (see stop-tui doctor)")
 def test_scratch_cannot_fill_the_disk():
     cap = PoolConfig().scratch_mb
     out, error, _, _ = run_program(MANY_FILES, (4 * cap,), time_limit=30)
     assert error is None, error
     assert out.value["error"] == "OSError" and out.value["files"] <= 2 * cap + 1  # ENOSPC at the cap
+
+
+FILL_AND_HOLD = r'''
+import os
+
+def algorithm(files):
+    total = 0
+    chunk = b"f" * (512 << 10)
+    error = None
+    try:
+        for i in range(files):
+            with open(f"fill{i}.bin", "wb") as f:
+                f.write(chunk)
+            total += 1
+    except OSError as exc:
+        error = exc.errno
+    # the run stays alive (the engine has not closed it): its files hold the space
+    return {"files": total, "errno": error, "paths": [os.path.abspath(f"fill{i}.bin") for i in range(total)][:50]}
+'''
+
+LOOK_AND_WRITE = r'''
+import os
+
+def algorithm(others, megabytes):
+    st = os.statvfs(".")
+    out = {"listing": sorted(os.listdir(".")), "free_mb": st.f_bavail * st.f_frsize / 2**20,
+           "others": [p for p in others if os.path.exists(p)]}
+    for i in range(megabytes * 2):
+        with open(f"mine{i}.bin", "wb") as f:
+            f.write(b"m" * (512 << 10))
+    out["written_mb"] = sum(os.path.getsize(f"mine{i}.bin") for i in range(megabytes * 2)) / 2**20
+    return out
+'''
+
+WRITER_ZEROS = r'''
+import numpy as np
+
+def algorithm(train_samples, train_parity, test_samples):
+    for i in range(4):  # 2 MB of scratch per call; an OSError here would cost the score
+        with open(f"w{i}.bin", "wb") as f:
+            f.write(b"w" * (512 << 10))
+    return np.zeros(len(test_samples), dtype=int)
+'''
+
+
+def _pool_for(mode: str) -> Pool | None:
+    if mode == "default":
+        if not PROTECTIONS.get("per_run_scratch"):
+            pytest.skip("runs share one scratch here (see stop-tui doctor)")
+        return None
+    if not ROOT_USER:
+        pytest.skip("the unshare fallback needs root")
+    pool = Pool(PoolConfig(mode=mode))
+    if not pool.describe()["protections"]["per_run_scratch"]:
+        pool.close()
+        pytest.skip(f"no private scratch per run in {mode} mode here")
+    return pool
+
+
+@pytest.mark.parametrize("mode", ["default", "unshare"])
+def test_a_full_scratch_hurts_no_other_run_and_nothing_outlives_its_run(mode):
+    """Two runs at once: one fills its scratch to the cap and holds it, the other still has
+    its whole scratch, writes, and scores exactly as its predictions deserve. The next run
+    finds nothing of either."""
+    pool = _pool_for(mode)
+    cap = PoolConfig().scratch_mb
+    try:
+        with Sandbox(FILL_AND_HOLD, "algorithm", pool=pool) as hog:
+            full = hog.call((4 * cap,), 30)
+            assert full.error is None, full.error
+            assert full.value["errno"] == 28 and full.value["files"] <= 2 * cap + 1  # ENOSPC
+            paths = full.value["paths"]
+            # the hog is alive and full; a second run, at the same time:
+            with Sandbox(LOOK_AND_WRITE, "algorithm", pool=pool) as other:
+                seen = other.call((paths, 32), 30)
+            assert seen.error is None, seen.error
+            assert seen.value["listing"] == [] and seen.value["others"] == []
+            assert seen.value["free_mb"] >= 0.9 * cap and seen.value["written_mb"] == 32
+            if pool is None:  # and a candidate scored meanwhile writes freely, scores exactly
+                result = score_solution(load_task("lpn"), WRITER_ZEROS, "val")
+                assert result.error is None and result.score == pytest.approx(ZEROS_VAL)
+        # the hog is gone: the next run sees none of its files and the whole cap free
+        with Sandbox(LOOK_AND_WRITE, "algorithm", pool=pool) as after:
+            seen = after.call((paths, 0), 10)
+        assert seen.error is None, seen.error
+        assert seen.value["listing"] == [] and seen.value["others"] == []
+        assert seen.value["free_mb"] >= 0.9 * cap
+        if pool is not None:  # the host's file system: read-only to the run but for its scratch
+            with Sandbox(WRITE_OUTSIDE, "algorithm", pool=pool) as box:
+                out = box.call((["/tmp/stop-pwned.txt", "/var/tmp/stop-pwned.txt"],), 10)
+            assert out.error is None, out.error
+            assert out.value["scratch"] == "ok"
+            assert not Path("/tmp/stop-pwned.txt").exists() and not Path("/var/tmp/stop-pwned.txt").exists()
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 FLOOD_OUTPUT = r'''
@@ -808,7 +906,7 @@ def test_unshare_fallback_still_isolates(tmp_path, monkeypatch):
     try:
         info = pool.describe()
         assert info["mode"] == "unshare"
-        assert {"bubblewrap", "private_filesystem", "scratch_size_cap"} <= set(info["missing"])
+        assert {"bubblewrap", "private_filesystem"} <= set(info["missing"])
         assert info["protections"]["no_network"] and info["protections"]["pid_namespace"]
         monkeypatch.setenv("STOP_TEST_SECRET", "PLANTED-ENV")
         with Sandbox(ESCAPE_NO_EXEC, "algorithm", pool=pool) as box:

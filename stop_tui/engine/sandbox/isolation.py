@@ -4,12 +4,19 @@ Modes, strongest first (`STOP_TUI_SANDBOX=bwrap|unshare|plain` forces one):
 
 - ``bwrap``: bubblewrap with new pid, network (loopback included), ipc, uts and cgroup
   namespaces, a private root that holds only read-only binds of the Python prefix, the system
-  libraries, the preloaded packages (numpy) and the sandbox scripts, a size-capped tmpfs as
-  scratch, no inherited environment, every capability dropped except the few the zygote needs
-  to hand each run its own unprivileged uid, --die-with-parent, --new-session.
+  libraries, the preloaded packages (numpy) and the sandbox scripts, no inherited environment,
+  every capability dropped except the few the zygote needs to hand each run its own mount
+  namespace, tmpfs scratch and unprivileged uid, --die-with-parent, --new-session.
 - ``unshare``: unshare(1) of the network and pid namespaces (with /proc remounted), the same
-  uid drop, rlimits and sessions; the file system is the host's (runs read what `nobody` may).
-- ``plain``: rlimits, sessions, the uid drop and a subreaper only.
+  uid drop, rlimits and sessions; the file system is the host's (runs read what `nobody` may),
+  made read-only in each run's own mount namespace but for its private tmpfs scratch.
+- ``plain``: rlimits, sessions, the uid drop and a subreaper; as root also the read-only host
+  and the private scratch per run.
+
+Scratch: wherever the zygote holds CAP_SYS_ADMIN (root; in bwrap by --cap-add), each run gets
+its own mount namespace with its own tmpfs of `scratch_mb` at the scratch path, so one run
+cannot fill another's space and nothing it wrote survives it (`per_run_scratch`). Elsewhere
+(not root) runs share the scratch: one size-capped tmpfs in bwrap mode, a host folder otherwise.
 
 Whatever the mode, `Protections` says which protections are active; nothing is silent.
 """
@@ -70,7 +77,8 @@ DESCRIPTIONS = {
     "no_sockets": "seccomp: runs cannot create sockets (network, loopback and unix alike)",
     "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
     "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
-    "scratch_size_cap": "scratch is a size-capped tmpfs: the disk cannot be filled",
+    "scratch_size_cap": "a run can write only to a size-capped tmpfs: the disk cannot be filled",
+    "per_run_scratch": "each run has its own size-capped tmpfs scratch (own mount namespace): a run cannot fill another's space, and what it wrote vanishes with it",
     "unprivileged_uid": "each run has its own unprivileged uid (rlimits bind; runs cannot signal each other)",
     "process_limit": "a per-run process limit that binds (RLIMIT_NPROC on an unprivileged uid)",
     "memory_limit": "address-space limit per process (RLIMIT_AS)",
@@ -86,7 +94,9 @@ DESCRIPTIONS = {
 @dataclass
 class PoolConfig:
     preload: tuple[str, ...] = ("numpy",)
-    scratch_mb: int = 256  # the size cap of the shared scratch tmpfs (bwrap mode)
+    scratch_mb: int = 256  # the size cap of each run's own scratch tmpfs (and of the shared
+    # scratch tmpfs of bwrap mode, used only where runs cannot have their own)
+    per_run_scratch: bool = True  # False: never try a private tmpfs per run
     pool_processes: int = 1024  # pids cgroup cap for all sandboxes together
     pool_memory_fraction: float = 0.75  # memory cgroup cap, fraction of the machine's RAM
     mode: str | None = None  # None: STOP_TUI_SANDBOX or the strongest that works
@@ -168,8 +178,10 @@ def bwrap_argv(config: PoolConfig) -> tuple[list[str], dict]:
         # Root needs no user namespace (bwrap would map only uid 0 and forbid the uid drop).
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                  "--unshare-cgroup-try", "--cap-drop", "ALL"]
+        # CAP_SYS_ADMIN: the zygote gives each run its own mount namespace and tmpfs scratch;
+        # the run loses it, with every other capability, at its uid drop.
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
-                    "CAP_FOWNER"):
+                    "CAP_FOWNER", "CAP_SYS_ADMIN"):
             args += ["--cap-add", cap]
     else:
         args += ["--unshare-all"]
@@ -232,6 +244,7 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     if mode == "bwrap":
         argv, zconf = bwrap_argv(config)
         static.update(bubblewrap=True, private_filesystem=True, scratch_size_cap=True)
+        # per_run_scratch: the zygote's probe says (see pool.py)
         launch = Launch(mode, argv, zconf, None, static)
     else:
         assert host_scratch is not None
@@ -249,7 +262,11 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     if "numpy" in config.preload:
         preload += list(NUMPY_PRELOAD)
     launch.zygote_config.update({"uid_base": uid_base, "slots": UID_SLOTS, "env": dict(SAFE_ENV),
-                                 "preload": preload})
+                                 "preload": preload,
+                                 "scratch_bytes": config.scratch_mb * 1024 * 1024,
+                                 "per_run_scratch": config.per_run_scratch,
+                                 # the host's file system: read-only to runs, but for their scratch
+                                 "read_only_rest": mode != "bwrap"})
     return launch
 
 

@@ -186,6 +186,7 @@ class Pool:
         self._cgroups: _Cgroups | None = None
         self._host_scratch: Path | None = None
         self._closed = False
+        self.scratch_note: str | None = None  # why runs could not have their own scratch
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -250,6 +251,10 @@ class Pool:
         protections["kill_descendants"] = bool(checks.get("subreaper"))
         protections["no_sockets"] = bool(checks.get("no_sockets"))
         protections["pool_cgroup"] = all(self._cgroups.active.values())
+        protections["per_run_scratch"] = bool(checks.get("per_run_scratch"))
+        if launch.mode != "bwrap":  # host file system: capped only if all else is read-only
+            protections["scratch_size_cap"] = bool(checks.get("read_only_rest"))
+        self.scratch_note = checks.get("per_run_scratch_error")
         self.protections = {k: protections.get(k, False) for k in DESCRIPTIONS}
         self.mode = launch.mode
 
@@ -409,6 +414,10 @@ class Pool:
         self.start()
         missing = [k for k, v in self.protections.items() if not v]
         notes = []
+        if not self.protections.get("per_run_scratch"):
+            notes.append("runs share one scratch space"
+                         + (f" (a private tmpfs per run failed: {self.scratch_note})"
+                            if self.scratch_note else ""))
         if self.mode != "bwrap" and os.geteuid() == 0 and not prefix_readable_by_others():
             notes.append("the Python prefix is not readable by the runs' uid: they can import only "
                          "the modules the worker preloaded (numpy and common stdlib)")

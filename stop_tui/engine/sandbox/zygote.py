@@ -15,7 +15,8 @@ socket: one JSON object per packet, with file descriptors attached (SCM_RIGHTS) 
 
 Each run: fork, new session, parent-death signal, its own unprivileged uid when the zygote is
 root (so process rlimits bind and runs cannot signal each other or the zygote), rlimits
-(address space, processes, files, file size, no core), its own scratch directory, stdout and
+(address space, processes, files, file size, no core), its own scratch (a private size-capped
+tmpfs in its own mount namespace where the zygote may mount, else a directory), stdout and
 stderr to the engine's output file, then child.serve() on the run's socket. The zygote is a
 child subreaper: whatever a run forks, daemonises or moves to a new session is re-parented
 here when its parent dies, so killing a run kills its process tree, every process of its uid
@@ -53,6 +54,49 @@ _ARCH = {  # machine -> (AUDIT_ARCH, __NR_socket, __NR_io_uring_setup, x32 bit)
     "x86_64": (0xC000003E, 41, 425, True),
     "aarch64": (0xC00000B7, 198, 425, False),
 }
+
+
+# A private scratch per run: the forked run enters its own mount namespace and mounts its own
+# size-capped tmpfs over the scratch folder (while it still holds CAP_SYS_ADMIN, before the uid
+# drop clears every capability). Its writes cannot fill another run's space, and they vanish
+# with the namespace when its last process dies. In the fallback modes (host file system) the
+# rest of the file system is made read-only in that namespace first.
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
+NR_MOUNT_SETATTR = 442  # x86_64 and aarch64 alike
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _private_scratch(path, size_bytes, uid, read_only_rest):
+    """In this (forked) process: own mount namespace, the rest read-only if asked, a fresh tmpfs
+    of `size_bytes` at `path` owned by `uid`. Returns an error string, or None on success."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}"
+    # Nothing mounted here may propagate back to the worker's (or the host's) namespace.
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return f"mount private: {os.strerror(ctypes.get_errno())}"
+    if read_only_rest:
+        attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+        if _libc.syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_int(-100), b"/",
+                         ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+            return f"mount_setattr read-only: {os.strerror(ctypes.get_errno())}"
+    owner = uid if uid is not None else os.getuid()
+    inodes = max(1024, size_bytes // 4096)
+    options = f"size={int(size_bytes)},nr_inodes={inodes},mode=0700,uid={owner},gid={owner}"
+    if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+        return f"mount tmpfs: {os.strerror(ctypes.get_errno())}"
+    return None
 
 
 class _Filter(ctypes.Structure):
@@ -130,6 +174,11 @@ class Zygote:
         self.root = os.geteuid() == 0 and config.get("uid_base") is not None
         self.uid_base = int(config.get("uid_base") or 0)
         self.scratch = config["scratch"]
+        self.scratch_bytes = int(config.get("scratch_bytes") or 0)
+        self.read_only_rest = bool(config.get("read_only_rest"))
+        # Each run its own tmpfs (when the probe at start-up showed it works), else a folder
+        # of the shared scratch.
+        self.per_run = bool(config.get("_per_run_scratch"))
         self.env = {str(k): str(v) for k, v in config.get("env", {}).items()}
         self.runs = {}  # run id -> {"pid", "uid", "dir"}
         self.by_pid = {}  # leader pid -> run id
@@ -197,12 +246,13 @@ class Zygote:
         sock_fd, out_fd = fds
         slot = self.free_slots.pop(0)
         uid = self.uid_base + slot if self.root else None
-        directory = os.path.join(self.scratch, f"run{slot}")
+        directory = None if self.per_run else os.path.join(self.scratch, f"run{slot}")
         try:
-            shutil.rmtree(directory, ignore_errors=True)
-            os.mkdir(directory, 0o700)
-            if uid is not None:
-                os.chown(directory, uid, uid)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+                os.mkdir(directory, 0o700)
+                if uid is not None:
+                    os.chown(directory, uid, uid)
         except OSError as exc:
             os.close(sock_fd)
             os.close(out_fd)
@@ -245,6 +295,10 @@ class Zygote:
                 f.write("1000")  # under memory pressure, runs die first, never the zygote
         except OSError:
             pass
+        if directory is None:  # its own tmpfs, in its own mount namespace
+            if _private_scratch(self.scratch, self.scratch_bytes, uid, self.read_only_rest):
+                return  # never run a program with less confinement than was reported
+            directory = self.scratch
         os.chdir(directory)
         _set_limits(limits, uid is not None)
         if uid is not None:
@@ -326,7 +380,8 @@ class Zygote:
                 continue
             run["live"] = False
             self.kill_tree(run)  # whatever the run left behind dies with it
-            shutil.rmtree(run["dir"], ignore_errors=True)
+            if run["dir"] is not None:  # (a private tmpfs went with its mount namespace)
+                shutil.rmtree(run["dir"], ignore_errors=True)
             self.free_slots.append(run["slot"])
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             self.send({"op": "exit", "id": run_id, "status": code})
@@ -378,8 +433,60 @@ def _checks(config):
     except OSError:
         checks["pid_namespace"] = False
     checks["subreaper"] = bool(config.get("_subreaper"))
+    checks["per_run_scratch"] = bool(config.get("_per_run_scratch"))
+    checks["per_run_scratch_error"] = config.get("_per_run_scratch_error")
+    checks["read_only_rest"] = bool(config.get("_per_run_scratch")) and bool(config.get("read_only_rest"))
     checks["no_sockets"] = _probe_no_sockets()
     return checks
+
+
+def _probe_private_scratch(config):
+    """Fork a throwaway child that sets up a private scratch as a run would (as the uid a run
+    would get, when root) and checks it: writable, capped, the rest read-only when asked.
+    Returns None when it works, else why not."""
+    if not config.get("scratch_bytes") or config.get("per_run_scratch") is False:
+        return "switched off (PoolConfig.per_run_scratch=False)"
+    uid = None
+    if os.geteuid() == 0 and config.get("uid_base") is not None:
+        uid = int(config["uid_base"])  # no run exists yet: slot 0's uid is free
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        error = "probe failed"
+        try:
+            size = 1 << 20
+            error = _private_scratch(config["scratch"], size, uid, bool(config.get("read_only_rest")))
+            if error is None and uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            if error is None:
+                st = os.statvfs(config["scratch"])
+                path = os.path.join(config["scratch"], "probe")
+                written = 0
+                try:
+                    with open(path, "wb") as f:
+                        for _ in range(4):
+                            f.write(b"p" * size)
+                            f.flush()
+                            written += 1
+                except OSError:
+                    pass
+                if st.f_blocks * st.f_frsize > 2 * size or written >= 2:
+                    error = "the private scratch is not size-capped"
+                elif config.get("read_only_rest") and os.access("/", os.W_OK):
+                    error = "the rest of the file system is still writable"
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(writer, (error or "").encode()[:500])
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as f:
+        error = f.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    return error or None
 
 
 def _probe_no_sockets():
@@ -421,6 +528,8 @@ def main():
         except ImportError:
             pass
     os.makedirs(config["scratch"], exist_ok=True)
+    config["_per_run_scratch_error"] = _probe_private_scratch(config)
+    config["_per_run_scratch"] = config["_per_run_scratch_error"] is None
     zygote = Zygote(ctrl, config)
     zygote.send({"op": "ready", "checks": _checks(config), "pid": os.getpid()})
     try:
