@@ -144,6 +144,12 @@ class StopApp(App[int]):
         self.push_screen(self.main)
         self.update_state()
         if self.engine_on and model.state != "finished":
+            if self.session is not None:  # the worst case of what is left, before anything is spent
+                from stop_tui.engine.lm.caps import engine_projection
+
+                engine = self.session.engine
+                self.notify(engine_projection(engine, engine.settings.iterations),
+                            title="Worst case", timeout=10)
             self.start_engine()
 
     # -- the engine worker ---------------------------------------------------------------

@@ -118,6 +118,7 @@ class SessionModel:
         self.lm_calls: dict[str, LMCall] = {}
         self.calls_by_owner: dict[str, list[str]] = {}
         self.totals = Usage()
+        self.peak_concurrency = 0  # most LM requests in flight at once, over the session
         self.iteration_usage: dict[int, Usage] = {}
         self.reply_times: deque[tuple[float, int, int]] = deque(maxlen=64)  # (t, calls, tokens)
         self.accepted: dict[int, tuple[float | None, float | None, str | None]] = {}
@@ -334,6 +335,7 @@ class SessionModel:
                 call = self.lm_calls[path] = LMCall(path, t=e.t)
                 self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
             call.reply = d
+            self.peak_concurrency = max(self.peak_concurrency, int(d.get("concurrency") or 0))
             t = iteration_of(path)
             if t is not None:
                 self.iteration_usage.setdefault(t, Usage()).add_reply(d)

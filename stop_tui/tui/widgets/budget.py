@@ -40,7 +40,8 @@ class BudgetPane(Widget):
 LM use so far: calls (each `prompt` / `batch_prompt` is one use), completions, tokens in and
 out, and dollars when the model has a known price (local models are free; unknown prices
 show tokens only). Limits come from the session settings: per improver run, the most one
-iteration can use, and session caps when set. The rate is over the most recent replies.
+iteration can use, and session caps when set. "parallel" is the most LM requests that were in
+flight at once (bounded by --max-concurrency). The rate is over the most recent replies.
 """
 
     def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
@@ -111,6 +112,9 @@ iteration can use, and session caps when set. The rate is over the most recent r
         out.append(f"{'per run':<{label_w}}", style=c["muted"])
         out.append(f"{s.get('lm_budget', '-')} calls × {s.get('max_responses_per_call', '-')} samples, "
                    f"{s.get('max_tokens', '-')} tokens each\n", style=c["muted"])
+        out.append(f"{'parallel':<{label_w}}", style=c["muted"])
+        out.append(f"peak {md.peak_concurrency} request(s) in flight (max {s.get('max_concurrency', '-')})\n",
+                   style=c["muted"])
         per_min, tok_s = md.rate()
         out.append(f"{'rate':<{label_w}}", style=c["muted"])
         out.append(f"{per_min:.1f} calls/min · {tok_s:,.0f} tokens/s")
