@@ -45,19 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="SESSION", help="continue a saved session instead of starting one")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    from stop_tui.commands import replay as replay_cmd
+    from stop_tui.commands import lm_options, replay
 
-    replay_cmd.add_lm_options(p)
-    replay_cmd.add_parser(sub)
+    lm_options.add_lm_options(p)
+    replay.add_parser(sub)
 
     p = sub.add_parser("new", help="start a session in the TUI")
     _add_run_options(p)
-    replay_cmd.add_lm_options(p)
+    lm_options.add_lm_options(p)
     p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
     p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
-    replay_cmd.add_lm_options(p)  # e.g. raise a cap the session paused at
+    lm_options.add_lm_options(p)  # e.g. raise a cap the session paused at
     _add_session_options(p)
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
@@ -102,7 +102,7 @@ def _settings(args: argparse.Namespace):
     if args.iterations is not None and args.iterations < 0:
         raise UserError("--iterations must be 0 or more")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
-    from stop_tui.commands.replay import lm_overrides
+    from stop_tui.commands.lm_options import lm_overrides
 
     return session_settings(preset, iterations=args.iterations, seed=args.seed,
                             acceptance=args.acceptance,
@@ -111,15 +111,15 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stop_tui.commands import replay as replay_cmd
+    from stop_tui.commands import lm_options
     from stop_tui.engine.session import make_backend, new_session, open_session
     from stop_tui.engine.summary import summarize
     from stop_tui.progress import make_printer
 
-    overrides = replay_cmd.lm_overrides(args)
+    overrides = lm_options.lm_overrides(args)
     if args.resume:
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
-        replay_cmd.check_caps(session.settings, session.engine.lm.backend.price_key)
+        lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
         from stop_tui.engine.tasks import load_task
 
@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
         load_task(task_name)
-        replay_cmd.check_caps(settings, backend.price_key)
+        lm_options.check_caps(settings, backend.price_key)
         session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
     printer = make_printer(args.quiet)
     if printer is not None:
@@ -148,13 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "(see `stop-tui doctor`)", file=sys.stderr)
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
-        print(replay_cmd.projection_line(session, planned), file=sys.stderr)
+        print(lm_options.projection_line(session, planned), file=sys.stderr)
     try:
         outcome = session.engine.run(args.iterations if args.resume else None)
     except KeyboardInterrupt:
         session.gate.cancel()
         outcome = "cancelled"
-        replay_cmd.stop_on_interrupt(session)
+        lm_options.stop_on_interrupt(session)
     finally:
         if printer is not None:
             printer.close()
@@ -169,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome == "capped":
         if printer is None:
             print(f"stop-tui: paused: {summary['paused_reason']}", file=sys.stderr)
-        return replay_cmd.EXIT_CAPPED
+        return lm_options.EXIT_CAPPED
     return 0 if outcome == "finished" else 130
 
 

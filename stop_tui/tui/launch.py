@@ -17,7 +17,7 @@ STOP_WAIT = 3.0
 
 
 def launch(args: argparse.Namespace) -> int:
-    from stop_tui.commands import replay as replay_cmd
+    from stop_tui.commands import lm_options
     from stop_tui.engine.session import make_backend, new_session, open_session
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
@@ -36,14 +36,14 @@ def launch(args: argparse.Namespace) -> int:
             task_name = backend.source_meta.get("task", task_name)
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance,
-                **replay_cmd.lm_overrides(args))
-        replay_cmd.check_caps(settings, backend.price_key)
+                **lm_options.lm_overrides(args))
+        lm_options.check_caps(settings, backend.price_key)
         session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
                               gate=Gate(running=not args.step))
         return _run(session=session)
     if args.session:
         session = open_session(sessions_dir, args.session, gate=Gate(running=False),
-                               overrides=replay_cmd.lm_overrides(args))
+                               overrides=lm_options.lm_overrides(args))
         return _run(session=session)
     if not sys.stdin.isatty():
         raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
@@ -51,7 +51,7 @@ def launch(args: argparse.Namespace) -> int:
         raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
     return _run(session=None, sessions_dir=sessions_dir,
                 open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False),
-                                                         overrides=replay_cmd.lm_overrides(args)))
+                                                         overrides=lm_options.lm_overrides(args)))
 
 
 def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
