@@ -460,6 +460,248 @@ def test_no_sockets_at_all_not_even_a_private_loopback_server():
                          "unix": "PermissionError", "socketpair": "ok"}
 
 
+# -- namespaces and the kernel surface ------------------------------------------------------
+# A run must not create (or join) a namespace of any kind: in a user namespace of its own it
+# would hold capabilities over its own mounts (a tmpfs past its scratch cap) and reach much more
+# of the kernel. The seccomp filter refuses unshare/setns, clone with a CLONE_NEW* flag, and
+# answers clone3 with ENOSYS (glibc then uses clone, which is checked); fork and threads work.
+NAMESPACE_ATTEMPTS = r"""
+import ctypes, errno, os, shutil, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+CLONE_NEW = {"USER": 0x10000000, "NS": 0x00020000, "PID": 0x20000000, "NET": 0x40000000,
+             "IPC": 0x08000000, "UTS": 0x04000000, "CGROUP": 0x02000000, "TIME": 0x00000080}
+NR = {"x86_64": {"clone": 56, "clone3": 435, "setns": 308},
+      "aarch64": {"clone": 220, "clone3": 435, "setns": 268}}[os.uname().machine]
+libc = ctypes.CDLL(None, use_errno=True)
+IN_CHILD = "import ctypes; c = ctypes.CDLL(None, use_errno=True); print(c.unshare(0x10000000), ctypes.get_errno())"
+
+
+def name_of(value, err):
+    return "created" if value >= 0 else errno.errorcode.get(err, str(err))
+
+
+def raw(nr, *args):
+    ctypes.set_errno(0)
+    return libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args]), ctypes.get_errno()
+
+
+def attempts(exec_ok):
+    out = {}
+    if hasattr(os, "unshare"):  # Python 3.12+
+        try:
+            os.unshare(os.CLONE_NEWUSER)
+            out["os.unshare"] = "created"
+        except OSError as exc:
+            out["os.unshare"] = errno.errorcode[exc.errno]
+    for name, flag in CLONE_NEW.items():
+        ctypes.set_errno(0)
+        out["unshare " + name] = name_of(libc.unshare(flag), ctypes.get_errno())
+    for ns in ("user", "net", "mnt"):  # join another's namespace (init's, else its own)
+        try:
+            fd = os.open("/proc/1/ns/" + ns, os.O_RDONLY)
+        except OSError:
+            fd = os.open("/proc/self/ns/" + ns, os.O_RDONLY)
+        out["setns " + ns] = name_of(*raw(NR["setns"], fd, 0))
+        os.close(fd)
+    for name, flag in CLONE_NEW.items():
+        if name == "TIME":
+            continue  # clone() reads that bit as part of the exit signal: only unshare/clone3 have it
+        pid, err = raw(NR["clone"], flag | 17, 0, 0, 0, 0)  # | SIGCHLD, no new stack: a fork
+        if pid == 0:
+            os._exit(0)
+        if pid > 0:
+            os.waitpid(pid, 0)
+        out["clone " + name] = name_of(pid, err)
+    out["clone3"] = name_of(*raw(NR["clone3"], 0, 0))
+    # what the user namespace was for: a tmpfs of its own, past the scratch cap
+    os.makedirs("big", exist_ok=True)
+    ctypes.set_errno(0)
+    out["mount tmpfs"] = name_of(libc.mount(b"tmpfs", b"big", b"tmpfs", ctypes.c_ulong(0), b"size=4g"),
+                                 ctypes.get_errno())
+    if shutil.which("unshare"):  # (posix_spawn: subprocess may not be importable here)
+        argv = [shutil.which("unshare"), "-U", "-r", "true"]
+        r, w = os.pipe()
+        pid = os.posix_spawn(argv[0], argv, {}, file_actions=[(os.POSIX_SPAWN_DUP2, w, 2)])
+        os.close(w)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        said = os.read(r, 4096).decode(errors="replace")
+        os.close(r)
+        out["unshare(1) -U"] = "created" if code == 0 else ("EPERM" if "not permitted" in said else said)
+    if exec_ok:  # the filter is inherited across exec
+        import subprocess
+        proc = subprocess.run([sys.executable, "-c", IN_CHILD], capture_output=True, text=True)
+        value, err = proc.stdout.split()
+        out["exec'd unshare"] = name_of(int(value), int(err))
+    return out
+
+
+def still_works(exec_ok):
+    out = {}
+    sums = []
+    threads = [threading.Thread(target=lambda i=i: sums.append(int(np.arange(i + 1).sum())))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out["threads"] = sorted(sums)
+    with ThreadPoolExecutor(4) as pool:
+        out["thread pool"] = sum(pool.map(lambda x: x * x, range(10)))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(int(np.linalg.solve(np.eye(2) * 2, np.array([6.0, 0.0]))[0]))
+    out["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    argv = [sys.executable, "-c", "import sys; sys.exit(5)"] if exec_ok else [shutil.which("false")]
+    if argv[0]:
+        pid = os.posix_spawn(argv[0], argv, {})  # glibc: clone3 (ENOSYS), then clone
+        out["posix_spawn"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if exec_ok:
+        import subprocess
+        out["subprocess"] = subprocess.run(argv).returncode
+    return out
+"""
+
+NAMESPACES = NAMESPACE_ATTEMPTS + r"""
+
+def algorithm(exec_ok):
+    return {"attempts": attempts(exec_ok), "works": still_works(exec_ok)}
+"""
+
+# A solution that scores all-zeros if every attempt is refused and all-ones if one succeeds.
+NAMESPACE_SOLUTION = NAMESPACE_ATTEMPTS + r"""
+ESCAPED = []
+
+
+def algorithm(train_samples, train_parity, test_samples):
+    if not ESCAPED:
+        ESCAPED.append("created" in attempts(False).values() or still_works(False)["fork"] != 3)
+    return (np.ones if ESCAPED[0] else np.zeros)(len(test_samples), dtype=int)
+"""
+
+NAMESPACE_IMPROVER = NAMESPACE_ATTEMPTS + r"""
+
+def improve_algorithm(initial_solution, utility, language_model):
+    report = {"attempts": attempts(EXEC_OK), "works": still_works(EXEC_OK)}
+    report["score"] = utility(initial_solution)
+    return repr(report)
+"""
+
+
+def check_namespace_report(report: dict, exec_ok: bool) -> None:
+    attempts = report["attempts"]
+    assert "created" not in attempts.values(), attempts
+    for key, value in attempts.items():
+        if key.startswith(("unshare ", "setns ", "clone ")) or key in ("os.unshare", "exec'd unshare"):
+            assert value == "EPERM", (key, value)
+    assert attempts["clone3"] == "ENOSYS"
+    assert attempts["mount tmpfs"] == "EPERM"
+    assert attempts.get("unshare(1) -U", "EPERM") == "EPERM"
+    assert len([k for k in attempts if k.startswith("clone ")]) == 7
+    if exec_ok:
+        assert attempts["exec'd unshare"] == "EPERM"
+    works = report["works"]
+    assert works["threads"] == [0, 1, 3, 6] and works["thread pool"] == 285 and works["fork"] == 3
+    if "posix_spawn" in works:
+        assert works["posix_spawn"] == (5 if exec_ok else 1)
+    if exec_ok:
+        assert works["subprocess"] == 5
+
+
+@pytest.mark.parametrize("mode", ["default", "unshare", "plain"])
+def test_no_namespaces_of_any_kind_but_threads_and_fork_work(mode):
+    if mode == "unshare" and not ROOT_USER:
+        pytest.skip("the unshare fallback needs root")
+    pool = None if mode == "default" else Pool(PoolConfig(mode=mode))
+    try:
+        protections = (pool.describe() if pool else default_pool().describe())["protections"]
+        assert protections["no_namespaces"] and protections["kernel_surface"]
+        exec_ok = EXEC_OK if mode == "default" else (not ROOT_USER or prefix_readable_by_others())
+        with Sandbox(NAMESPACES, "algorithm", pool=pool) as box:
+            out = box.call((exec_ok,), 20)
+        assert out.error is None, out.error
+        check_namespace_report(out.value, exec_ok)
+        if mode != "default":  # the host's file system: the unshare(1) binary is there to try
+            assert out.value["attempts"]["unshare(1) -U"] == "EPERM"
+            assert "posix_spawn" in out.value["works"]
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def test_a_solution_trying_namespaces_scores_like_its_predictions():
+    result = score_solution(load_task("lpn"), NAMESPACE_SOLUTION, "val")
+    assert result.error is None, result.error
+    assert result.score == pytest.approx(ZEROS_VAL)  # all ones (an escape) would score otherwise
+
+
+def test_an_improver_trying_namespaces_is_refused_and_still_scores():
+    source = NAMESPACE_IMPROVER.replace("EXEC_OK", repr(EXEC_OK))
+    out, backend, lm, utility, scored = run_hostile_improver(source)
+    assert out.error is None, out.error
+    report = eval(out.value)  # our own repr of plain data from the test program
+    check_namespace_report(report, EXEC_OK)
+    assert report["score"] == 0.5 and utility.uses == 1 and scored == [ZEROS]
+    assert backend.requests == 0
+
+
+KERNEL_SURFACE = r"""
+import ctypes, errno, os, signal, time
+
+import numpy as np
+
+NR = {"x86_64": {"ptrace": 101, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
+                 "keyctl": 250, "add_key": 248, "request_key": 249, "fsopen": 430,
+                 "pivot_root": 155, "umount2": 166},
+      "aarch64": {"ptrace": 117, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
+                  "keyctl": 219, "add_key": 217, "request_key": 218, "fsopen": 430,
+                  "pivot_root": 41, "umount2": 39}}[os.uname().machine]
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def raw(nr, *args):
+    ctypes.set_errno(0)
+    args = [a if isinstance(a, (bytes, ctypes.Array)) else ctypes.c_long(a) for a in args]
+    value = libc.syscall(ctypes.c_long(nr), *args)
+    return "ok" if value >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+
+
+def algorithm():
+    out = {}
+    kid = os.fork()  # a process of its own: ptrace would be allowed without the filter
+    if kid == 0:
+        time.sleep(30)
+        os._exit(0)
+    out["ptrace attach"] = raw(NR["ptrace"], 16, kid, 0, 0)  # PTRACE_ATTACH
+    os.kill(kid, signal.SIGKILL)
+    os.waitpid(kid, 0)
+    attr = ctypes.create_string_buffer(128)
+    out["bpf"] = raw(NR["bpf"], 0, attr, 128)  # BPF_MAP_CREATE
+    out["perf_event_open"] = raw(NR["perf_event_open"], attr, 0, -1, -1, 0)
+    out["userfaultfd"] = raw(NR["userfaultfd"], 0x80000 | 1)  # O_CLOEXEC | UFFD_USER_MODE_ONLY
+    out["keyctl"] = raw(NR["keyctl"], 0, -3, 1)  # the session keyring's id
+    out["add_key"] = raw(NR["add_key"], b"user", b"stop", b"x", 1, -3)
+    out["request_key"] = raw(NR["request_key"], b"user", b"stop", 0, 0)
+    out["fsopen"] = raw(NR["fsopen"], b"tmpfs", 0)
+    out["pivot_root"] = raw(NR["pivot_root"], b".", b".")
+    out["umount2"] = raw(NR["umount2"], b"/proc", 2)  # MNT_DETACH
+    ctypes.set_errno(0)
+    out["chroot"] = "ok" if libc.chroot(b".") == 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+    out["numpy"] = float(np.linalg.det(np.eye(3) * 2))
+    return out
+"""
+
+
+def test_kernel_surface_is_refused_and_numpy_still_works():
+    out, error, _, _ = run_program(KERNEL_SURFACE, (), time_limit=10)
+    assert error is None, error
+    report = dict(out.value)
+    assert report.pop("numpy") == pytest.approx(8.0)
+    assert report == {name: "EPERM" for name in report} and len(report) == 11, report
+
+
 # -- outliving the evaluation ------------------------------------------------------------
 ESCAPE = r'''
 import os, sys, time
@@ -927,6 +1169,7 @@ def test_plain_mode_reports_what_is_missing():
         assert info["mode"] == "plain"
         assert {"no_network", "pid_namespace", "private_filesystem"} <= set(info["missing"])
         assert info["protections"]["no_sockets"]  # seccomp needs no namespace
+        assert info["protections"]["no_namespaces"] and info["protections"]["kernel_surface"]
         with Sandbox(OWN_SERVER, "algorithm", pool=pool) as box:
             assert box.call((), 5).value["inet"] == "PermissionError"
         with Sandbox("def algorithm():\n    return 1\n", "algorithm", pool=pool) as box:

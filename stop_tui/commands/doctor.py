@@ -3,8 +3,9 @@
 It starts the sandbox pool (bubblewrap, or the kernel fallback), lists each protection as the
 pool reports it, then runs a probe program in the sandbox that tries what a hostile candidate
 would (read a planted secret, the home folder and the project, reach a loopback server of the
-engine, see or signal the engine) and prints what it could do. Exit code 1 when a protection
-is missing or a probe got through, so scripts and CI can insist on the strongest mode.
+engine, see or signal the engine, create a user namespace) and prints what it could do. Exit
+code 1 when a protection is missing or a probe got through, so scripts and CI can insist on the
+strongest mode.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def algorithm(secret_name, secret_file, home, project, port, engine_pid):
         out["engine_visible"] = True
     except OSError:
         out["engine_visible"] = False
+    try:  # a user namespace of its own (last: if it worked, this run is now inside one)
+        import ctypes
+        out["user_namespace"] = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
+    except Exception:
+        out["user_namespace"] = False
     out["uid"] = os.getuid()
     out["cwd"] = os.getcwd()
     return out
@@ -88,6 +94,7 @@ def probe() -> dict[str, Any]:
         "sees_project_files": bool(_unexpected(v.get("project"), Path.cwd())),
         "reaches_engine_loopback": bool(v.get("loopback")),
         "sees_engine_process": bool(v.get("engine_visible")),
+        "creates_user_namespace": bool(v.get("user_namespace")),
         "runs_as_root": v.get("uid") == 0,
     }
 

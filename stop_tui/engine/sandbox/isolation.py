@@ -60,7 +60,8 @@ STDLIB_PRELOAD = (
     "collections", "functools", "operator", "re", "copy", "string", "textwrap", "difflib",
     "statistics", "fractions", "decimal", "numbers", "array", "struct", "typing", "dataclasses",
     "enum", "abc", "contextlib", "warnings", "traceback", "threading", "queue",
-    "concurrent.futures", "datetime", "time", "hashlib", "pprint", "ast", "base64", "glob",
+    "concurrent.futures", "concurrent.futures.thread",  # (ThreadPoolExecutor loads lazily)
+    "datetime", "time", "hashlib", "pprint", "ast", "base64", "glob",
     "fnmatch", "os.path", "tempfile", "io", "csv", "pickle", "zlib", "uuid", "signal",
 )
 NUMPY_PRELOAD = ("numpy.linalg", "numpy.fft", "numpy.random", "numpy.polynomial")
@@ -75,6 +76,8 @@ DESCRIPTIONS = {
     "bubblewrap": "bubblewrap confines the workers (strongest mode)",
     "no_network": "own network namespace: no interface but a private loopback (host unreachable)",
     "no_sockets": "seccomp: runs cannot create sockets (network, loopback and unix alike)",
+    "no_namespaces": "seccomp: runs cannot create or join namespaces (unshare, setns, clone with CLONE_NEW*, clone3): no user namespace, no mounts of their own",
+    "kernel_surface": "seccomp: runs cannot mount, chroot, pivot_root, ptrace, or use bpf, perf events, userfaultfd or kernel keyrings",
     "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
     "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
     "scratch_size_cap": "a run can write only to a size-capped tmpfs: the disk cannot be filled",

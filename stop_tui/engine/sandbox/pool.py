@@ -187,6 +187,7 @@ class Pool:
         self._host_scratch: Path | None = None
         self._closed = False
         self.scratch_note: str | None = None  # why runs could not have their own scratch
+        self.seccomp_note: str | None = None  # what the live probe of the seccomp filter found wrong
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -250,6 +251,9 @@ class Pool:
         protections["pid_namespace"] = bool(checks.get("pid_namespace"))
         protections["kill_descendants"] = bool(checks.get("subreaper"))
         protections["no_sockets"] = bool(checks.get("no_sockets"))
+        protections["no_namespaces"] = bool(checks.get("no_namespaces"))
+        protections["kernel_surface"] = bool(checks.get("kernel_surface"))
+        self.seccomp_note = checks.get("seccomp_error")
         protections["pool_cgroup"] = all(self._cgroups.active.values())
         protections["per_run_scratch"] = bool(checks.get("per_run_scratch"))
         if launch.mode != "bwrap":  # host file system: capped only if all else is read-only
@@ -418,6 +422,8 @@ class Pool:
             notes.append("runs share one scratch space"
                          + (f" (a private tmpfs per run failed: {self.scratch_note})"
                             if self.scratch_note else ""))
+        if self.seccomp_note:
+            notes.append(f"seccomp filter: {self.seccomp_note}")
         if self.mode != "bwrap" and os.geteuid() == 0 and not prefix_readable_by_others():
             notes.append("the Python prefix is not readable by the runs' uid: they can import only "
                          "the modules the worker preloaded (numpy and common stdlib)")

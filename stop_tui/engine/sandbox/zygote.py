@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 
 PR_SET_PDEATHSIG = 1
@@ -45,15 +46,40 @@ def _prctl(option, value):
     return _libc.prctl(option, ctypes.c_ulong(value), zero, zero, zero) == 0
 
 
-# seccomp: a run may not create sockets (network, loopback and unix sockets alike; the engine's
-# socket is inherited, socketpair() stays allowed) nor io_uring instances (which can open sockets).
+# seccomp, installed in each run after its uid drop (and inherited by all it starts):
+# - no sockets (network, loopback and unix alike; the engine's socket is inherited,
+#   socketpair() stays allowed) nor io_uring instances (which can open sockets): EACCES;
+# - no namespaces of any kind: unshare() and setns() refused, clone() refused when its flags ask
+#   for a CLONE_NEW* namespace (fork, vfork and threads stay allowed), clone3() answers ENOSYS
+#   (seccomp cannot read its flags, they sit in a struct; glibc then falls back to clone(),
+#   which is checked). A user namespace would hand the run root-like capabilities over its
+#   own mounts (a tmpfs past its scratch cap) and a much wider kernel surface;
+# - no mounts (old and new mount API), pivot_root, chroot, ptrace, bpf, perf events,
+#   userfaultfd or kernel keyrings: nothing a run needs, all kernel attack surface: EPERM.
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
-_ARCH = {  # machine -> (AUDIT_ARCH, __NR_socket, __NR_io_uring_setup, x32 bit)
-    "x86_64": (0xC000003E, 41, 425, True),
-    "aarch64": (0xC00000B7, 198, 425, False),
+CLONE_NEW_ANY = (0x00000080 | 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
+                 | 0x20000000 | 0x40000000)  # NEWTIME NEWNS NEWCGROUP NEWUTS NEWIPC NEWUSER NEWPID NEWNET
+_SYSCALLS = {  # machine -> AUDIT_ARCH, x32 bit, syscall numbers
+    "x86_64": (0xC000003E, True, {
+        "socket": 41, "io_uring_setup": 425, "clone": 56, "clone3": 435, "unshare": 272,
+        "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "fspick": 433, "mount_setattr": 442, "ptrace": 101, "bpf": 321, "perf_event_open": 298,
+        "userfaultfd": 323, "add_key": 248, "request_key": 249, "keyctl": 250}),
+    "aarch64": (0xC00000B7, False, {
+        "socket": 198, "io_uring_setup": 425, "clone": 220, "clone3": 435, "unshare": 97,
+        "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "fspick": 433, "mount_setattr": 442, "ptrace": 117, "bpf": 280, "perf_event_open": 241,
+        "userfaultfd": 282, "add_key": 217, "request_key": 218, "keyctl": 219}),
 }
+_REFUSED_EACCES = ("socket", "io_uring_setup")
+_REFUSED_EPERM = ("unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree",
+                  "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+                  "ptrace", "bpf", "perf_event_open", "userfaultfd", "add_key", "request_key",
+                  "keyctl")
 
 
 # A private scratch per run: the forked run enters its own mount namespace and mounts its own
@@ -108,32 +134,49 @@ class _Program(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
 
 
-def _no_sockets():
-    """Install the seccomp filter in this process (and everything it starts). True on success."""
-    arch = _ARCH.get(os.uname().machine)
-    if arch is None:
-        return False
-    audit_arch, nr_socket, nr_uring, x32 = arch
-    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, deny = 0x7FFF0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
+def _filter_program(machine):
+    """The seccomp BPF program for `machine` as (code, jt, jf, k) tuples, or None."""
+    spec = _SYSCALLS.get(machine)
+    if spec is None:
+        return None
+    audit_arch, x32, nr = spec
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    errno = 0x00050000  # SECCOMP_RET_ERRNO | errno
+    # Jump targets are labels (str), resolved to relative offsets below.
     code = [
-        (load, 0, 0, 4),  # seccomp_data.arch
-        (jeq, 1, 0, audit_arch),
-        (ret, 0, 0, deny),  # a foreign syscall ABI: refuse everything
-        (load, 0, 0, 0),  # seccomp_data.nr
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 0, "eacces", audit_arch),  # a foreign syscall ABI: refuse everything
+        (ld, 0, 0, 0),  # seccomp_data.nr
     ]
     if x32:
-        code.append((jge, 3, 0, 0x40000000))  # x32 ABI numbers: refuse
+        code.append((jge, "eacces", 0, 0x40000000))  # x32 ABI numbers: refuse
+    code += [(jeq, "eacces", 0, nr[name]) for name in _REFUSED_EACCES]
+    code += [(jeq, "eperm", 0, nr[name]) for name in _REFUSED_EPERM]
     code += [
-        (jeq, 2, 0, nr_socket),
-        (jeq, 1, 0, nr_uring),
-        (ret, 0, 0, allow),
-        (ret, 0, 0, deny),
+        (jeq, "enosys", 0, nr["clone3"]),
+        (jeq, 0, "allow", nr["clone"]),
+        (ld, 0, 0, 16),  # the low 32 bits of args[0], clone's flags (all the kernel reads)
+        (jset, "eperm", "allow", CLONE_NEW_ANY),
     ]
-    if x32:  # the x32 jump lands on the final deny
-        code[4] = (jge, len(code) - 5 - 1, 0, 0x40000000)
-    filters = (_Filter * len(code))(*[_Filter(*c) for c in code])
-    program = _Program(len(code), filters)
+    labels = {"allow": 0x7FFF0000, "eperm": errno | 1, "eacces": errno | 13, "enosys": errno | 38}
+    at = {}
+    for name, action in labels.items():
+        at[name] = len(code)
+        code.append((ret, 0, 0, action))
+
+    def offset(i, target):
+        return at[target] - i - 1 if isinstance(target, str) else target
+
+    return [(c, offset(i, jt), offset(i, jf), k) for i, (c, jt, jf, k) in enumerate(code)]
+
+
+def _install_filter():
+    """Install the seccomp filter in this process (and everything it starts). True on success."""
+    program_code = _filter_program(os.uname().machine)
+    if program_code is None:
+        return False
+    filters = (_Filter * len(program_code))(*[_Filter(*c) for c in program_code])
+    program = _Program(len(program_code), filters)
     zero = ctypes.c_ulong(0)
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
         return False
@@ -305,7 +348,7 @@ class Zygote:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-        if self.config.get("no_sockets", True) and not _no_sockets():
+        if self.config.get("no_sockets", True) and not _install_filter():
             return  # never run a program with less confinement than was reported
         os.umask(0o077)
         os.environ.clear()
@@ -436,7 +479,7 @@ def _checks(config):
     checks["per_run_scratch"] = bool(config.get("_per_run_scratch"))
     checks["per_run_scratch_error"] = config.get("_per_run_scratch_error")
     checks["read_only_rest"] = bool(config.get("_per_run_scratch")) and bool(config.get("read_only_rest"))
-    checks["no_sockets"] = _probe_no_sockets()
+    checks.update(_probe_filter())
     return checks
 
 
@@ -489,24 +532,99 @@ def _probe_private_scratch(config):
     return error or None
 
 
-def _probe_no_sockets():
-    """Fork a throwaway child, install the filter, try to open sockets."""
+def _syscall(nr, *args):
+    """A raw syscall: (return value, errno). Integer or bytes arguments."""
+    ctypes.set_errno(0)
+    value = _libc.syscall(ctypes.c_long(nr), *[a if isinstance(a, bytes) else ctypes.c_long(a)
+                                              for a in args])
+    return value, ctypes.get_errno()
+
+
+def _probe_filter():
+    """Fork a throwaway child, install the filter as a run would, try what it must refuse.
+
+    The child is the worker's uid (root, with CAP_SYS_ADMIN in bwrap mode): without the filter
+    most of these would work, so each must fail with the filter's errno. The arguments are
+    chosen so that nothing would change even if a call got through (an unknown file system
+    type, a missing path, an invalid request). Fork and a thread must still work under the
+    filter. Returns {"no_sockets", "no_namespaces", "kernel_surface", "seccomp_error"}."""
+    result = {"no_sockets": False, "no_namespaces": False, "kernel_surface": False,
+              "seccomp_error": None}
+    spec = _SYSCALLS.get(os.uname().machine)
+    if spec is None:
+        result["seccomp_error"] = f"no seccomp filter for {os.uname().machine}"
+        return result
+    nr = spec[2]
+    reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
-        ok = False
+        os.close(reader)
+        found = dict(result, seccomp_error="the filter could not be installed")
         try:
-            if _no_sockets():
-                ok = True
+            if _install_filter():
+                found["seccomp_error"] = None
+                refused = []
                 for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
                     try:
                         socket.socket(family, socket.SOCK_STREAM).close()
-                        ok = False
+                        refused.append(False)
                     except OSError:
-                        pass
+                        refused.append(True)
+                found["no_sockets"] = all(refused)
+                eperm = []
+                eperm.append(_syscall(nr["unshare"], 0x10000000)[1])  # CLONE_NEWUSER
+                eperm.append(_syscall(nr["unshare"], CLONE_NEWNS)[1])
+                ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+                eperm.append(_syscall(nr["setns"], ns, 0)[1])
+                os.close(ns)
+                for flags in (0x10000000, CLONE_NEWNS, 0x20000000, 0x40000000):
+                    value, err = _syscall(nr["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
+                    if value == 0:
+                        os._exit(0)  # (got through: the copy leaves at once)
+                    if value > 0:
+                        os.waitpid(value, 0)
+                    eperm.append(err)
+                clone3 = _syscall(nr["clone3"], 0, 0)[1]
+                found["no_namespaces"] = all(e == 1 for e in eperm) and clone3 == 38  # ENOSYS
+                surface = [
+                    _syscall(nr["mount"], b"none", b"/stop-probe-missing", b"stop-probe-nofs", 0, 0),
+                    _syscall(nr["umount2"], b"/stop-probe-missing", 0),
+                    _syscall(nr["fsopen"], b"stop-probe-nofs", 0),
+                    _syscall(nr["chroot"], b"/stop-probe-missing"),
+                    _syscall(nr["pivot_root"], b"/stop-probe-missing", b"/stop-probe-missing"),
+                    _syscall(nr["ptrace"], -1, 0, 0, 0),
+                    _syscall(nr["bpf"], -1, 0, 0),
+                    _syscall(nr["perf_event_open"], 0, 0, -1, -1, 0),
+                    _syscall(nr["userfaultfd"], -1),
+                    _syscall(nr["keyctl"], -1, 0, 0, 0, 0),
+                ]
+                found["kernel_surface"] = all(v == -1 and e == 1 for v, e in surface)
+                # what runs need must still work: fork, and threads (glibc: clone3 -> clone)
+                kid = os.fork()
+                if kid == 0:
+                    os._exit(7)
+                _, status = os.waitpid(kid, 0)
+                ran = []
+                thread = threading.Thread(target=ran.append, args=(1,))
+                thread.start()
+                thread.join(5)
+                if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7) or ran != [1]:
+                    found["seccomp_error"] = "fork or threads fail under the filter"
+                    found["no_namespaces"] = found["kernel_surface"] = False
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised
+            found["seccomp_error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            os.write(writer, json.dumps(found).encode()[:2000])
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    try:
+        result.update({k: v for k, v in json.loads(data).items() if k in result})
+    except ValueError:
+        result["seccomp_error"] = "the probe died"
+    return result
 
 
 def main():
