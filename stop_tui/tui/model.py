@@ -204,6 +204,13 @@ class SessionModel:
         self.accepted.pop(t, None)
         self.verdicts.pop(t, None)
 
+    def _lm_call(self, path: str, t: float) -> LMCall:
+        call = self.lm_calls.get(path)
+        if call is None:
+            call = self.lm_calls[path] = LMCall(path, t=t)
+            self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
+        return call
+
     def owner_node(self, path: str) -> Node | None:
         """The nearest tree node at or above `path`."""
         while path:
@@ -323,18 +330,10 @@ class SessionModel:
             text = f"solution {d.get('split')} {_num(d.get('score'))}" + (f" ({d['error']})" if d.get("error") else "")
             level = "dim"
         elif k == ev.LM_REQUEST:
-            call = self.lm_calls.get(path)
-            if call is None:
-                call = self.lm_calls[path] = LMCall(path, t=e.t)
-                self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
-            call.request = d
+            self._lm_call(path, e.t).request = d
             text, level = f"LM call: {d.get('n', 1)} prompt(s), T={d.get('temperature')}", "dim"
         elif k == ev.LM_REPLY:
-            call = self.lm_calls.get(path)
-            if call is None:
-                call = self.lm_calls[path] = LMCall(path, t=e.t)
-                self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
-            call.reply = d
+            self._lm_call(path, e.t).reply = d
             self.peak_concurrency = max(self.peak_concurrency, int(d.get("concurrency") or 0))
             t = iteration_of(path)
             if t is not None:
