@@ -20,7 +20,6 @@ class Settings:
     meta_runs: int = 5  # improver runs averaged by one û call
     iterations: int = 6
     max_tokens: int = 1024  # per completion
-    temperature_cap: float = 2.0
     acceptance: str = "paper"  # paper: replace unless failed or 0; best: keep the better
     seed: int = 0
     improver_time_limit: float = 600.0  # seconds of an improver's own time (LM/utility waits excluded)
