@@ -44,8 +44,9 @@ def with_retries(attempt: Callable[[], T], policy: RetryPolicy, *,
     cancel = cancel or threading.Event()
     made = 0
     while True:
-        if cancel.is_set():
-            raise Cancelled()
+        # No cancel check before the first attempt: a call that passed the gate and the caps is
+        # sent (and recorded) even if the run is stopping; only its retries are abandoned. That
+        # makes "a cap of N calls lets exactly N through" hold whatever the thread timing.
         made += 1
         try:
             return attempt(), made
