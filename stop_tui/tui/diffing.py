@@ -79,24 +79,19 @@ def render_diff(old: str, new: str, colors: dict[str, str], *, old_name: str = "
             news = b[y1:y2]
             pairs = min(len(olds), len(news)) if tag == "replace" else 0
             segs = [_intraline(olds[k], news[k]) for k in range(pairs)]
-            for k, line in enumerate(olds):
-                out.append(_gutter(x1 + k + 1, None, width), style=col["muted"])
-                out.append("- ", style=f"bold {col['del_strong']}")
-                if k < pairs:
-                    for chunk, hit in segs[k][0]:
-                        out.append(chunk, style=f"on {col['del_strong'] if hit else col['del']}")
-                else:
-                    out.append(line, style=f"on {col['del']}")
-                out.append("\n")
-                lines += 1
-            for k, line in enumerate(news):
-                out.append(_gutter(None, y1 + k + 1, width), style=col["muted"])
-                out.append("+ ", style=f"bold {col['add_strong']}")
-                if k < pairs:
-                    for chunk, hit in segs[k][1]:
-                        out.append(chunk, style=f"on {col['add_strong'] if hit else col['add']}")
-                else:
-                    out.append(line, style=f"on {col['add']}")
-                out.append("\n")
-                lines += 1
+            sides = ((olds, x1, 0, "-", "del"), (news, y1, 1, "+", "add"))
+            for rows, first, side, mark, kind in sides:
+                strong, soft = col[f"{kind}_strong"], col[kind]
+                for k, line in enumerate(rows):
+                    number = first + k + 1
+                    out.append(_gutter(number if side == 0 else None, number if side == 1 else None, width),
+                               style=col["muted"])
+                    out.append(f"{mark} ", style=f"bold {strong}")
+                    if k < pairs:
+                        for chunk, hit in segs[k][side]:
+                            out.append(chunk, style=f"on {strong if hit else soft}")
+                    else:
+                        out.append(line, style=f"on {soft}")
+                    out.append("\n")
+                    lines += 1
     return out
