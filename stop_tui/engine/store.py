@@ -98,9 +98,16 @@ class SessionStore:
 
     # -- blobs ----------------------------------------------------------------------------
     def put_text(self, text: str) -> str:
+        """Store a text exactly, whatever it holds. A text from the sandbox or an LM may hold
+        lone surrogates (a valid str that no encoding takes, so SQLite refuses it): such a
+        text is kept as its surrogatepass UTF-8 bytes, and `text()` gives it back equal."""
         digest = content_hash(text)
+        insert = "INSERT OR IGNORE INTO blobs VALUES (?, ?)"
         with self._lock:
-            self._conn.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, text))
+            try:
+                self._conn.execute(insert, (digest, text))
+            except UnicodeEncodeError:
+                self._conn.execute(insert, (digest, text.encode("utf-8", "surrogatepass")))
         return digest
 
     def text(self, digest: str | None) -> str | None:
@@ -108,7 +115,9 @@ class SessionStore:
             return None
         with self._lock:
             row = self._conn.execute("SELECT text FROM blobs WHERE hash = ?", (digest,)).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        return row[0].decode("utf-8", "surrogatepass") if isinstance(row[0], bytes) else row[0]
 
     # -- events ---------------------------------------------------------------------------
     def subscribe(self, listener) -> None:
