@@ -44,7 +44,7 @@ LM_PART = "lm_part"  # {use, group, offset, seed, replies: [hash|null], finish_r
 LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {use, group, offset, attempt, status, error, wait}
 BUDGET = "budget"  # {calls, requests, retries, completions, failed, prompt_tokens, completion_tokens, cost_usd}
 SANDBOX = "sandbox"  # {mode, protections: {name: bool}, missing: [name], fallbacks, notes} per session
-FLAG = "flag"  # {kind, detail, line, role} a static safety finding, at the candidate's path
+FLAG = "flag"  # {kind, detail, line, role, omitted?} a static safety finding, at the candidate's path
 
 
 @dataclass(frozen=True)
