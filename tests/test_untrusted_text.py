@@ -77,18 +77,21 @@ def cli_on_terminal(*args: str, timeout: float = 600) -> tuple[int, bytes, bytes
     os.close(slave)
     seen = bytearray()
     deadline = time.monotonic() + timeout
+    exited = False
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
+        ready, _, _ = select.select([master], [], [], 0.5 if exited else 0.2)
         if ready:
             try:
                 chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
+            except OSError:  # EIO: every holder of the terminal is gone
                 break
             if not chunk:
                 break
             seen += chunk
-        elif proc.poll() is not None:
-            break
+        elif exited:
+            break  # it exited and nothing more came: all it wrote is read
+        else:
+            exited = proc.poll() is not None
     out = proc.stdout.read()
     code = proc.wait(timeout=60)
     os.close(master)
@@ -147,6 +150,17 @@ def test_score_shows_a_hostile_error_escaped(tmp_path, message, shown):
     assert line.startswith("lpn val: 0.0000") and f"  (instance 0: ValueError: {shown} (line 2))" in line, line
     proc = cli("score", "--task", "lpn", str(solution), "--json")  # JSON escapes it all itself
     assert proc.returncode == 0 and f"ValueError: {message}" in json.loads(proc.stdout)["error"]
+
+
+def test_score_shows_a_dying_solutions_output_escaped(tmp_path):
+    """The last line a solution printed before it died is part of the error."""
+    solution = tmp_path / "dies.py"
+    solution.write_text("import os\n\n\ndef algorithm(train_samples, train_parity, test_samples):\n"
+                        f"    os.write(1, {FAKE!r}.encode())\n    os._exit(3)\n")
+    proc = cli("score", "--task", "lpn", str(solution))
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert_clean(proc.stdout + proc.stderr)
+    assert f"sandbox process exited (code 3): {FAKE_SHOWN}" in proc.stdout.decode()
 
 
 # -- a whole session: run, resume, show, audit, the TUI (items 5, 7) -------------------------
