@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from stop_tui.engine.errors import UserError
-from stop_tui.engine.store import default_sessions_dir
+from stop_tui.engine.store import cli_name, default_sessions_dir
 
 SPLITS = ("val", "test")
 
@@ -61,15 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_session_options(p)
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
-    p.add_argument("solution", type=Path)
-    p.add_argument("--task", default="lpn")
-    p.add_argument("--split", choices=SPLITS, default="val")
+    p.add_argument("solution", type=Path, help="a Python file defining the task's entry function")
+    p.add_argument("--task", default="lpn", help="task name or folder (default lpn)")
+    p.add_argument("--split", choices=SPLITS, default="val",
+                   help="val (the instances STOP optimises on, default) or test (held out)")
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task setting from its task.toml, e.g. --set time_limit=0.1 (sat)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the score as JSON on stdout")
 
     p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the catalogue as JSON on stdout")
     from stop_tui.commands import baseline, task_scaffold, transfer
 
     task_scaffold.add_subparser(p)
@@ -77,12 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_parser(sub)
 
     p = sub.add_parser("list", help="saved sessions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the sessions as JSON on stdout")
     _add_session_options(p)
 
     p = sub.add_parser("show", help="one session's summary")
-    p.add_argument("session")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     _add_session_options(p)
 
     from stop_tui.commands import audit, doctor
@@ -96,11 +97,17 @@ def _sessions_dir(args: argparse.Namespace) -> Path:
     return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
 
 
+def _check_iterations(args: argparse.Namespace) -> None:
+    if args.iterations is not None and args.iterations < 0:
+        raise UserError("--iterations must be 0 or more")
+
+
 def _settings(args: argparse.Namespace):
     from stop_tui.engine.session import session_settings
 
-    if args.iterations is not None and args.iterations < 0:
-        raise UserError("--iterations must be 0 or more")
+    _check_iterations(args)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError("--seed must be between 0 and 4294967295")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
     from stop_tui.commands.lm_options import lm_overrides
 
@@ -118,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = lm_options.lm_overrides(args)
     if args.resume:
+        _check_iterations(args)
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
@@ -165,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         vals = ", ".join(f"{v:.4f}" for v in summary["meta_utility"]) or "-"
         print(f"{summary['session']}: {summary['iterations_completed']} iteration(s), meta-utility "
-              f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {summary['session']}")
+              f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {cli_name(session.store.folder)}")
     if outcome == "capped":
         if printer is None:
             print(f"stop-tui: paused: {summary['paused_reason']}", file=sys.stderr)
@@ -222,22 +230,38 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from stop_tui.engine.store import SessionStore, list_sessions
+    from stop_tui.engine.store import SessionStore, SessionUnreadable, list_sessions
     from stop_tui.engine.summary import summarize
 
+    sessions_dir = _sessions_dir(args)
+    if sessions_dir.exists() and not sessions_dir.is_dir():
+        raise UserError(f"sessions dir {sessions_dir} is not a folder")
+    if args.sessions_dir is not None and not sessions_dir.exists():
+        raise UserError(f"sessions dir {sessions_dir} does not exist")
     rows = []
-    for folder in list_sessions(_sessions_dir(args)):
-        store = SessionStore(folder)
-        s = summarize(store)
-        store.close()
+    for folder in list_sessions(sessions_dir):
+        try:
+            store = SessionStore(folder, readonly=True)
+            try:
+                s = summarize(store)
+            finally:
+                store.close()
+        except SessionUnreadable as exc:  # one damaged session does not hide the others
+            rows.append({"session": folder.name, "kind": "-", "task": None, "model": None, "preset": None,
+                         "state": "unreadable", "created": None, "iterations_completed": 0,
+                         "best_meta_utility": None, "calls": 0, "unreadable": exc.reason})
+            continue
         rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print(f"no sessions in {_sessions_dir(args)}")
+        print(f"no sessions in {sessions_dir}")
     else:
         for r in rows:
+            if r["state"] == "unreadable":
+                print(f"{r['session']:<32} unreadable: {r['unreadable']}")
+                continue
             best = f"{r['best_meta_utility']:.4f}" if r["best_meta_utility"] is not None else "-"
             print(f"{r['session']:<32} {r['kind']:<8} {r['task'] or '-':<8} {r['model'] or '-':<20} {r['state']:<9} "
                   f"iters {r['iterations_completed']:<3} best {best:<7} calls {r['calls']}")
@@ -248,9 +272,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
-    store = SessionStore.open(_sessions_dir(args), args.session)
-    s = summarize(store)
-    store.close()
+    store = SessionStore.open(_sessions_dir(args), args.session, readonly=True)
+    try:
+        s = summarize(store)
+    finally:
+        store.close()
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

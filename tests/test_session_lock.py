@@ -230,3 +230,42 @@ def test_a_damaged_database_is_unreadable_and_left_as_it_was(tmp_path, damage):
         with pytest.raises(SessionUnreadable, match=r"^session S is unreadable: "):
             SessionStore(folder, readonly=readonly)
     assert snapshot(folder) == before
+
+
+# -- through the CLI: two real `stop-tui` processes ------------------------------------------
+def test_a_second_run_of_a_running_session_is_refused_until_the_holder_is_killed(tmp_path):
+    from lm_helpers import kill9 as kill_group
+    from lm_helpers import responder, run_args, start, stop_tui, wait_for
+    from scripted_server import ScriptedLMServer
+
+    sessions_dir = tmp_path / "sessions"
+    with ScriptedLMServer(responder, honour_n=False, latency=0.5) as server:
+        first = start(*run_args(server, sessions_dir, "--quiet"))
+        try:
+            assert wait_for(lambda: sessions_dir.is_dir() and any(sessions_dir.iterdir())
+                            and server.requests, timeout=120)
+            folder = next(sessions_dir.iterdir())
+            info = holder(folder)
+            assert info is not None and info["pid"] == first.pid
+            sent = len(server.requests)
+            expected = f"pid {first.pid} on {socket.gethostname()}, since {info['since']}"
+            for args in (["run", "--resume", folder.name], ["baseline", "--method", "cot", "--session", folder.name],
+                         ["run", "--resume", folder.name, "--max-calls", "100"]):
+                proc = stop_tui(*args, "--sessions-dir", str(sessions_dir), timeout=120)
+                assert proc.returncode == 2, proc.stderr
+                lines = proc.stderr.strip().splitlines()
+                assert lines == [f"stop-tui: error: session {folder.name} is being run by another process "
+                                 f"({expected})"], proc.stderr
+            assert not (folder / "baselines").exists()
+            # Readers never take the lock: show works while it runs.
+            shown = stop_tui("show", folder.name, "--sessions-dir", str(sessions_dir))
+            assert shown.returncode == 0 and folder.name in shown.stdout, shown.stderr
+            assert first.poll() is None  # still running: the refusals changed nothing for it
+            assert len(server.requests) >= sent
+        finally:
+            kill_group(first)
+        assert holder(folder) is None  # kill -9: the kernel freed the lock
+        server.latency = 0.0
+        resumed = stop_tui("run", "--resume", folder.name, "--sessions-dir", str(sessions_dir), "--json", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert holder(folder) is None  # released when the run ended

@@ -5,6 +5,7 @@ calls in flight)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from stop_tui.engine.errors import UserError
@@ -29,8 +30,9 @@ def lm_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "max_cost", None) is not None and args.max_cost <= 0:
-        raise UserError("--max-cost must be more than 0")
+    cost = getattr(args, "max_cost", None)
+    if cost is not None and not (math.isfinite(cost) and cost > 0):
+        raise UserError(f"--max-cost must be a number of dollars more than 0 (got {cost:g})")
     return {"cap_cost_usd": getattr(args, "max_cost", None),
             "cap_tokens": getattr(args, "max_tokens", None),
             "cap_calls": getattr(args, "max_calls", None),
@@ -56,6 +58,7 @@ def stop_on_interrupt(session, wait: float = 10.0) -> None:
     """ctrl+c during `run`: the LM calls in flight are paid for, so give them `wait` seconds to
     be recorded (a resume then reuses them; ctrl+c again leaves at once), then say so in the log."""
     from stop_tui.engine import events as ev
+    from stop_tui.engine.store import cli_name
 
     print(f"stop-tui: stopping; recording the LM calls in flight (up to {wait:g} s, ctrl+c again "
           "to leave now)", file=sys.stderr)
@@ -64,4 +67,4 @@ def stop_on_interrupt(session, wait: float = 10.0) -> None:
     except KeyboardInterrupt:
         pass
     session.store.append(ev.Event(ev.PAUSED, "", {
-        "reason": f"stopped by the user (ctrl+c); resume: stop-tui run --resume {session.id}"}))
+        "reason": f"stopped by the user (ctrl+c); resume: stop-tui run --resume {cli_name(session.store.folder)}"}))

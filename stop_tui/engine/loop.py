@@ -25,7 +25,7 @@ from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import Limits
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.tasks import Task
 
 
@@ -228,7 +228,7 @@ class Engine:
             if stop is not None:
                 self.emit(ev.PAUSED, "", cap=stop.option,
                           reason=f"{stop.message}. Raise it and resume: stop-tui run --resume "
-                                 f"{self.store.id} {stop.option} <higher>")
+                                 f"{cli_name(self.store.folder)} {stop.option} <higher>")
                 return "capped"
             self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
             return "cancelled"

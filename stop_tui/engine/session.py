@@ -12,10 +12,10 @@ from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Backend
 from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.lock import SessionLock, acquire
-from stop_tui.engine.store import SessionStore, session_folder
+from stop_tui.engine.store import SessionStore, cli_name, session_folder
 from stop_tui.engine.tasks import META, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
@@ -102,7 +102,13 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     """Reopen a saved session with its recorded settings (and model, unless one is given).
     `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings.
     Takes the session's lock first: SessionBusy when another process runs it."""
-    lock = acquire(session_folder(sessions_dir, session_id))
+    folder = session_folder(sessions_dir, session_id)
+    check = SessionStore(folder, readonly=True)  # a damaged session: say so, and leave it as it is
+    try:
+        check.verify()
+    finally:
+        check.close()
+    lock = acquire(folder)
     store: SessionStore | None = None
     try:
         store = SessionStore(lock.folder)
@@ -122,8 +128,8 @@ def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | 
     kind = meta.get("kind", "stop")
     if kind != "stop":
         raise UserError(f"session {store.id} is a {kind} session: continue it with "
-                        f"`stop-tui {kind} --resume {store.id}`" if kind == "transfer" else
-                        f"session {store.id} is a {kind} session (see `stop-tui show {store.id}`)")
+                        f"`stop-tui {kind} --resume {cli_name(store.folder)}`" if kind == "transfer" else
+                        f"session {store.id} is a {kind} session (see `stop-tui show {cli_name(store.folder)}`)")
     settings = Settings.from_dict(meta.get("settings", {}))
     if overrides and any(v is not None for v in overrides.values()):
         settings = settings.with_overrides(**overrides)

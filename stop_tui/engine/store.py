@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -99,7 +100,8 @@ class SessionStore:
             raise
 
     def _check(self) -> None:
-        """A session database: its three tables, and meta that parses and names a task."""
+        """A session database: whole, its three tables, and meta that parses and names a task."""
+        _check_length(self.id, self.folder / DB_NAME)
         try:
             tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
@@ -114,6 +116,11 @@ class SessionStore:
         for key, kind in (("settings", dict), ("model", str), ("kind", str), ("created", str)):
             if meta.get(key) is not None and not isinstance(meta[key], kind):
                 raise SessionUnreadable(self.id, f"meta value {key!r} is not a {kind.__name__}")
+
+    def verify(self) -> None:
+        """Read the whole log (SessionUnreadable at a damaged row): before a command builds on it."""
+        for _ in self.events():
+            pass
 
     def _check_writable(self) -> None:
         """Another program's SQLite transaction would make every write wait, then fail."""
@@ -148,8 +155,14 @@ class SessionStore:
     @classmethod
     def create(cls, sessions_dir: Path, meta: dict[str, Any], name: str | None = None) -> SessionStore:
         sessions_dir = Path(sessions_dir)
+        if sessions_dir.exists() and not sessions_dir.is_dir():
+            raise UserError(f"sessions dir {sessions_dir} is not a folder")
         try:
             sessions_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"sessions dir {sessions_dir} does not exist and cannot be created: "
+                            f"{exc.strerror or exc}") from None
+        try:
             probe = sessions_dir / ".write-test"
             probe.write_text("")
             probe.unlink()
@@ -240,6 +253,27 @@ class SessionStore:
             self._conn.close()
 
 
+def _check_length(session_id: str, db: Path) -> None:
+    """A file cut short (a copy that stopped, a full disk) reads as whole to SQLite until a
+    query reaches a missing page. With no -wal file the header's page count is the file's size."""
+    if db.with_name(DB_NAME + "-wal").exists():
+        return
+    try:
+        with open(db, "rb") as f:
+            header = f.read(100)
+        size = db.stat().st_size
+    except OSError as exc:
+        raise SessionUnreadable(session_id, exc.strerror or str(exc)) from None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return  # empty, or not SQLite at all: the open says which
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the header's page count is current
+    if valid and pages and size < pages * page_size:
+        raise SessionUnreadable(session_id, f"truncated ({size} of {pages * page_size} bytes)")
+
+
 def _reason(exc: sqlite3.Error) -> str:
     text = str(exc) or type(exc).__name__
     return {"file is not a database": "not an SQLite database (damaged or not a session)",
@@ -251,6 +285,16 @@ def _write_error(session_id: str, exc: sqlite3.OperationalError) -> str:
         return (f"session {session_id}'s database is locked by another program (an SQLite "
                 "transaction holds it); close that program and try again")
     return f"cannot write session {session_id}: {exc}"
+
+
+def cli_name(folder: Path) -> str:
+    """How a command line names the session in `folder`: its id, followed by `--sessions-dir
+    DIR` when DIR is not the default, so that a printed hint works when pasted."""
+    folder = Path(folder)
+    parent = folder.parent
+    if parent.resolve() == default_sessions_dir().resolve():
+        return shlex.quote(folder.name)
+    return f"{shlex.quote(folder.name)} --sessions-dir {shlex.quote(str(parent))}"
 
 
 def session_folder(sessions_dir: Path, session: str) -> Path:

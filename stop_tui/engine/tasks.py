@@ -181,8 +181,7 @@ def load_task(name_or_path: str) -> Task:
     else:
         folder = tasks_dir() / name_or_path
         if not folder.is_dir() or not (folder / "task.toml").exists():
-            known = ", ".join(t for t in task_names() if t != META) or "none"
-            raise UserError(f"unknown task {name_or_path!r} (known: {known})")
+            raise UserError(f"unknown task {name_or_path!r} (tasks: {', '.join(downstream_names()) or 'none'})")
     folder = folder.resolve()
     stamp = _stamp(folder)
     cached = _cache.get(folder)
@@ -191,6 +190,14 @@ def load_task(name_or_path: str) -> Task:
     task = _load(folder)
     _cache[folder] = (stamp, task)
     return task
+
+
+IMPROVER_TASKS = (META, "meta_sandbox")  # the meta level's tasks; every other one is downstream
+
+
+def downstream_names() -> list[str]:
+    """The catalogue's downstream tasks: what `--task` of run, score, baseline and transfer takes."""
+    return [t for t in task_names() if t not in IMPROVER_TASKS]
 
 
 def task_names() -> list[str]:

@@ -8,7 +8,7 @@ import sys
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
-from stop_tui.engine.store import default_sessions_dir
+from stop_tui.engine.store import cli_name, default_sessions_dir
 
 # After the screen closes (itself within ~2 s of ctrl+q): how much longer the engine may take to
 # stop. The engine lets LM calls in flight finish and be recorded (up to 10 s on its side); we
@@ -80,11 +80,11 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
         # transaction per event) and sandboxes die with this process; the abandoned call is
         # asked again on resume. Leave now rather than wait for it.
         print(f"stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).\n"
-              f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+              f"stop-tui: session {session.id} saved; resume with `stop-tui resume {cli_name(session.store.folder)}`",
               file=sys.stderr, flush=True)
         os._exit(0)
     session.close()
-    print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+    print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {cli_name(session.store.folder)}`",
           file=sys.stderr, flush=True)
     if started:
         # The session is closed and every event committed. A backend thread may still be
