@@ -6,13 +6,18 @@ item 10), not once per instance."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from conftest import PROGRAMS, stop_tui
+from scripted_server import ScriptedLMServer
 from task_helpers import fixed, in_process
 
+from stop_tui.engine import events as ev
 from stop_tui.engine.sandbox.process import Limits, Outcome
 from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import load_task
 
 # task -> (score when the program fails to load, score when it raises on every instance).
@@ -125,3 +130,38 @@ def test_a_run_failure_still_gets_a_fresh_sandbox_for_the_next_instance():
     result = score_solution(grid, crashing, "val")
     assert 0 < result.score == pytest.approx(expected, abs=1e-12)
     assert "failed to load" not in result.error and "exited" in result.error
+
+
+# -- what it changes in STOP: the paper's acceptance rule ----------------------------------
+
+def improver_returning(solution: str) -> str:
+    return ("def improve_algorithm(initial_solution, utility, language_model):\n"
+            f"    return {solution!r}\n")
+
+
+@pytest.mark.parametrize("solution,verdict", [
+    (LOAD_FAILURES["syntax error"][0], "rejected"),  # its solutions score 0: û = 0
+    (RAISES, "accepted"),  # its solutions score 1e-6 on lpn: û = 1e-6, not 0
+])
+def test_the_paper_rule_rejects_an_improver_whose_programs_do_not_load(sessions_dir, solution, verdict):
+    exact = (PROGRAMS / "lpn_exact.py").read_text()
+    improver = improver_returning(solution)
+
+    def responder(body, index):
+        wanted = improver if "def improve_algorithm" in body["messages"][-1]["content"] else exact
+        return f"An idea.\n```python\n{wanted}```\n"
+
+    with ScriptedLMServer(responder) as server:
+        proc = stop_tui("run", "--task", "lpn", "--model", "scripted", "--base-url", server.base_url,
+                        "--preset", "quick", "--iterations", "1", "--acceptance", "paper",
+                        "--sessions-dir", str(sessions_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    store = SessionStore(sessions_dir / json.loads(proc.stdout)["session"])
+    (it1,) = [e for e in store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED))
+              if e.data["iteration"] == 1]
+    store.close()
+    if verdict == "rejected":
+        assert it1.kind == ev.ITERATION_REJECTED and it1.data["reason"] == "the new improver scored 0"
+        assert it1.data["val"] == 0.0
+    else:
+        assert it1.kind == ev.ITERATION_ACCEPTED and it1.data["val"] == pytest.approx(1e-6)
