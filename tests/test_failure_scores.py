@@ -6,6 +6,7 @@ item 10), not once per instance."""
 
 from __future__ import annotations
 
+import ast
 import json
 import time
 
@@ -108,7 +109,7 @@ def test_a_user_evaluate_sees_one_load_failure_then_the_same_at_once(tmp_path):
         "    return 0.5, repr(seen)\n")
     task = load_task(str(folder))
     result = score_solution(task, SLOW_TOP_LEVEL, "val", limits=Limits(load_seconds=0.4))
-    seen = eval(result.error)  # noqa: S307 (our own repr)
+    seen = ast.literal_eval(result.error)
     assert [s[0] for s in seen] == [True] * 5
     assert len({s[1] for s in seen}) == 1  # the same failure every time
     assert seen[0][2] >= 0.4 and all(s[2] == 0.0 for s in seen[1:])  # loaded once

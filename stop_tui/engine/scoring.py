@@ -174,7 +174,7 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
         try:
             with output_to_stderr():
                 outcome["result"] = _call_evaluate(task, candidate.run, split, settings)
-        except BaseException as exc:  # noqa: BLE001 (SystemExit included: it is evaluate.py's error)
+        except BaseException as exc:  # SystemExit included: it is evaluate.py's error
             outcome["exc"] = exc
         finally:
             candidate.close()
