@@ -19,10 +19,11 @@ One evaluation:
   raised asynchronously in the thread, which ends Python code that never calls `run` (a
   `while True` loop). Code blocked inside one C call (a sleep, a read) is left to finish in its
   daemon thread; it holds no sandbox, and the exception fires when the call returns. A child
-  process would also stop that, at the price of a process per evaluation (the warm sandbox
-  evaluates LPN in ~30 ms; a fork of the engine plus the IPC would double that) and of
-  fork-with-threads hazards in the engine; the thread plus the sandbox kill ends every case a
-  buggy evaluate.py produces in practice.
+  process per evaluation would also stop that, at the price of a process start and a second
+  IPC hop per instance (the warm sandbox evaluates LPN in about 30 ms) and of fork-with-threads
+  hazards in the engine; the thread plus the sandbox kill ends every hang we know a buggy
+  evaluate.py to produce (tests/test_user_tasks.py) and leaves only a sleeping thread behind
+  for a call blocked in C.
 - SystemExit and every other exception from evaluate.py are its error (score 0, the reason).
 - What evaluate.py prints goes to stderr, never to stdout, where commands write results
   (`score --json`, `run --json`); the candidate's own output never leaves its sandbox.
@@ -186,7 +187,8 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
     while not done.wait(0.05):
         if cancel is not None and cancel.is_set() or time.monotonic() - started > limit:
             candidate.expire()
-            _raise_in(thread, EvaluationExpired)
+            if not done.is_set():
+                _raise_in(thread, EvaluationExpired)
             done.wait(UNWIND_GRACE)
             candidate.close()
             if cancel is not None and cancel.is_set():
