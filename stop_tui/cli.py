@@ -129,9 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
-        from stop_tui.engine.tasks import load_task
+        from stop_tui.engine.tasks import downstream_task
 
         task_name = args.task
+        downstream_task(task_name)  # before a backend starts (the local model loads)
         settings = _settings(args).with_overrides(**overrides)
         backend = make_backend(args.model, args.base_url, sessions_dir=_sessions_dir(args),
                                max_concurrency=settings.max_concurrency)
@@ -141,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             task_name = backend.source_meta.get("task", task_name)
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
-        load_task(task_name)
+        downstream_task(task_name)
         lm_options.check_caps(settings, backend.price_key)
         session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
     printer = make_printer(args.quiet)
@@ -183,22 +184,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from stop_tui.engine.scoring import score_solution
-    from stop_tui.engine.tasks import load_task
+    from stop_tui.engine.tasks import downstream_task, parse_settings
 
-    task = load_task(args.task)
+    task = downstream_task(args.task)
     try:
         source = args.solution.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {args.solution}: {getattr(exc, 'strerror', None) or exc}") from None
     if not source.strip():
         raise UserError(f"{args.solution} is empty")
-    from stop_tui.commands.transfer import parse_settings
-
-    overrides = parse_settings(args.task_settings)
-    unknown = sorted(set(overrides) - set(task.settings))
-    if unknown:
-        raise UserError(f"task {task.name} has no setting {', '.join(unknown)} "
-                        f"(its settings: {', '.join(task.settings) or 'none'})")
+    overrides = parse_settings(args.task_settings, [task])
     result = score_solution(task, source, args.split, settings=overrides)
     if args.json:
         print(json.dumps({"task": task.name, "split": args.split, "file": str(args.solution),

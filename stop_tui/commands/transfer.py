@@ -297,28 +297,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
 
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    import tomllib
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: use KEY=VALUE")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def cmd_transfer(args: argparse.Namespace) -> int:
     from stop_tui.engine.lock import acquire
     from stop_tui.engine.session import _wire, make_backend, session_settings
     from stop_tui.engine.settings import Settings
     from stop_tui.engine.store import session_folder
-    from stop_tui.engine.tasks import downstream_names, load_task
+    from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.resume:
@@ -345,11 +329,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             if load_task(name).kind != "solution":
                 raise UserError(f"{name} is not a downstream task (tasks: {', '.join(downstream_names())})")
         source, label = resolve_improver(args.improver, sessions_dir)
-        overrides = parse_settings(args.task_settings)
-        known = {key for name in tasks for key in load_task(name).settings}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise UserError(f"no task among {', '.join(tasks)} has a setting {', '.join(unknown)}")
+        overrides = parse_settings(args.task_settings, [load_task(name) for name in tasks])
         preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
         settings = session_settings(preset, seed=args.seed)
         backend = make_backend(args.model, args.base_url)

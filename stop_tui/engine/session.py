@@ -16,7 +16,7 @@ from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name, session_folder
-from stop_tui.engine.tasks import META, load_task
+from stop_tui.engine.tasks import META, downstream_task, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
 
@@ -81,7 +81,7 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None) -> Session:
-    load_task(task_name)  # fail before creating anything
+    downstream_task(task_name)  # fail before creating anything
     if "/" in task_name or task_name.startswith("."):
         task_name = str(Path(task_name).resolve())  # a task folder: resumable from anywhere
     store = SessionStore.create(sessions_dir, {

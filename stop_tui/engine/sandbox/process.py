@@ -58,6 +58,7 @@ class Outcome:
     value: Any = None
     error: str | None = None
     seconds: float = 0.0
+    load_failed: bool = False  # the program never loaded (set by scoring's `run` for evaluate.py)
 
 
 def encode(value: Any) -> Any:
