@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.store import cli_name, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 SPLITS = ("val", "test")
 
@@ -177,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {cli_name(session.store.folder)}")
     if outcome == "capped":
         if printer is None:
-            print(f"stop-tui: paused: {summary['paused_reason']}", file=sys.stderr)
+            print(f"stop-tui: paused: {printable(summary['paused_reason'])}", file=sys.stderr)
         return lm_options.EXIT_CAPPED
     return 0 if outcome == "finished" else 130
 
@@ -200,7 +201,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                           "score": result.score, "error": result.error,
                           "seconds": round(result.seconds, 4)}))
     else:
-        print(f"{task.name} {args.split}: {result.score:.6f}" + (f"  ({result.error})" if result.error else ""))
+        error = f"  ({printable(result.error)})" if result.error else ""  # the solution's own text
+        print(f"{task.name} {args.split}: {result.score:.6f}{error}")
     return 0
 
 
@@ -283,7 +285,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for row in s["iterations"]:
         if row["iteration"] == 0:
             continue
-        verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})"
+        verdict = "accepted" if row["accepted"] else f"rejected ({printable(row['reason'])})"
         print(f"T={row['iteration']:<7} val {row['val']:.4f} test {row['test'] if row['test'] is None else round(row['test'], 4)}  {verdict}")
     cost = f", ${lm['cost_usd']:.4f}" if isinstance(lm.get("cost_usd"), int | float) else ""
     print(f"LM        {lm['calls']} calls, {lm['requests']} requests, {lm['completions']} completions, "
@@ -293,7 +295,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"          at most {lm.get('max_concurrency_reached', 0)} requests in flight"
           + (f"; {', '.join(extra)}" if extra else ""))
     if s.get("state") == "paused" and s.get("paused_reason"):
-        print(f"paused    {s['paused_reason']}")
+        print(f"paused    {printable(s['paused_reason'])}")
     return 0
 
 
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"stop-tui: error: {exc}", file=sys.stderr)
+        print(f"stop-tui: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ import threading
 from typing import TextIO
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.untrusted import printable
 
 
 def _pct(value: object) -> str:
@@ -60,7 +61,7 @@ class PlainPrinter:
         line = describe(event)
         if line:
             with self._lock:
-                print(line, file=self.stream, flush=True)
+                print(printable(line), file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -95,7 +96,7 @@ class RichPrinter:
             elif event.kind in (ev.LM_REQUEST, ev.RUN_STARTED, ev.CANDIDATE_PROPOSED):
                 self._status = self._status.split("  [")[0] + f"  [{event.path}: {event.kind.replace('_', ' ')}]"
             if line:
-                self.console.print(line, highlight=False)
+                self.console.print(printable(line), markup=False, highlight=False)
             self._live.update(self._render())
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.safety import KINDS
+from stop_tui.engine.untrusted import printable
 
 ROLES = ("improver", "solution")
 Z95 = 1.959963984540054
@@ -166,7 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append("findings:")
         for f in report["flags"][:200]:
-            lines.append(f"  {f['path']:<18} {f['kind']:<18} line {f['line']}: {f['detail']}")
+            lines.append(f"  {f['path']:<18} {printable(f['kind']):<18} line {f['line']}: "
+                         f"{printable(f['detail'])}")
         if len(report["flags"]) > 200:
             lines.append(f"  ... {len(report['flags']) - 200} more (use --json)")
     return "\n".join(lines)

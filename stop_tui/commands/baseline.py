@@ -33,6 +33,7 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.lock import SessionLock
 from stop_tui.engine.store import SessionStore, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 KIND = "baseline"
 METHODS = ("best-of-n", "cot", "greedy")
@@ -232,7 +233,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     def echo(line: str) -> None:
         if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     try:
         result = run_baseline(store, settings, task_name, args.method, backend, echo)

@@ -30,6 +30,7 @@ from typing import Any
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 KIND = "transfer"
 STARTED = "transfer_started"  # {task, who, run}
@@ -351,7 +352,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     def echo(line: str) -> None:
         if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     if not args.quiet:
         store.subscribe(_progress(echo))

@@ -205,16 +205,26 @@ class SessionStore:
 
     # -- blobs ----------------------------------------------------------------------------
     def put_text(self, text: str) -> str:
+        """Store a text exactly, whatever it holds. A text from the sandbox or an LM may hold
+        lone surrogates (a valid str that no encoding takes, so SQLite refuses it): such a
+        text is kept as its surrogatepass UTF-8 bytes, and `text()` gives it back equal."""
         digest = content_hash(text)
+        insert = "INSERT OR IGNORE INTO blobs VALUES (?, ?)"
         with self._lock:
-            self._write("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, text))
+            try:
+                self._write(insert, (digest, text))
+            except UnicodeEncodeError:
+                self._write(insert, (digest, text.encode("utf-8", "surrogatepass")))
         return digest
 
     def text(self, digest: str | None) -> str | None:
         if digest is None:
             return None
         rows = self._read("SELECT text FROM blobs WHERE hash = ?", (digest,))
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        value = rows[0][0]
+        return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
     # -- events ---------------------------------------------------------------------------
     def subscribe(self, listener) -> None:
