@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stop_tui.engine.errors import Cancelled
+from stop_tui.engine.sandbox import tempdirs
 from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-exported)
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
@@ -114,7 +114,7 @@ class Sandbox:
         self._dead = False
         self._calls = 0  # call numbers: a reply must name the call it answers
         # Engine-side only (the run never sees this folder): the run's stdout and stderr.
-        self.scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-"))
+        self.scratch = tempdirs.make("out")
         self.load_error: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
