@@ -3,7 +3,7 @@
 It starts the sandbox pool (bubblewrap, or the kernel fallback), lists each protection as the
 pool reports it, then runs a probe program in the sandbox that tries what a hostile candidate
 would (read a planted secret, the home folder and the project, reach a loopback server of the
-engine, see or signal the engine, create a user namespace) and prints what it could do. Exit
+engine, see or signal the engine, create a user namespace or a SysV shared memory segment) and prints what it could do. Exit
 code 1 when a protection is missing or a probe got through, so scripts and CI can insist on the
 strongest mode.
 """
@@ -45,6 +45,15 @@ def algorithm(secret_name, secret_file, home, project, port, engine_pid):
         out["engine_visible"] = True
     except OSError:
         out["engine_visible"] = False
+    try:  # a SysV shared memory segment (would outlive the run and be visible to others)
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        segment = libc.shmget(0, 1 << 20, 0o1600)
+        out["shared_memory"] = segment >= 0
+        if segment >= 0:
+            libc.shmctl(segment, 0, None)
+    except Exception:
+        out["shared_memory"] = False
     try:  # a user namespace of its own (last: if it worked, this run is now inside one)
         import ctypes
         out["user_namespace"] = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
@@ -95,6 +104,7 @@ def probe() -> dict[str, Any]:
         "reaches_engine_loopback": bool(v.get("loopback")),
         "sees_engine_process": bool(v.get("engine_visible")),
         "creates_user_namespace": bool(v.get("user_namespace")),
+        "creates_shared_memory": bool(v.get("shared_memory")),
         "runs_as_root": v.get("uid") == 0,
     }
 
