@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run STOP headless (progress on stderr, --json summary on stdout)")
     _add_run_options(p)
-    p.add_argument("--resume", metavar="SESSION", help="continue a saved session instead of starting one")
+    p.add_argument("--resume", metavar="SESSION",
+                   help="continue a saved session instead of starting one (with --model / --base-url: "
+                        "on another model or server, recorded in the session)")
+    p.set_defaults(model=None)  # given or not: on --resume, only a given --model changes it
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     from stop_tui.commands import lm_options, replay
@@ -127,16 +130,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = lm_options.lm_overrides(args)
     if args.resume:
         _check_iterations(args)
-        session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
+        session = open_session(_sessions_dir(args), args.resume, overrides=overrides,
+                               model=args.model, base_url=args.base_url)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
         from stop_tui.engine.tasks import downstream_task
 
         task_name = args.task
+        args.model = args.model or "local"
         downstream_task(task_name)  # before a backend starts (the local model loads)
         settings = _settings(args).with_overrides(**overrides)
         backend = make_backend(args.model, args.base_url, sessions_dir=_sessions_dir(args),
-                               max_concurrency=settings.max_concurrency)
+                               max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
         if args.model.startswith("replay:"):  # the recorded session's task and budgets
             from stop_tui.engine.settings import Settings
 
@@ -146,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         downstream_task(task_name)
         lm_options.check_caps(settings, backend.price_key)
         session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
-    printer = make_printer(args.quiet)
+    printer = make_printer(args.quiet, waiting=session.engine.lm.waiting)
     if printer is not None:
         session.store.subscribe(printer)
         print(f"session {session.id} ({session.store.folder})", file=sys.stderr)
@@ -159,12 +164,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
         print(lm_options.projection_line(session, planned), file=sys.stderr)
+    signals = lm_options.StopSignals(session)
     try:
-        outcome = session.engine.run(args.iterations if args.resume else None)
-    except KeyboardInterrupt:
-        session.gate.cancel()
-        outcome = "cancelled"
-        lm_options.stop_on_interrupt(session)
+        with signals:
+            outcome = session.engine.run(args.iterations if args.resume else None)
+            if signals.signum is not None and outcome != "finished":
+                signals.record()
+                outcome = "cancelled"
     finally:
         if printer is not None:
             printer.close()
@@ -180,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if printer is None:
             print(f"stop-tui: paused: {printable(summary['paused_reason'])}", file=sys.stderr)
         return lm_options.EXIT_CAPPED
-    return 0 if outcome == "finished" else 130
+    return 0 if outcome == "finished" else signals.exit_code
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -278,8 +284,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2))
         return 0
     lm = s["lm"]
-    print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}"
+    server = f"  at {s['base_url']}" if s.get("base_url") else ""
+    print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}{server}"
           f"\npreset    {s['preset']}  seed {s['seed']}\nfolder    {s['session_dir']}")
+    if s.get("lm_fixed_temperature"):
+        print("          the paper's temperatures are not honoured by this model (it accepts only "
+              "its default)")
     seed = s["seed_meta_utility"]
     print(f"T=0       seed improver: val {seed if seed is None else f'{seed:.4f}'}")
     for row in s["iterations"]:
@@ -288,8 +298,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         verdict = "accepted" if row["accepted"] else f"rejected ({printable(row['reason'])})"
         print(f"T={row['iteration']:<7} val {row['val']:.4f} test {row['test'] if row['test'] is None else round(row['test'], 4)}  {verdict}")
     cost = f", ${lm['cost_usd']:.4f}" if isinstance(lm.get("cost_usd"), int | float) else ""
+    reasoning = f" ({lm['reasoning_tokens']} reasoning)" if lm.get("reasoning_tokens") else ""
     print(f"LM        {lm['calls']} calls, {lm['requests']} requests, {lm['completions']} completions, "
-          f"{lm['prompt_tokens']} in / {lm['completion_tokens']} out tokens{cost}")
+          f"{lm['prompt_tokens']} in / {lm['completion_tokens']} out tokens{reasoning}{cost}")
     extra = [f"{lm[k]} {k.replace('_', ' ')}" for k in ("retries", "failed", "replayed_calls")
              if lm.get(k)]
     print(f"          at most {lm.get('max_concurrency_reached', 0)} requests in flight"

@@ -228,7 +228,7 @@ class Engine:
 
     def run(self, iterations: int | None = None) -> str:
         """Run (or continue) the session up to `iterations`; returns why it stopped:
-        "finished", "cancelled" or "capped" (a session cap paused it)."""
+        "finished", "cancelled" or "capped" (a session cap or a failing LM server paused it)."""
         total = iterations if iterations is not None else self.settings.iterations
         self.prepare_resume()
         try:
@@ -242,11 +242,9 @@ class Engine:
             stop = self.lm.stop
             # LM calls still in flight are paid for: let them be recorded (a resume reuses
             # them). A cap waits for them; a quit waits a little.
-            self.lm.drain(timeout=None if stop is not None else 10.0)
-            if stop is not None:
-                self.emit(ev.PAUSED, "", cap=stop.option,
-                          reason=f"{stop.message}. Raise it and resume: stop-tui run --resume "
-                                 f"{cli_name(self.store.folder)} {stop.option} <higher>")
+            self.lm.drain(timeout=stop.drain_timeout if stop is not None else 10.0)
+            if stop is not None:  # a cap, or a failing LM server (lm/service.py)
+                self.emit(ev.PAUSED, "", **stop.pause_data(f"stop-tui run --resume {cli_name(self.store.folder)}"))
                 return "capped"
             self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
             return "cancelled"

@@ -9,7 +9,7 @@ from stop_tui.engine.resume import effective_events
 from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
-           "completion_tokens", "cost_usd")
+           "completion_tokens", "reasoning_tokens", "cost_usd")
 
 
 def summarize(store: SessionStore) -> dict[str, Any]:
@@ -68,6 +68,9 @@ def summarize(store: SessionStore) -> dict[str, Any]:
         "kind": meta.get("kind", "stop"),  # stop, transfer or baseline
         "task": meta.get("task"),
         "model": meta.get("model"),
+        "base_url": meta.get("base_url"),
+        # The model refuses custom temperatures (a reasoning model): the paper's are not used.
+        "lm_fixed_temperature": bool(meta.get("lm_fixed_temperature")),
         "preset": meta.get("settings", {}).get("preset"),
         "seed": meta.get("settings", {}).get("seed"),
         "created": meta.get("created"),

@@ -29,7 +29,7 @@ def launch(args: argparse.Namespace) -> int:
         load_task(task_name)
         settings = _settings(args)  # preset, iterations, seed, caps, concurrency
         backend = make_backend(args.model, args.base_url, sessions_dir=sessions_dir,
-                               max_concurrency=settings.max_concurrency)
+                               max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
         if args.model.startswith("replay:"):  # the recorded session's task and budgets
             from stop_tui.engine.settings import Settings
 
