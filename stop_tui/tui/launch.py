@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
@@ -81,9 +82,16 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
         except KeyboardInterrupt:
             pass
         if not app.engine_done.is_set():
-            print("stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).",
+            # A server's answer is still on its way (the embedded model never gets here: its
+            # worker was killed on quit). Everything that completed is committed (one SQLite
+            # transaction per event) and sandboxes die with this process; the call is asked
+            # again on resume. A thread blocked on a socket cannot be interrupted, and the
+            # interpreter would join it at exit: leave now rather than wait for the server.
+            print(f"stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).\n"
+                  f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
                   file=sys.stderr, flush=True)
-    session.close()  # the embedded model's worker is killed here, if it still runs
+            os._exit(0)
+    session.close()  # kills the embedded model's worker, if it still runs
     print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
           file=sys.stderr, flush=True)
     return code or 0
