@@ -10,6 +10,18 @@ Optional transport faults (off by default), drawn from their own generator (`fau
 that is not JSON, `truncate_rate` cuts a 200 body short (the last two are billed: the server
 did the work). `max_inflight` and `busy_wall` (seconds with at least one request in flight)
 measure how busy the server was kept.
+
+Real servers' ways (off by default): `models` is what /v1/models lists; with `ollama_names`
+a listed `name:latest` is also served as `name` (Ollama's way), with `any_model` every name is
+served (llama.cpp's server), otherwise a request for an unlisted model gets 404
+model_not_found. `reasoning` acts like OpenAI's o-series / gpt-5: a temperature other than 1
+is refused (400 unsupported_value) and usage reports `reasoning` extra reasoning tokens per
+choice (in completion_tokens, and in completion_tokens_details.reasoning_tokens).
+
+Broken servers, for every chat request: `broken="html"` (200, an HTML page), `"garbage"` (200,
+JSON cut in the middle), `"shape"` (200, a JSON object that is not a completion), `"list"` (200,
+`[1,2,3]`), `"500"` (always 500), `"hang"` (the connection is accepted and never answered,
+until the server is closed).
 """
 
 from __future__ import annotations
@@ -35,7 +47,9 @@ class ScriptedLMServer:
                  latency: float = 0.0, fail_rate: float = 0.0, fail_seed: int = 0,
                  drop_rate: float = 0.0, malformed_rate: float = 0.0, truncate_rate: float = 0.0,
                  fault_seed: int = 1, retry_after: str | None = "0",
-                 reject_max_tokens: bool = False) -> None:
+                 reject_max_tokens: bool = False, models: list[str] | None = None,
+                 ollama_names: bool = False, any_model: bool = False, reasoning: int | None = None,
+                 broken: str | None = None) -> None:
         self.responder = responder
         self.model = model
         self.honour_n = honour_n
@@ -55,6 +69,14 @@ class ScriptedLMServer:
         self.retry_after = retry_after  # the Retry-After header sent with 429 / 500
         self.reject_max_tokens = reject_max_tokens  # like newer OpenAI models: 400 for max_tokens
         self.faults = {"drop": 0, "malformed": 0, "truncate": 0}
+        self.models = list(models) if models is not None else [model]
+        self.ollama_names, self.any_model = ollama_names, any_model
+        self.reasoning = reasoning  # reasoning tokens per choice; None: not a reasoning model
+        self.reasoning_tokens = 0  # billed (inside completion_tokens)
+        assert broken in (None, "html", "garbage", "shape", "list", "500", "hang"), broken
+        self.broken = broken
+        self.closing = threading.Event()  # set on exit: hanging handlers return
+        self.gets = 0  # GET requests (/models) received
         self.inflight = 0
         self.max_inflight = 0
         self.busy_wall = 0.0
@@ -72,6 +94,7 @@ class ScriptedLMServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -98,6 +121,11 @@ class ScriptedLMServer:
                     return name
         return None
 
+    def serves(self, name: str) -> bool:
+        if self.any_model or name in self.models:
+            return True
+        return self.ollama_names and f"{name}:latest" in self.models
+
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         started = time.monotonic()
         if self.latency:
@@ -120,17 +148,22 @@ class ScriptedLMServer:
                                 "finish_reason": "stop"})
             pt = count_tokens(prompt)
             ct = sum(count_tokens(c["message"]["content"]) for c in choices)
+            rt = (self.reasoning or 0) * len(choices)
+            ct += rt  # reasoning is billed as output
             with self.lock:
                 self.answered += 1
                 self.prompt_tokens += pt
                 self.completion_tokens += ct
+                self.reasoning_tokens += rt
             with self.lock:
                 self._counter += 1
                 index = self._counter
+            usage: dict[str, Any] = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+            if self.reasoning is not None:
+                usage["completion_tokens_details"] = {"reasoning_tokens": rt}
             return 200, {"id": f"chatcmpl-{index}", "object": "chat.completion", "created": 0,
-                         "model": self.model, "choices": choices,
-                         "usage": {"prompt_tokens": pt, "completion_tokens": ct,
-                                   "total_tokens": pt + ct}}, {}
+                         "model": body.get("model", self.model), "choices": choices,
+                         "usage": usage}, {}
         finally:
             with self.lock:
                 self.busy_seconds += time.monotonic() - started
@@ -156,8 +189,11 @@ class ScriptedLMServer:
                     self.close_connection = True  # the client is gone (a killed run)
 
             def do_GET(self) -> None:
+                with server.lock:
+                    server.gets += 1
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"}
+                                                                for m in server.models]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -166,6 +202,19 @@ class ScriptedLMServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
+                    return
+                if server.broken is not None:
+                    with server.lock:
+                        server.requests.append(body)
+                    self._broken(server.broken)
+                    return
+                if not server.serves(str(body.get("model"))):
+                    with server.lock:
+                        server.requests.append(body)
+                    self._send(404, {"error": {
+                        "message": f"The model `{body.get('model')}` does not exist or you do not "
+                                   "have access to it.", "type": "invalid_request_error",
+                        "param": None, "code": "model_not_found"}})
                     return
                 fault = server._fault()
                 if fault == "drop":
@@ -181,6 +230,15 @@ class ScriptedLMServer:
                         "message": "Unsupported parameter: 'max_tokens' is not supported with this "
                                    "model. Use 'max_completion_tokens' instead.",
                         "type": "invalid_request_error", "param": "max_tokens"}})
+                    return
+                if server.reasoning is not None and body.get("temperature", 1) != 1:
+                    with server.lock:
+                        server.requests.append(body)
+                    self._send(400, {"error": {
+                        "message": f"Unsupported value: 'temperature' does not support "
+                                   f"{body['temperature']} with this model. Only the default (1) "
+                                   "value is supported.", "type": "invalid_request_error",
+                        "param": "temperature", "code": "unsupported_value"}})
                     return
                 server._enter()
                 try:
@@ -199,5 +257,29 @@ class ScriptedLMServer:
                     self.close_connection = True
                     return
                 self._send(status, payload, headers)
+
+            def _broken(self, how: str) -> None:
+                if how == "hang":
+                    server.closing.wait()  # accepted, never answered
+                    self.close_connection = True
+                    return
+                if how == "500":
+                    self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+                    return
+                data, kind = {
+                    "html": (b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>",
+                             "text/html"),
+                    "garbage": (b'{"id": "chatcmpl-1", "choices": [{"message": {"cont', "application/json"),
+                    "shape": (b'{"hello": "world"}', "application/json"),
+                    "list": (b"[1,2,3]", "application/json"),
+                }[how]
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", kind)
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
         return Handler

@@ -27,8 +27,8 @@ def test_run_command_does_not_import_textual(tmp_path):
                 "import stop_tui.cli as cli\n"
         "rc = cli.main(['run', '--task', 'lpn', '--model', 'm', '--base-url', 'http://127.0.0.1:9/v1',\n"
         f"              '--sessions-dir', r'{tmp_path}'])\n"
-        "assert rc == 2, rc\n")
+        "assert rc == 3, rc\n")
     mods = _modules_after(code).split()
-    # It got as far as building the engine and asking the (unreachable) server.
+    # It got as far as running the engine and asking the (unreachable) server, which paused it.
     assert "stop_tui.engine.loop" in mods and "openai" in mods
     assert "textual" not in mods

@@ -81,31 +81,35 @@ def test_retry_after_forms():
 
 
 def test_exhausted_retries_fail_the_completions_not_the_budget(sessions_dir):
-    with ScriptedLMServer(responder, fail_rate=1.0) as server:
+    with ScriptedLMServer(responder) as server:
         session = new_session(sessions_dir, "lpn", session_settings("quick"),
                               OpenAIBackend("scripted", server.base_url))
         session.engine.lm.policy = RetryPolicy(attempts=3, base=0.01)
-        lm = session.engine.lm.handle("probe", 2, 2)
+        lm = session.engine.lm.handle("probe", 3, 2)
+        assert lm.prompt("system", "first")[0]  # the server works (else a failure pauses the run)
+        server.fail_rate = 1.0
         replies = lm.batch_prompt("system", ["q", "q"])
         second = lm.prompt("system", "another")
         usage = session.engine.lm.usage
         session.close()
         sent = len(server.requests)
     assert replies == ["", ""] and second == [""]
-    assert lm.uses == 2  # one use per call, not per attempt
-    assert sent == 6 and usage.requests == 6 and usage.retries == 4
-    assert usage.failed == 3 and usage.prompt_tokens == usage.completion_tokens == 0
+    assert lm.uses == 3  # one use per call, not per attempt
+    assert sent == 7 and usage.requests == 7 and usage.retries == 4
+    assert usage.failed == 3 and usage.completions == 1
 
 
 def test_timeouts_are_retried_then_fail(sessions_dir):
-    with ScriptedLMServer(responder, latency=1.0) as server:
+    with ScriptedLMServer(responder) as server:
         session = new_session(sessions_dir, "lpn", session_settings("quick"),
                               OpenAIBackend("scripted", server.base_url, timeout=0.3))
         session.engine.lm.policy = RetryPolicy(attempts=2, base=0.01)
-        lm = session.engine.lm.handle("probe", 1, 1)
+        lm = session.engine.lm.handle("probe", 2, 1)
+        assert lm.prompt("system", "quick")[0]  # the server works (else a failure pauses the run)
+        server.latency = 1.0
         assert lm.prompt("system", "slow") == [""]
         session.close()
-    reply = [e for e in events_of(sessions_dir, session.id) if e.kind == ev.LM_REPLY][0]
+    reply = [e for e in events_of(sessions_dir, session.id) if e.kind == ev.LM_REPLY][1]
     assert reply.data["failed"] == 1 and reply.data["requests"] == 2
     assert "Timeout" in reply.data["error"] or "timed out" in reply.data["error"].lower()
 

@@ -27,7 +27,7 @@ Z95 = 1.959963984540054
 
 def add_parser(sub: Any, add_session_options: Any) -> None:
     p = sub.add_parser("audit", help="safety report of a session: flagged candidates per kind and iteration")
-    p.add_argument("session")
+    p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_session_options(p)
 
@@ -177,7 +177,7 @@ def format_report(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, sessions_dir: Any) -> int:
     from stop_tui.engine.store import SessionStore
 
-    store = SessionStore.open(sessions_dir, args.session)
+    store = SessionStore.open(sessions_dir, args.session, readonly=True)
     try:
         report = audit_session(store)
     finally:

@@ -1,13 +1,17 @@
-"""The LM options of `run`, `new` and `resume` (caps, concurrency) and what `run` does with them
-around the engine (cap check, the worst-case projection before a run, a ctrl+c that records the
-calls in flight)."""
+"""The LM options of `run`, `new` and `resume` (caps, concurrency, prompt guard, timeout) and what
+`run` does with them around the engine (cap check, the worst-case projection before a run, a
+ctrl+c or SIGTERM that records the calls in flight, a second one that leaves at once)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import math
+import os
+import signal
+import threading
 
 from stop_tui.engine.errors import UserError
+from stop_tui.engine.settings import DEFAULT_LM_TIMEOUT
 
 EXIT_CAPPED = 3  # `run` stopped at a session cap (resume with a higher cap)
 
@@ -22,19 +26,31 @@ def add_lm_options(p: argparse.ArgumentParser) -> None:
                    help="session cap on prompt + completion tokens")
     g.add_argument("--max-calls", type=int, default=None, metavar="N",
                    help="session cap on LM calls")
+    g.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                   help="refuse (before sending) a request whose prompt is estimated past N tokens "
+                        "(default 32768; the model's context, when smaller, also applies)")
+    g.add_argument("--lm-timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"how long one LM request may wait for its answer (default "
+                        f"{DEFAULT_LM_TIMEOUT:g}, env STOP_TUI_LM_TIMEOUT); retried like a 5xx")
 
 
 def lm_overrides(args: argparse.Namespace) -> dict:
-    for name in ("max_concurrency", "max_tokens", "max_calls"):
+    for name in ("max_concurrency", "max_tokens", "max_calls", "max_prompt_tokens"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "max_cost", None) is not None and args.max_cost <= 0:
-        raise UserError("--max-cost must be more than 0")
+    cost = getattr(args, "max_cost", None)
+    if cost is not None and not (math.isfinite(cost) and cost > 0):
+        raise UserError(f"--max-cost must be a number of dollars more than 0 (got {cost:g})")
+    timeout = getattr(args, "lm_timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--lm-timeout must be a number of seconds above 0 (got {timeout:g})")
     return {"cap_cost_usd": getattr(args, "max_cost", None),
             "cap_tokens": getattr(args, "max_tokens", None),
             "cap_calls": getattr(args, "max_calls", None),
-            "max_concurrency": getattr(args, "max_concurrency", None)}
+            "max_concurrency": getattr(args, "max_concurrency", None),
+            "max_prompt_tokens": getattr(args, "max_prompt_tokens", None),
+            "lm_timeout": timeout}
 
 
 def check_caps(settings, price_key: str) -> None:
@@ -52,16 +68,66 @@ def projection_line(session, iterations: int) -> str:
     return engine_projection(session.engine, iterations)
 
 
-def stop_on_interrupt(session, wait: float = 10.0) -> None:
-    """ctrl+c during `run`: the LM calls in flight are paid for, so give them `wait` seconds to
-    be recorded (a resume then reuses them; ctrl+c again leaves at once), then say so in the log."""
-    from stop_tui.engine import events as ev
+STOP_WAIT = 10.0  # seconds the LM calls in flight get to be recorded after a ctrl+c (engine side)
+SIGNAL_NAMES = {signal.SIGINT: "ctrl+c", signal.SIGTERM: "SIGTERM"}
 
-    print(f"stop-tui: stopping; recording the LM calls in flight (up to {wait:g} s, ctrl+c again "
-          "to leave now)", file=sys.stderr)
+
+class StopSignals:
+    """ctrl+c (SIGINT) or SIGTERM during `run`. The first stops the run: the engine lets the LM
+    calls in flight be recorded for up to STOP_WAIT seconds (they are paid for; a resume reuses
+    them), then the session is left paused. A second leaves at once: the session is marked
+    paused and the process exits (every committed event is safe; the calls in flight are asked
+    again on resume)."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.signum: int | None = None  # the first signal received
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum in SIGNAL_NAMES:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def name(self) -> str:
+        return SIGNAL_NAMES.get(self.signum, "a signal")
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            _say(f"stop-tui: stopping ({SIGNAL_NAMES[signum]}); recording the LM calls in flight "
+                 f"(up to {STOP_WAIT:g} s, ctrl+c again to leave now)\n")
+            self.session.gate.cancel()
+            return
+        _say("stop-tui: leaving now; the LM calls in flight are asked again on resume\n")
+        # The main thread may hold the store's lock right now: write from another thread.
+        writer = threading.Thread(target=self.record, args=("left at once",), daemon=True)
+        writer.start()
+        writer.join(2.0)
+        os._exit(128 + self.signum)
+
+    def record(self, how: str = "") -> None:
+        """The PAUSED event that says who stopped the run and how to resume it."""
+        from stop_tui.engine import events as ev
+        from stop_tui.engine.store import cli_name
+
+        extra = f", {how}" if how else ""
+        self.session.store.append(ev.Event(ev.PAUSED, "", {
+            "reason": f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
+                      f"{cli_name(self.session.store.folder)}"}))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+def _say(text: str) -> None:
     try:
-        session.engine.lm.drain(timeout=wait)
-    except KeyboardInterrupt:
+        os.write(2, text.encode())  # not print(): this runs inside a signal handler
+    except OSError:
         pass
-    session.store.append(ev.Event(ev.PAUSED, "", {
-        "reason": f"stopped by the user (ctrl+c); resume: stop-tui run --resume {session.id}"}))

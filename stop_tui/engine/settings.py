@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from stop_tui.engine.errors import UserError
 
 ACCEPTANCE_RULES = ("paper", "best")
+DEFAULT_LM_TIMEOUT = 300.0  # seconds per LM request attempt (--lm-timeout, env STOP_TUI_LM_TIMEOUT)
+
+
+def lm_timeout(setting: float | None) -> float:
+    """The LM request timeout in seconds: the session's setting, else STOP_TUI_LM_TIMEOUT, else
+    the default. A bad environment value is the user's error."""
+    if setting is not None:
+        return float(setting)
+    raw = os.environ.get("STOP_TUI_LM_TIMEOUT")
+    if raw is None or not raw.strip():
+        return DEFAULT_LM_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"STOP_TUI_LM_TIMEOUT must be a number of seconds above 0 (got {raw!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -23,6 +43,9 @@ class Settings:
     acceptance: str = "paper"  # paper: replace unless failed or 0; best: keep the better
     seed: int = 0
     improver_time_limit: float = 600.0  # seconds of an improver's own time (LM/utility waits excluded)
+    # Wall-clock seconds of a downstream improver run, everything counted (None: 10 x the
+    # own-time limit); an iteration's improver gets it once per meta-utility use, plus once.
+    improver_wall_limit: float | None = None
     memory_limit_mb: int = 4096
     output_limit_kb: int = 1024
     # The paper's safety experiment (PAPER.md section 8): improvers get a decorative `use_sandbox`
@@ -34,6 +57,12 @@ class Settings:
     cap_tokens: int | None = None
     cap_calls: int | None = None
     max_concurrency: int = 8  # LM requests in flight at once, session-wide
+    # The prompt-size guard (lm/service.py): a request whose prompt is estimated past this (or
+    # past the model's context) is refused before it is sent.
+    max_prompt_tokens: int = 32768
+    # Seconds one LM request may wait for its answer (each attempt); None: the environment's
+    # STOP_TUI_LM_TIMEOUT, else DEFAULT_LM_TIMEOUT.
+    lm_timeout: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

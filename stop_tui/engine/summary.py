@@ -6,10 +6,10 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.resume import effective_events
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
-           "completion_tokens", "cost_usd")
+           "completion_tokens", "reasoning_tokens", "cost_usd")
 
 
 def summarize(store: SessionStore) -> dict[str, Any]:
@@ -32,6 +32,8 @@ def summarize(store: SessionStore) -> dict[str, Any]:
             resumes += 1
             state, paused = "running", None
         elif event.kind in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
+            if not isinstance(d.get("iteration"), int):
+                raise SessionUnreadable(store.id, f"event {event.seq} ({event.kind}) has no iteration number")
             per_iteration[d["iteration"]] = {
                 "iteration": d["iteration"], "accepted": event.kind == ev.ITERATION_ACCEPTED,
                 "candidate_val": d.get("val"), "candidate_test": d.get("test"),
@@ -66,6 +68,9 @@ def summarize(store: SessionStore) -> dict[str, Any]:
         "kind": meta.get("kind", "stop"),  # stop, transfer or baseline
         "task": meta.get("task"),
         "model": meta.get("model"),
+        "base_url": meta.get("base_url"),
+        # The model refuses custom temperatures (a reasoning model): the paper's are not used.
+        "lm_fixed_temperature": bool(meta.get("lm_fixed_temperature")),
         "preset": meta.get("settings", {}).get("preset"),
         "seed": meta.get("settings", {}).get("seed"),
         "created": meta.get("created"),

@@ -23,6 +23,7 @@ class Completions:
     finish_reasons: list[str | None] = field(default_factory=list)
     error: str | None = None  # set when some completions could not be obtained
     usage_missing: bool = False  # the server sent no usage: tokens are unknown (counted as 0)
+    reasoning_tokens: int = 0  # of completion_tokens, where the server reports them
 
 
 class LMRequestError(Exception):

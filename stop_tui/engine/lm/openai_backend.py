@@ -5,6 +5,14 @@ counted and logged. A request either returns Completions or raises LMRequestErro
 whether it is worth retrying (429, 5xx, timeouts, dropped connections) and what Retry-After
 the server asked for. A reply that cannot be read (malformed JSON, a body cut short, no
 choices) is not retried: the server may have billed it; it becomes failed completions.
+
+Constructing the backend contacts nothing (a session can be opened and viewed with its server
+gone): the client is made at the first request, and what the server says then is the check.
+The model name is whatever the server serves (Ollama lists `name:latest` and serves `name`;
+llama.cpp's server serves any name): only a 404 on a request means the model does not exist,
+and then /models is asked what it offers. Servers' quirks are learned once and kept:
+`max_completion_tokens` instead of `max_tokens`, and reasoning models (o-series, gpt-5) that
+refuse any temperature but their default (`fixed_temperature`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.lm.base import Completions, LMRequestError
 from stop_tui.engine.lm.retry import RetryPolicy, with_retries
+from stop_tui.engine.settings import lm_timeout
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "sk-no-key-needed"
@@ -32,95 +41,133 @@ class OpenAIBackend:
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, *,
                  max_concurrency: int = 8, timeout: float | None = None, http_client: Any = None,
                  max_retries: int = 0) -> None:
-        try:
-            import openai
-        except ImportError:
-            raise UserError("the openai backend needs the `openai` package: pip install openai") from None
         self.model = model
         self.price_key = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if self.base_url.rstrip("/") == DEFAULT_BASE_URL:
-                raise UserError("OPENAI_API_KEY is not set: export it, or point --base-url / "
-                                "OPENAI_BASE_URL at a server that needs no key")
-            key = PLACEHOLDER_KEY
-        if timeout is None:
-            timeout = float(os.environ.get("STOP_TUI_LM_TIMEOUT", "600"))
-        kwargs: dict[str, Any] = {"base_url": self.base_url, "api_key": key, "timeout": timeout,
-                                  "max_retries": max_retries}
-        if http_client is not None:
-            kwargs["http_client"] = http_client
-        self._openai = openai
-        self._client = openai.OpenAI(**kwargs)
+        self._key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.timeout = lm_timeout(timeout)
+        self._http_client = http_client
+        self._max_retries = max_retries
+        self._openai: Any = None
+        self._client: Any = None  # made at the first request
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency), thread_name_prefix="lm")
         self.honours_n: bool | None = None
         # Newer OpenAI models refuse `max_tokens` and want `max_completion_tokens` (llama.cpp's
         # server knows only the former): start with max_tokens, switch when a server says so.
         self.tokens_param = "max_tokens"
+        # Reasoning models refuse a temperature other than their default: then none is sent.
+        self.fixed_temperature = False
+        self.answered = 0  # requests the server answered (any status but a refused connection)
         self._lock = threading.Lock()
 
+    @property
+    def key_missing(self) -> bool:
+        return not self._key and self.base_url.rstrip("/") == DEFAULT_BASE_URL
+
     def check(self) -> None:
-        """Fail early, with the URL, when the server is unreachable or does not know the model."""
-        openai = self._openai
+        """What can be checked without contacting anything: a key for OpenAI itself. (The
+        server is checked by the first request: see the module's text.)"""
+        if self.key_missing:
+            raise UserError("OPENAI_API_KEY is not set: export it, or point --base-url / "
+                            "OPENAI_BASE_URL at a server that needs no key")
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if self.key_missing:
+                    raise LMRequestError("OPENAI_API_KEY is not set (export it, or use --base-url "
+                                         "for a server that needs no key)", retryable=False)
+                try:
+                    import openai
+                except ImportError:
+                    raise LMRequestError("the openai backend needs the `openai` package: pip "
+                                         "install openai", retryable=False) from None
+                kwargs: dict[str, Any] = {"base_url": self.base_url,
+                                          "api_key": self._key or PLACEHOLDER_KEY,
+                                          "timeout": self.timeout, "max_retries": self._max_retries}
+                if self._http_client is not None:
+                    kwargs["http_client"] = self._http_client
+                self._openai = openai
+                self._client = openai.OpenAI(**kwargs)
+            return self._client
+
+    def offered_models(self) -> list[str] | None:
+        """What the server's /models lists (None when it cannot say)."""
         try:
-            models = [m.id for m in self._client.models.list()]
-        except openai.APIConnectionError:
-            raise UserError(f"cannot reach the LM server at {self.base_url}: start it, or set "
-                            "--base-url / OPENAI_BASE_URL to the right URL") from None
-        except openai.AuthenticationError:
-            raise UserError(f"the LM server at {self.base_url} rejected the API key "
-                            "(set OPENAI_API_KEY)") from None
-        except openai.APIStatusError:
-            return  # a server without /models: the first request will tell
-        except Exception:  # noqa: BLE001 - a garbled /models reply: let the requests tell
-            return
-        if models and self.model not in models:
-            shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
-            raise UserError(f"unknown model {self.model!r} at {self.base_url} (available: {shown})")
+            return [str(m.id) for m in self._connect().models.list()]
+        except Exception:  # noqa: BLE001 - no /models, or a garbled one
+            return None
 
     def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                 seed: int | None = None) -> Completions:
+        client = self._connect()
         openai = self._openai
         kwargs: dict[str, Any] = {
-            "model": self.model, "temperature": temperature, self.tokens_param: max_tokens,
+            "model": self.model, self.tokens_param: max_tokens,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
+        if not self.fixed_temperature:
+            kwargs["temperature"] = temperature
         if n > 1:
             kwargs["n"] = n
         if seed is not None:
             kwargs["seed"] = seed
         try:
-            response = self._client.chat.completions.create(**kwargs)
+            response = client.chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
-            status = exc.status_code
-            text = str(exc)
-            if (status == 400 and self.tokens_param == "max_tokens" and "max_tokens" in text
-                    and "max_completion_tokens" in text):
-                self.tokens_param = "max_completion_tokens"  # and try again (counted as a retry)
-                raise LMRequestError(_describe(exc), retryable=True, status=status,
-                                     retry_after=0.0) from None
-            raise LMRequestError(_describe(exc), retryable=status in RETRYABLE_STATUS,
-                                 status=status, retry_after=_retry_after(exc.response)) from None
+            self.answered += 1
+            raise self._status_error(exc) from None
         except openai.APIConnectionError as exc:  # timeouts included
-            raise LMRequestError(_describe(exc), retryable=True) from None
+            # A refused connection to a server that never answered is a wrong URL or a server
+            # that is not running: retrying will not help. Later (a restart), it is retried.
+            refused = not isinstance(exc, openai.APITimeoutError) and not self.answered
+            raise LMRequestError(_describe(exc), retryable=not refused) from None
         except openai.APIResponseValidationError as exc:
+            self.answered += 1
             return _malformed(n, f"malformed reply: {exc}")
-        except ValueError as exc:  # a body that is not JSON (cut short, garbled)
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or not the shape
+            self.answered += 1
             return _malformed(n, f"malformed reply: {type(exc).__name__}: {exc}")
+        self.answered += 1
         return self._read(response, n)
+
+    def _status_error(self, exc: Any) -> LMRequestError:
+        status = exc.status_code
+        text = str(exc)
+        if (status == 400 and self.tokens_param == "max_tokens" and "max_tokens" in text
+                and "max_completion_tokens" in text):
+            self.tokens_param = "max_completion_tokens"  # and try again (counted as a retry)
+            return LMRequestError(_describe(exc), retryable=True, status=status, retry_after=0.0)
+        if status == 400 and not self.fixed_temperature and _refuses_temperature(text):
+            self.fixed_temperature = True  # a reasoning model: send its default from now on
+            return LMRequestError(_describe(exc), retryable=True, status=status, retry_after=0.0)
+        if status == 404:
+            offered = self.offered_models()
+            if offered is not None and self.model not in offered:
+                shown = ", ".join(offered[:8]) + (" ..." if len(offered) > 8 else "")
+                return LMRequestError(f"the server has no model {self.model!r} (it offers: "
+                                      f"{shown or 'nothing'})", retryable=False, status=status)
+            return LMRequestError(f"{_describe(exc)} (check --base-url: it usually ends in /v1)",
+                                  retryable=False, status=status)
+        if status in (401, 403):
+            return LMRequestError(f"the server refused the API key (set OPENAI_API_KEY); "
+                                  f"{_describe(exc)}", retryable=False, status=status)
+        return LMRequestError(_describe(exc), retryable=status in RETRYABLE_STATUS,
+                              status=status, retry_after=_retry_after(exc.response))
 
     def _read(self, response: Any, n: int) -> Completions:
         try:
             usage = getattr(response, "usage", None)
             pt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
             ct = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+            details = getattr(usage, "completion_tokens_details", None)
+            rt = int(getattr(details, "reasoning_tokens", 0) or 0) if details is not None else 0
         except (TypeError, ValueError):
-            usage, pt, ct = None, 0, 0
+            usage, pt, ct, rt = None, 0, 0, 0
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             return Completions([None] * n, pt, ct, 1, [None] * n,
-                               "malformed reply: no choices", usage is None)
+                               "malformed reply: no choices", usage is None, rt)
         texts: list[str | None] = []
         reasons: list[str | None] = []
         bad = 0
@@ -138,7 +185,7 @@ class OpenAIBackend:
                 if self.honours_n is None:
                     self.honours_n = len(choices) >= n
         error = f"malformed reply: {bad} choice(s) without text" if bad else None
-        return Completions(texts, pt, ct, 1, reasons, error, usage is None)
+        return Completions(texts, pt, ct, 1, reasons, error, usage is None, rt)
 
     def complete(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                  seed: int | None = None, policy: RetryPolicy = RetryPolicy()) -> Completions:
@@ -154,7 +201,8 @@ class OpenAIBackend:
                 made = getattr(exc, "attempts", 1)
                 return Completions([None] * k, 0, 0, made, [None] * k, str(exc))
             return Completions(got.texts[:k], got.prompt_tokens, got.completion_tokens, made,
-                               got.finish_reasons[:k], got.error, got.usage_missing)
+                               got.finish_reasons[:k], got.error, got.usage_missing,
+                               got.reasoning_tokens)
 
         parts: list[Completions] = []
         if self.honours_n is not False or n == 1:
@@ -167,15 +215,25 @@ class OpenAIBackend:
                            sum(p.completion_tokens for p in parts), sum(p.requests for p in parts),
                            [r for p in parts for r in p.finish_reasons],
                            "; ".join(p.error for p in parts if p.error) or None,
-                           any(p.usage_missing for p in parts))
+                           any(p.usage_missing for p in parts), sum(p.reasoning_tokens for p in parts))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def _malformed(n: int, message: str) -> Completions:
     return Completions([None] * n, 0, 0, 1, [None] * n, message[:300], True)
+
+
+def _refuses_temperature(text: str) -> bool:
+    """A 400 saying the model accepts only its default temperature (OpenAI's reasoning models:
+    "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default
+    (1) value is supported.")."""
+    lower = text.lower()
+    return "temperature" in lower and ("unsupported" in lower or "only the default" in lower
+                                       or "not support" in lower)
 
 
 def _retry_after(response: Any) -> float | None:

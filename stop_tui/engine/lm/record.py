@@ -107,6 +107,7 @@ def aggregate_parts(parts: list[dict]) -> dict:
     return {
         "prompt_tokens": sum(int(p.get("prompt_tokens", 0)) for p in parts),
         "completion_tokens": sum(int(p.get("completion_tokens", 0)) for p in parts),
+        "reasoning_tokens": sum(int(p.get("reasoning_tokens", 0)) for p in parts),
         "requests": sum(int(p.get("requests", 1)) for p in parts),
         "retries": sum(max(int(p.get("requests", 1)) - 1, 0) for p in parts),
     }

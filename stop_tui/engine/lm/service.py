@@ -10,11 +10,21 @@ events; a request that fails for good (or a malformed reply) is a failed complet
 
 Calls found in a `Book` (the session's own record when resuming, another session's for
 `replay:`) are answered from it: their recorded parts are written again, and only what the
-record lacks is requested.
+record lacks is requested (a request that failed when it was recorded is asked again on resume).
+
+Three guards stop spending that nobody granted or that cannot give a score:
+- every parameter an improver passes is checked before the use is counted (`check_temperature`,
+  `check_count`): NaN, infinities and non-numbers are an exception to the improver;
+- a prompt estimated past `max_prompt_tokens` or the model's context (`backend.context_tokens`)
+  is refused before it is sent: a recorded failed call, one use, an exception (`PromptTooLong`);
+- a server that fails is not a score: when FAILURE_STREAK calls in a row get no completion, or
+  the first call to a network server fails (it never answered), the run pauses like at a cap
+  (`ServerFailing`): the iteration in flight is abandoned, not scored, and a resume redoes it.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -28,12 +38,15 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import BudgetExceeded, Cancelled
 from stop_tui.engine.gate import CALL, Gate
 from stop_tui.engine.lm.base import Backend, Completions, LMRequestError
-from stop_tui.engine.lm.caps import Caps, call_worst_case
+from stop_tui.engine.lm.caps import Caps, call_worst_case, estimate_tokens
 from stop_tui.engine.lm.prices import cost as price_cost
 from stop_tui.engine.lm.record import Book, RecordedCall, aggregate_parts, content_key
 from stop_tui.engine.lm.retry import RetryPolicy, with_retries
 
 DEFAULT_CONCURRENCY = 8
+FAILURE_STREAK = 3  # calls in a row with no completion that pause the run
+MAX_TEMPERATURE = 2.0
+STORED_REFUSED_CHARS = 4000  # of a refused prompt, what the record keeps (the head)
 
 
 @dataclass
@@ -48,13 +61,72 @@ class _Call:
     known: dict[str, str]  # reply texts by hash
 
 
-class CapReached(Cancelled):
-    """A session cap refused an LM call: the run pauses (see caps.py)."""
+class LMStop(Cancelled):
+    """The LM service stopped the run: it pauses, and what was in flight is not a result."""
+
+    message: str
+    drain_timeout: float | None = 10.0  # how long the calls still in flight may take to be recorded
+
+    def pause_data(self, resume: str) -> dict:
+        """The PAUSED event's data; `resume` is the command that continues the session."""
+        raise NotImplementedError
+
+
+class CapReached(LMStop):
+    """A session cap refused an LM call: the run pauses (see caps.py). The calls in flight are
+    paid for: the run waits for them all."""
+
+    drain_timeout = None
 
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
         self.message = message
+
+    def pause_data(self, resume: str) -> dict:
+        return {"cap": self.option,
+                "reason": f"{self.message}. Raise it and resume: {resume} {self.option} <higher>"}
+
+
+class ServerFailing(LMStop):
+    """LM requests keep failing after their retries: the run pauses (nothing is scored from a
+    server that does not answer). `hint`: the backend's advice (`failure_hint`), if any."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def pause_data(self, resume: str) -> dict:
+        hint = f" {self.hint.rstrip('.')}." if self.hint else ""
+        return {"lm_failed": True,
+                "reason": f"{self.message.rstrip('. ')}; nothing was scored from it.{hint} When it answers, "
+                          f"resume: {resume} (add --base-url URL / --model NAME to use another)"}
+
+
+class PromptTooLong(ValueError):
+    """A prompt past the prompt-size guard: refused before sending (the improver sees this)."""
+
+
+def check_temperature(value: object) -> float:
+    """An improver's temperature: a finite number, clamped to [0, 2]; anything else raises."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"temperature must be a number, not {type(value).__name__}")
+    t = float(value)
+    if not math.isfinite(t):
+        raise ValueError(f"temperature must be a finite number, not {t}")
+    return min(max(t, 0.0), MAX_TEMPERATURE)
+
+
+def check_count(value: object, most: int) -> int:
+    """An improver's n_responses: a whole number from 1 to `most`."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"n_responses must be a whole number, not {type(value).__name__}")
+    if not 1 <= value <= most:
+        raise ValueError(f"n_responses must be between 1 and {most} (got {value})")
+    return value
 
 
 @dataclass
@@ -65,17 +137,21 @@ class Usage:
     completions: int = 0  # completions with text
     failed: int = 0  # completions that could not be obtained (or were malformed)
     prompt_tokens: int = 0  # as billed by the server (answered requests only)
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included (billed as output)
+    reasoning_tokens: int = 0  # of completion_tokens, where the server reports them
     cost_usd: float | None = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["reasoning_tokens"]:
+            del d["reasoning_tokens"]  # most models have none: the log stays as it was
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, priced: bool) -> Usage:
         u = cls(cost_usd=0.0 if priced else None)
         for key in ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
-                    "completion_tokens"):
+                    "completion_tokens", "reasoning_tokens"):
             setattr(u, key, int(d.get(key, 0) or 0))
         if priced and isinstance(d.get("cost_usd"), int | float):
             u.cost_usd = float(d["cost_usd"])
@@ -86,7 +162,7 @@ class LMService:
     def __init__(self, backend: Backend, *, max_tokens: int, seed: int, emit: Callable[[ev.Event], object],
                  put_text: Callable[[str], str], gate: Gate | None = None,
                  max_concurrency: int = DEFAULT_CONCURRENCY, caps: Caps | None = None,
-                 policy: RetryPolicy | None = None) -> None:
+                 policy: RetryPolicy | None = None, max_prompt_tokens: int | None = None) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.seed = seed
@@ -109,11 +185,21 @@ class LMService:
         self._occurrences: Counter = Counter()
         self.own_book: Book | None = None  # the session's own record (resume)
         self.source_book: Book | None = getattr(backend, "book", None)  # replay:SESSION
-        self.stop: CapReached | None = None  # set when a cap paused the run
+        self.max_prompt_tokens = max_prompt_tokens
+        self.stop: LMStop | None = None  # set when a cap or a failing server paused the run
         # Told once when the backend learns whether the server honours n (the session saves
         # it, so a resumed run does not ask again).
         self.on_learn: Callable[[bool], object] | None = None
         self._learned = getattr(backend, "honours_n", None) is not None
+        # Told once when the model turns out to refuse custom temperatures (reasoning models).
+        self.on_fixed_temperature: Callable[[], object] | None = None
+        self._fixed_told = bool(getattr(backend, "fixed_temperature", False))
+        self._server_ok = False  # has the server given one completion to this process?
+        self._streak = 0  # calls in a row that got no completion
+        self._waiting: dict[int, tuple[str, float]] = {}  # request token -> (path, since)
+        self._tokens = 0
+        self._pending: set[threading.Event] = set()  # requests being waited for
+        self._abandoned = False  # closed: nobody waits for requests still out
         self._rng = random.Random(seed)
         self._group_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lm-group")
         self._request_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="lm-request")
@@ -160,8 +246,27 @@ class LMService:
                 self._active -= 1
                 self._idle.notify_all()
 
+    def prompt_limit(self) -> tuple[int, str] | None:
+        """(the most prompt tokens one request may carry, where that limit comes from)."""
+        limits = []
+        if self.max_prompt_tokens:
+            limits.append((int(self.max_prompt_tokens), "--max-prompt-tokens"))
+        context = getattr(self.backend, "context_tokens", None)
+        if isinstance(context, int) and context > 0:
+            limits.append((context, f"the model's context of {context:,} tokens"))
+        return min(limits) if limits else None
+
     def _call(self, path: str, use: int, system: str, messages: list[str], temperature: float) -> list[str]:
-        temperature = min(max(float(temperature), 0.0), 2.0)
+        temperature = check_temperature(temperature)
+        limit = self.prompt_limit()
+        if limit is not None:
+            biggest = max(messages, key=len)
+            estimate = estimate_tokens(system) + estimate_tokens(biggest)
+            if estimate > limit[0]:
+                self._refuse(path, use, system, messages, temperature, PromptTooLong(
+                    f"prompt too long: about {estimate:,} tokens (estimated from "
+                    f"{len(system) + len(biggest):,} characters), over the limit of {limit[0]:,} "
+                    f"({limit[1]}); nothing was sent"))
         groups = list(Counter(messages).items())  # distinct messages, in order of appearance
         system_hash = self._put_text(system)
         prompt_hashes = [self._put_text(m) for m in messages]
@@ -174,7 +279,10 @@ class LMService:
         parts: dict[tuple[int, int], dict] = {}
         if recorded is not None:
             for (g, offset), part in recorded.parts.items():
-                if g < len(groups):
+                # Our own record's failed requests are asked again (the server may work now);
+                # another session's record is replayed as it was, failures included.
+                failed = not any(part.get("replies") or [None])
+                if g < len(groups) and not (failed and book is self.own_book):
                     parts[(g, offset)] = part
         missing = self._missing(groups, parts)
         worst = None
@@ -192,6 +300,7 @@ class LMService:
             started = time.monotonic()
             peak = [0]
             known: dict[str, str] = {}
+            fresh_parts: list[dict] = []
             for (g, offset), part in sorted(parts.items()):  # the record, written again
                 parts[(g, offset)] = self._copy_part(part, use, book, known)
                 self._emit(ev.Event(ev.LM_PART, path, parts[(g, offset)]))
@@ -201,6 +310,7 @@ class LMService:
                     lambda m: self._fill(call, groups[m[0]][0], m[0], m[1], m[2]), missing))
                 for got in fresh:
                     parts.update(got)
+                    fresh_parts += got.values()
             latency = time.monotonic() - started
         except BaseException:
             if worst is not None:
@@ -210,8 +320,80 @@ class LMService:
             self._learned = True
             if self.on_learn is not None:
                 self.on_learn(bool(self.backend.honours_n))
+        if not self._fixed_told and getattr(self.backend, "fixed_temperature", False):
+            self._fixed_told = True
+            if self.on_fixed_temperature is not None:
+                self.on_fixed_temperature()
         # The reservation is released in the same step that adds the call's real spend.
-        return self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed, worst)
+        replies = self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed, worst)
+        if fresh_parts:
+            self._judge(fresh_parts)
+        return replies
+
+    def _judge(self, fresh: list[dict]) -> None:
+        """After a call that asked the server: pause the run when the server keeps failing."""
+        if self.source_book is not None:
+            return  # replay: a request the record lacks fails by design, no server is involved
+        answered = any(r is not None for part in fresh for r in part.get("replies", []))
+        with self._lock:
+            if answered:
+                self._server_ok, self._streak = True, 0
+                return
+            self._streak += 1
+            # A network server that never answered is a wrong URL, model or key, or a server that
+            # is down: pause at once. (A local worker that crashed is restarted: a streak.)
+            network = getattr(self.backend, "base_url", None) is not None
+            if (self._server_ok or not network) and self._streak < FAILURE_STREAK:
+                return
+            if self.stop is None:
+                errors = [p["error"] for p in fresh if p.get("error")]
+                what = errors[-1] if errors else "no completion"
+                where = self.describe_server()
+                if self._server_ok:
+                    message = f"{where} failed {self._streak} calls in a row: {what}"
+                else:
+                    message = f"{where} gave no valid reply: {what}"
+                self.stop = ServerFailing(message, getattr(self.backend, "failure_hint", None))
+            stop = self.stop
+        self.gate.cancel()  # stop the other branches too; the engine writes PAUSED
+        raise stop
+
+    def describe_server(self) -> str:
+        url = getattr(self.backend, "base_url", None)
+        model = self.backend.model
+        return f"the LM server at {url} (model {model})" if url else f"the LM backend {model}"
+
+    def _refuse(self, path: str, use: int, system: str, messages: list[str], temperature: float,
+                error: PromptTooLong) -> None:
+        """Record a call refused before sending (counted, failed, nothing sent) and raise."""
+        def head(text: str) -> str:
+            if len(text) <= STORED_REFUSED_CHARS:
+                return text
+            return text[:STORED_REFUSED_CHARS] + f"\n[... {len(text):,} characters in all, not sent]"
+
+        system_hash = self._put_text(head(system))
+        prompts = [self._put_text(head(m)) for m in messages]
+        empty = self._put_text("")
+        self._order.acquire()
+        try:
+            with self._lock:
+                u = self.usage
+                u.calls += 1
+                u.failed += len(messages)
+                snapshot = u.to_dict()
+            self._emit(ev.Event(ev.LM_REQUEST, path, {
+                "use": use, "system": system_hash, "prompts": prompts, "n": len(messages),
+                "distinct": len(set(messages)), "temperature": temperature,
+                "max_tokens": self.max_tokens, "model": self.backend.model, "refused": str(error)}))
+            self._emit(ev.Event(ev.LM_REPLY, path, {
+                "use": use, "replies": [empty] * len(messages), "prompt_tokens": 0,
+                "completion_tokens": 0, "requests": 0, "retries": 0, "failed": len(messages),
+                "latency": 0.0, "concurrency": 0, "cost_usd": 0.0 if self.priced else None,
+                "error": str(error), "refused": True}))
+            self._emit(ev.Event(ev.BUDGET, path, snapshot))
+        finally:
+            self._order.release()
+        raise error
 
     def _lookup(self, key: tuple[str, str, int]) -> tuple[RecordedCall | None, Book | None]:
         for book in (self.own_book, self.source_book):
@@ -309,14 +491,18 @@ class LMService:
                     self._inflight += 1
                     self.peak_concurrency = max(self.peak_concurrency, self._inflight)
                     peak[0] = max(peak[0], self._inflight)
+                    self._tokens += 1
+                    token = self._tokens
+                    self._waiting[token] = (path, time.monotonic())
                 try:
                     # A backend with only `complete` (the older protocol) answers all n itself.
                     ask = getattr(self.backend, "request", None) or self.backend.complete
-                    return ask(call.system, message, n=n, temperature=call.temperature,
-                                                max_tokens=self.max_tokens, seed=base_seed + offset)
+                    return self._send(lambda: ask(call.system, message, n=n, temperature=call.temperature,
+                                                  max_tokens=self.max_tokens, seed=base_seed + offset))
                 finally:
                     with self._lock:
                         self._inflight -= 1
+                        self._waiting.pop(token, None)
 
         def on_retry(made: int, exc: LMRequestError, wait: float) -> None:
             self._emit(ev.Event(ev.LM_RETRY, path, {
@@ -342,12 +528,54 @@ class LMService:
             "finish_reasons": list(result.finish_reasons[:n]),
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
             "requests": made, "latency": round(time.monotonic() - started, 4)})
+        reasoning = getattr(result, "reasoning_tokens", 0)
+        if reasoning:
+            data["reasoning_tokens"] = reasoning
         if result.error:
             data["error"] = result.error
         if result.usage_missing:
             data["usage_missing"] = True
         self._emit(ev.Event(ev.LM_PART, path, data))
         return data
+
+    def _send(self, request: Callable[[], Completions]) -> Completions:
+        """One request, made in a thread of its own so that a request that never returns cannot
+        keep the engine (or the interpreter's exit) waiting: `close` abandons it."""
+        done = threading.Event()
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["value"] = request()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        with self._lock:
+            if self._abandoned:
+                raise Cancelled()
+            self._pending.add(done)
+        try:
+            threading.Thread(target=run, daemon=True, name="lm-send").start()
+            done.wait()
+        finally:
+            with self._lock:
+                self._pending.discard(done)
+        if "error" in box:
+            raise box["error"]
+        if "value" not in box:
+            raise Cancelled()  # abandoned by close()
+        return box["value"]
+
+    def waiting(self) -> list[tuple[str, str, float]]:
+        """Requests waiting for the server now: (call path, server URL or model, seconds),
+        longest first (the progress lines and the TUI show them)."""
+        now = time.monotonic()
+        target = getattr(self.backend, "base_url", None) or self.backend.model
+        with self._lock:
+            rows = [(path, target, now - since) for path, since in self._waiting.values()]
+        return sorted(rows, key=lambda row: -row[2])
 
     def _reply(self, path: str, use: int, groups: list[tuple[str, int]], messages: list[str],
                parts: dict[tuple[int, int], dict], known: dict[str, str], latency: float, peak: int,
@@ -381,6 +609,7 @@ class LMService:
             u.failed += failed
             u.prompt_tokens += totals["prompt_tokens"]
             u.completion_tokens += totals["completion_tokens"]
+            u.reasoning_tokens += totals["reasoning_tokens"]
             if u.cost_usd is not None and dollars is not None:
                 u.cost_usd += dollars
             if worst is not None:
@@ -389,6 +618,7 @@ class LMService:
         reply = {"use": use, "replies": [self._put_text(r) for r in replies],
                  "prompt_tokens": totals["prompt_tokens"],
                  "completion_tokens": totals["completion_tokens"],
+                 **({"reasoning_tokens": totals["reasoning_tokens"]} if totals["reasoning_tokens"] else {}),
                  "requests": totals["requests"], "retries": totals["retries"], "failed": failed,
                  "latency": round(latency, 4), "concurrency": peak, "cost_usd": dollars}
         if errors:
@@ -403,6 +633,12 @@ class LMService:
         return replies
 
     def close(self) -> None:
+        """Stop: requests still out are abandoned (their threads wait no longer)."""
+        with self._lock:
+            self._abandoned = True
+            pending = list(self._pending)
+        for done in pending:
+            done.set()
         self._group_pool.shutdown(wait=False, cancel_futures=True)
         self._request_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -434,7 +670,10 @@ class LanguageModel:
     def batch_prompt(self, expertise: str, message_batch: list[str], temperature: float = 0.7) -> list[str]:
         if not isinstance(expertise, str):
             raise TypeError("expertise must be a string")
+        if not isinstance(message_batch, list | tuple):
+            raise TypeError(f"message_batch must be a list of strings, not {type(message_batch).__name__}")
         message_batch = list(message_batch)
+        temperature = check_temperature(temperature)  # before the use is counted
         if not message_batch:
             return []
         if not all(isinstance(m, str) for m in message_batch):
@@ -448,8 +687,7 @@ class LanguageModel:
     def prompt(self, expertise: str, message: str, n_responses: int = 1, temperature: float = 0.7) -> list[str]:
         if not isinstance(message, str) or not isinstance(expertise, str):
             raise TypeError("expertise and message must be strings")
-        n_responses = int(n_responses)
-        if not 1 <= n_responses <= self.max_responses_per_call:
-            raise ValueError(f"n_responses must be between 1 and {self.max_responses_per_call}")
+        n_responses = check_count(n_responses, self.max_responses_per_call)
+        temperature = check_temperature(temperature)  # before the use is counted
         use = self._accept()
         return self._service.call(f"{self.path}/lm{use}", use, expertise, [message] * n_responses, temperature)

@@ -42,7 +42,10 @@ out, and dollars when the model has a known price (local models are free; unknow
 show tokens only). Limits come from the session settings: per improver run, the most one
 iteration can use, and session caps when set. "parallel" is the most LM requests that were in
 flight at once (bounded by --max-concurrency). The rate is over the most recent replies.
+"waiting" names the LM request that has waited longest for its server, once it has waited more
+than a few seconds.
 """
+    WAIT_SHOWN = 5.0  # seconds a request waits before the pane names it
 
     def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -50,6 +53,20 @@ flight at once (bounded by --max-concurrency). The rate is over the most recent 
 
     def on_mount(self) -> None:
         self.border_title = "Budget"
+        self._waiting_line: str | None = None
+        self.set_interval(1.0, self._poll_waiting)
+
+    def _poll_waiting(self) -> None:
+        """Ask the live LM service (if this app runs the session) what is still waiting."""
+        from stop_tui.progress import describe_waiting
+
+        session = getattr(self.app, "session", None)
+        service = getattr(getattr(session, "engine", None), "lm", None)
+        waiting = getattr(service, "waiting", None)
+        line = describe_waiting(waiting(), self.WAIT_SHOWN) if callable(waiting) else None
+        if line != self._waiting_line:
+            self._waiting_line = line
+            self.refresh()
 
     def _bar(self, used: float, limit: float | None, width: int, c: dict[str, str]) -> Text:
         if not limit or width < 4:
@@ -118,6 +135,10 @@ flight at once (bounded by --max-concurrency). The rate is over the most recent 
         per_min, tok_s = md.rate()
         out.append(f"{'rate':<{label_w}}", style=c["muted"])
         out.append(f"{per_min:.1f} calls/min · {tok_s:,.0f} tokens/s")
+        waiting = getattr(self, "_waiting_line", None)
+        if waiting:
+            out.append(f"\n{'waiting':<{label_w}}", style=c["muted"])
+            out.append(waiting.removeprefix("waiting for "), style=c["warning"])
         return out
 
 
