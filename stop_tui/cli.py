@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run STOP headless (progress on stderr, --json summary on stdout)")
     _add_run_options(p)
     p.add_argument("--resume", metavar="SESSION", help="continue a saved session instead of starting one")
+    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task setting for the new session, e.g. --set rng=reference "
+                        "(any task: the released code's random generators)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     from stop_tui.commands import lm_options, replay
@@ -117,6 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stop_tui.progress import make_printer
 
     overrides = lm_options.lm_overrides(args)
+    if args.resume and args.task_settings:
+        raise UserError("--set applies to a new session (a resumed one keeps its settings)")
     if args.resume:
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
@@ -133,9 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             task_name = backend.source_meta.get("task", task_name)
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
-        load_task(task_name)
+        task_settings = _task_settings(args, load_task(task_name)) or None
         lm_options.check_caps(settings, backend.price_key)
-        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
+        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url,
+                              task_settings=task_settings)
     printer = make_printer(args.quiet)
     if printer is not None:
         session.store.subscribe(printer)
@@ -173,6 +179,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if outcome == "finished" else 130
 
 
+def _task_settings(args: argparse.Namespace, task) -> dict:
+    """`--set KEY=VALUE` overrides for a new session: the task's settings and the engine's."""
+    from stop_tui.commands.transfer import parse_settings
+    from stop_tui.engine.candidate_rng import ENGINE_SETTINGS, SETTING, check_mode
+
+    overrides = parse_settings(args.task_settings)
+    known = [*task.settings, *ENGINE_SETTINGS]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise UserError(f"task {task.name} has no setting {', '.join(unknown)} (its settings: {', '.join(known)})")
+    if SETTING in overrides:
+        check_mode(overrides[SETTING])
+    return overrides
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from stop_tui.engine.scoring import score_solution
     from stop_tui.engine.tasks import load_task
@@ -187,10 +208,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from stop_tui.commands.transfer import parse_settings
 
     overrides = parse_settings(args.task_settings)
-    unknown = sorted(set(overrides) - set(task.settings))
+    from stop_tui.engine.candidate_rng import ENGINE_SETTINGS  # (every task has them: rng)
+
+    unknown = sorted(set(overrides) - set(task.settings) - set(ENGINE_SETTINGS))
     if unknown:
         raise UserError(f"task {task.name} has no setting {', '.join(unknown)} "
-                        f"(its settings: {', '.join(task.settings) or 'none'})")
+                        f"(its settings: {', '.join([*task.settings, *ENGINE_SETTINGS])})")
     result = score_solution(task, source, args.split, settings=overrides)
     if args.json:
         print(json.dumps({"task": task.name, "split": args.split, "file": str(args.solution),
@@ -245,11 +268,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.engine.candidate_rng import reference_on
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
     store = SessionStore.open(_sessions_dir(args), args.session)
     s = summarize(store)
+    rng_reference = reference_on(store.meta())
     store.close()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -257,6 +282,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     lm = s["lm"]
     print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}"
           f"\npreset    {s['preset']}  seed {s['seed']}\nfolder    {s['session_dir']}")
+    if rng_reference:
+        print("rng       reference: candidates start in the instance generators' states (the "
+              "released code's; their labels can be rebuilt from them)")
     seed = s["seed_meta_utility"]
     print(f"T=0       seed improver: val {seed if seed is None else f'{seed:.4f}'}")
     for row in s["iterations"]:

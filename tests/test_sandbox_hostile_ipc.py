@@ -28,7 +28,7 @@ import ctypes, errno, os
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.shmat.restype = ctypes.c_void_p
-KEY, SIZE = %d, %d
+KEY, SIZE = __KEY__, __SIZE__
 
 
 def err():
@@ -73,7 +73,7 @@ def others():
 
 def algorithm(step):
     return {"leave": leave_segment, "find": find_segment, "others": others}[step]()
-''' % (KEY, SIZE)
+'''.replace("__KEY__", str(KEY)).replace("__SIZE__", str(SIZE))
 
 
 def host_shmem_kb() -> int:

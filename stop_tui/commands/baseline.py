@@ -171,6 +171,7 @@ def run_baseline(store: SessionStore, settings, task_name: str, method: str, bac
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from stop_tui.engine import candidate_rng
     from stop_tui.engine.session import make_backend
     from stop_tui.engine.settings import Settings, preset
     from stop_tui.engine.tasks import load_task
@@ -200,7 +201,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     base_url = args.base_url or (parent_meta.get("base_url") if not args.model else None)
     backend = make_backend(model, base_url)
     meta = {"kind": KIND, "task": task_name, "method": args.method, "model": backend.model,
-            "settings": settings.to_dict(), "base_url": base_url}
+            "settings": settings.to_dict(), "base_url": base_url,
+            # a session's baseline: its candidates' generators, so the scores compare
+            **({"task_settings": parent_meta["task_settings"]} if parent_meta.get("task_settings") else {}),
+            **candidate_rng.session_meta(settings.seed, parent_meta if args.session else None)}
     if args.session:
         store = SessionStore.create(folder / "baselines", meta, name=args.method)
         target = folder / "baselines" / f"{args.method}.json"

@@ -311,6 +311,8 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from stop_tui.engine import candidate_rng
+    from stop_tui.engine.candidate_rng import ENGINE_SETTINGS
     from stop_tui.engine.session import _wire, make_backend, session_settings
     from stop_tui.engine.settings import Settings
     from stop_tui.engine.tasks import load_task
@@ -340,7 +342,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                 raise UserError(f"{name} is not a downstream task")
         source, label = resolve_improver(args.improver, sessions_dir)
         overrides = parse_settings(args.task_settings)
-        known = {key for name in tasks for key in load_task(name).settings}
+        candidate_rng.check_mode(overrides.get(candidate_rng.SETTING, candidate_rng.SECRET))
+        known = {key for name in tasks for key in load_task(name).settings} | set(ENGINE_SETTINGS)
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise UserError(f"no task among {', '.join(tasks)} has a setting {', '.join(unknown)}")
@@ -351,6 +354,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             "kind": KIND, "task": ",".join(tasks), "tasks": tasks, "runs": args.runs,
             "model": backend.model, "settings": settings.to_dict(), "base_url": args.base_url,
             "improver": None, "improver_label": label, "task_settings": overrides,
+            **candidate_rng.session_meta(settings.seed),
         }, name=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
         store.set_meta({"improver": store.put_text(source)})
         plan = Plan(tasks, args.runs, source, label)

@@ -14,6 +14,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
@@ -52,6 +53,10 @@ class Engine:
         self.store, self.settings, self.task, self.meta = store, settings, task, meta
         self.lm, self.gate = lm, gate
         self.limits = Limits(settings.memory_limit_mb, settings.output_limit_kb)
+        meta = store.meta()
+        self.rng = candidate_rng.for_session(meta)  # the candidates' generators (secret-keyed)
+        self.task_settings = {k: v for k, v in (meta.get("task_settings") or {}).items()
+                              if k in task.settings or k in candidate_rng.ENGINE_SETTINGS}
         self.state = self._replay_state()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -85,7 +90,7 @@ class Engine:
         if split == "val":  # static safety checks, once per solution, before it runs
             flag_candidate(self.store.append, source, path, "solution")
         result = score_solution(self.task, source, split, limits=self.limits,
-                                cancel=cancel or self.cancel)
+                                cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
         data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
                                    "split": split, "score": result.score,
                                    "seconds": round(result.seconds, 4)}

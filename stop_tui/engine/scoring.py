@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from stop_tui.engine import candidate_rng
+from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
@@ -36,17 +38,26 @@ def _clamp(value: object) -> float:
 
 def score_solution(task: Task, source: str | None, split: str = "val", *,
                    limits: Limits = Limits(), cancel: threading.Event | None = None,
-                   settings: dict | None = None) -> Score:
+                   settings: dict | None = None, rng: CandidateRng | None = None) -> Score:
     """u(source) in `split` mode. Empty or missing source scores 0. `settings` override the
-    task's task.toml [settings] (passed to evaluate() when it takes a third argument)."""
+    task's task.toml [settings] (passed to evaluate() when it takes a third argument); the
+    engine's own (candidate_rng.ENGINE_SETTINGS: `rng`) are read here, never passed on.
+    `rng`: a session's candidate generators (default: candidate_rng.outside_session())."""
     started = time.monotonic()
     if not source or not source.strip():
         return Score(0.0, "no solution (empty program)")
     if split not in task.splits:
         raise ValueError(f"task {task.name} has no split {split!r}")
+    merged = {**task.settings, **(settings or {})}
+    given = rng or candidate_rng.outside_session()
+    candidate = CandidateRng(candidate_rng.check_mode(merged.get(candidate_rng.SETTING, given.mode)),
+                             given.secret)
+    task_settings = {k: v for k, v in merged.items() if k not in candidate_rng.ENGINE_SETTINGS}
     holder: dict[str, Sandbox] = {}
 
     def run(*args: object, time_limit: float, rng: tuple | None = None) -> Outcome:
+        # The candidate's generators: keyed by the secret, unless the reference is asked for.
+        rng = candidate.generators(rng)
         box = holder.get("box")
         if box is None or not box.alive():
             if box is not None:
@@ -57,7 +68,7 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
 
     try:
         if task.takes_settings:
-            result = task.evaluator.evaluate(run, split, {**task.settings, **(settings or {})})
+            result = task.evaluator.evaluate(run, split, task_settings)
         else:
             result = task.evaluator.evaluate(run, split)
     except Cancelled:
