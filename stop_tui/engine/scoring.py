@@ -8,14 +8,13 @@ reason), never an exception.
 from __future__ import annotations
 
 import numbers
-import threading
 import time
 from dataclasses import dataclass
 
 from stop_tui.engine import candidate_rng
 from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
-from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
+from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
 
@@ -37,7 +36,7 @@ def _clamp(value: object) -> float:
 
 
 def score_solution(task: Task, source: str | None, split: str = "val", *,
-                   limits: Limits = Limits(), cancel: threading.Event | None = None,
+                   limits: Limits = Limits(), cancel: CancelFlag | None = None,
                    settings: dict | None = None, rng: CandidateRng | None = None) -> Score:
     """u(source) in `split` mode. Empty or missing source scores 0. `settings` override the
     task's task.toml [settings] (passed to evaluate() when it takes a third argument); the

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.sandbox import tempdirs
@@ -37,6 +37,12 @@ CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs 
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
 
 RpcHandler = Callable[[str, dict[str, Any]], Any]
+
+
+class CancelFlag(Protocol):
+    """What stops a run: a threading.Event, or an improver run's RunCancel (improver.py)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ class Sandbox:
 
     def __init__(self, source: str, entry: str, *, limits: Limits = Limits(),
                  rpc: RpcHandler | None = None, preload: tuple[str, ...] = ("numpy",),
-                 cancel: threading.Event | None = None, pool: Pool | None = None) -> None:
+                 cancel: CancelFlag | None = None, pool: Pool | None = None) -> None:
         self.source, self.entry, self.limits = source, entry, limits
         self._rpc, self._preload = rpc, preload
         self._cancel = cancel or threading.Event()
