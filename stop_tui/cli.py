@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a saved session instead of starting one (with --model / --base-url: "
                         "on another model or server, recorded in the session)")
     p.set_defaults(model=None)  # given or not: on --resume, only a given --model changes it
+    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task setting for the new session, e.g. --set rng=reference "
+                        "(any task: the released code's random generators)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     from stop_tui.commands import lm_options, replay
@@ -128,13 +131,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stop_tui.progress import make_printer
 
     overrides = lm_options.lm_overrides(args)
+    if args.resume and args.task_settings:
+        raise UserError("--set applies to a new session (a resumed one keeps its settings)")
     if args.resume:
         _check_iterations(args)
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides,
                                model=args.model, base_url=args.base_url)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
-        from stop_tui.engine.tasks import downstream_task
+        from stop_tui.engine.tasks import downstream_task, parse_settings
 
         task_name = args.task
         args.model = args.model or "local"
@@ -148,9 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             task_name = backend.source_meta.get("task", task_name)
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
-        downstream_task(task_name)
+        task_settings = parse_settings(args.task_settings, [downstream_task(task_name)]) or None
         lm_options.check_caps(settings, backend.price_key)
-        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
+        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url,
+                              task_settings=task_settings)
     printer = make_printer(args.quiet, waiting=session.engine.lm.waiting)
     if printer is not None:
         session.store.subscribe(printer)
@@ -272,12 +278,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.engine.candidate_rng import reference_on
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
     store = SessionStore.open(_sessions_dir(args), args.session, readonly=True)
     try:
         s = summarize(store)
+        rng_reference = reference_on(store.meta())
     finally:
         store.close()
     if args.json:
@@ -290,6 +298,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if s.get("lm_fixed_temperature"):
         print("          the paper's temperatures are not honoured by this model (it accepts only "
               "its default)")
+    if rng_reference:
+        print("rng       reference: candidates start in the instance generators' states (the "
+              "released code's; their labels can be rebuilt from them)")
     seed = s["seed_meta_utility"]
     print(f"T=0       seed improver: val {seed if seed is None else f'{seed:.4f}'}")
     for row in s["iterations"]:

@@ -28,7 +28,7 @@ from stop_tui.engine.tasks import load_task
 pytestmark = pytest.mark.timeout(180)
 
 LPN = load_task("lpn")
-SLOW = "import time\\ndef algorithm(a, b, c):\\n    time.sleep(1.9)\\n    return [0] * len(c)\\n"
+SLOW = "import time\ndef algorithm(a, b, c):\n    time.sleep(1.9)\n    return [0] * len(c)\n"
 
 
 class IdleBackend:
@@ -50,7 +50,7 @@ class IdleBackend:
 FROZEN_CLOCK = r'''
 import threading, time
 
-SLOW = "%s"
+SLOW = __SLOW__
 
 def improve_algorithm(initial_solution, utility, language_model):
     holder = threading.Thread(target=lambda: [utility(SLOW) for _ in range(25)], daemon=True)
@@ -60,7 +60,7 @@ def improve_algorithm(initial_solution, utility, language_model):
     while time.time() - started < 60:  # computes meanwhile, on a "frozen" own-time clock
         sum(i * i for i in range(1000))
     return initial_solution
-''' % SLOW
+'''.replace("__SLOW__", repr(SLOW))
 
 
 def test_a_utility_call_in_flight_does_not_freeze_the_wall_clock():
@@ -99,14 +99,14 @@ def test_the_wall_clock_cap_is_generous_by_default_and_scales_with_the_budgets(t
 LEAVES_SCORINGS = r'''
 import threading, time
 
-SLOW = "%s"
+SLOW = __SLOW__
 
 def improve_algorithm(initial_solution, utility, language_model):
     for _ in range(3):
         threading.Thread(target=utility, args=(SLOW,), daemon=True).start()
     time.sleep(1.0)  # the three scorings are under way (each its own sandbox)
-    return %r
-''' % (SLOW, ZEROS)
+    return __ZEROS__
+'''.replace("__SLOW__", repr(SLOW)).replace("__ZEROS__", repr(ZEROS))
 
 
 def test_scorings_an_improver_left_in_flight_end_with_its_run(tmp_path):

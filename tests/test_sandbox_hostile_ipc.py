@@ -28,7 +28,7 @@ import ctypes, errno, os
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.shmat.restype = ctypes.c_void_p
-KEY, SIZE = %d, %d
+KEY, SIZE = __KEY__, __SIZE__
 
 
 def err():
@@ -68,12 +68,19 @@ def others():
     out["mq_open"] = "created" if queue >= 0 else err()
     if queue >= 0:
         libc.mq_unlink(b"/stop-hostile-queue")
+    try:  # POSIX shared memory is a file in /dev/shm, which runs cannot write
+        fd = os.open("/dev/shm/stop-hostile-shm", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        os.close(fd)
+        os.unlink("/dev/shm/stop-hostile-shm")
+        out["shm_open"] = "created"
+    except OSError as exc:
+        out["shm_open"] = errno.errorcode.get(exc.errno, str(exc.errno))
     return out
 
 
 def algorithm(step):
     return {"leave": leave_segment, "find": find_segment, "others": others}[step]()
-''' % (KEY, SIZE)
+'''.replace("__KEY__", str(KEY)).replace("__SIZE__", str(SIZE))
 
 
 def host_shmem_kb() -> int:
@@ -115,6 +122,7 @@ def test_a_segment_left_by_one_run_is_refused_and_invisible_to_the_next(mode):
     assert after - before < (SIZE >> 10) // 2, f"host Shmem grew by {after - before} kB after run A"
     assert not host_has_key(KEY)
     assert b == {"shmget": "EPERM"}, b  # (not ENOENT: the call itself is refused)
+    assert rest.pop("shm_open") in ("EACCES", "EROFS", "EPERM"), rest
     assert rest == {"semget": "EPERM", "msgget": "EPERM", "mq_open": "EPERM"}, rest
     assert protections.get("no_shared_ipc") is True  # (doctor lists it, probed at worker start)
 

@@ -174,6 +174,7 @@ def run_baseline(store: SessionStore, settings, task_name: str, method: str, bac
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from stop_tui.engine import candidate_rng
     from stop_tui.engine.lock import acquire
     from stop_tui.engine.session import make_backend
     from stop_tui.engine.settings import Settings, preset
@@ -216,7 +217,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         lock = acquire(folder)
     backend = make_backend(model, base_url)
     meta = {"kind": KIND, "task": task_name, "method": args.method, "model": backend.model,
-            "settings": settings.to_dict(), "base_url": base_url}
+            "settings": settings.to_dict(), "base_url": base_url,
+            # a session's baseline: its candidates' generators, so the scores compare
+            **({"task_settings": parent_meta["task_settings"]} if parent_meta.get("task_settings") else {}),
+            **candidate_rng.session_meta(settings.seed, parent_meta if args.session else None)}
     if args.session:
         # A second baseline of a method keeps the first: its log is <method>-2 (SessionStore.create
         # never reuses a folder), its results <method>-2.json beside <method>.json.

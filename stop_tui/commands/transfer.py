@@ -299,6 +299,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from stop_tui.engine import candidate_rng
     from stop_tui.engine.lock import acquire
     from stop_tui.engine.session import _wire, make_backend, session_settings
     from stop_tui.engine.settings import Settings
@@ -338,6 +339,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             "kind": KIND, "task": ",".join(tasks), "tasks": tasks, "runs": args.runs,
             "model": backend.model, "settings": settings.to_dict(), "base_url": args.base_url,
             "improver": None, "improver_label": label, "task_settings": overrides,
+            **candidate_rng.session_meta(settings.seed),
         }, name=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
         lock = acquire(store.folder)
         store.set_meta({"improver": store.put_text(source)})

@@ -8,25 +8,43 @@ from typing import Any
 
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.lm.service import LanguageModel
-from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
+from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 
 ENTRY = "improve_algorithm"
 WALL_FACTOR = 10.0  # default wall-clock cap of an improver run: this many times its own-time limit
 RPC_DRAIN_SECONDS = 120.0  # how long an ended run's LM calls in flight may take to be recorded
 
 
+class RunCancel:
+    """Set when an improver run ends; it reads as set as soon as its parent (the engine's
+    cancel, or the utility of the run that asked for this one) is, so a stop reaches every
+    level at once."""
+
+    def __init__(self, parent: CancelFlag | None = None) -> None:
+        self._own = threading.Event()
+        self._parent = parent
+
+    def set(self) -> None:
+        self._own.set()
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or (self._parent is not None and self._parent.is_set())
+
+
 class Utility:
     """The engine side of an improver's `utility` (PAPER.md section 2): a budget, a use count,
     the displayed source, and a scoring function the improver cannot see into.
 
-    `cancel` is set when the improver run it serves ends: scorings still in flight (which the
-    score function runs with this event as their cancel) stop, and no new use is accepted."""
+    `cancel` is set when the improver run it serves ends (or `parent` is): scorings still in
+    flight (which the score function runs with it as their cancel) stop, and no new use is
+    accepted."""
 
-    def __init__(self, text: str, budget: int, score: Callable[[str, int], float]) -> None:
+    def __init__(self, text: str, budget: int, score: Callable[[str, int], float], *,
+                 parent: CancelFlag | None = None) -> None:
         self.str = text
         self.budget = budget
         self.uses = 0
-        self.cancel = threading.Event()
+        self.cancel = RunCancel(parent)
         self._score = score
         self._lock = threading.Lock()
 
@@ -45,7 +63,7 @@ class Utility:
 
 def run_improver(source: str, initial_solution: str, utility: Utility, lm: LanguageModel, *,
                  limits: Limits, time_limit: float, seed: int,
-                 cancel: threading.Event | None = None, wall_limit: float | None = None) -> Outcome:
+                 cancel: CancelFlag | None = None, wall_limit: float | None = None) -> Outcome:
     """improve_algorithm(initial_solution, utility, language_model) in a sandbox. The value of a
     successful outcome is the returned program (a str, or None when it returned None).
 

@@ -14,6 +14,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
@@ -22,7 +23,7 @@ from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.resume import effective, find_interrupted
 from stop_tui.engine.safety import flag_candidate
-from stop_tui.engine.sandbox.process import Limits
+from stop_tui.engine.sandbox.process import CancelFlag, Limits
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name
@@ -52,6 +53,10 @@ class Engine:
         self.store, self.settings, self.task, self.meta = store, settings, task, meta
         self.lm, self.gate = lm, gate
         self.limits = Limits(settings.memory_limit_mb, settings.output_limit_kb)
+        meta = store.meta()
+        self.rng = candidate_rng.for_session(meta)  # the candidates' generators (secret-keyed)
+        self.task_settings = {k: v for k, v in (meta.get("task_settings") or {}).items()
+                              if k in task.settings or k in candidate_rng.ENGINE_SETTINGS}
         self.state = self._replay_state()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -80,12 +85,12 @@ class Engine:
 
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str, *,
-                         cancel: threading.Event | None = None) -> float:
+                         cancel: CancelFlag | None = None) -> float:
         """`cancel`: the utility's of the improver run that asked (it ends with that run)."""
         if split == "val":  # static safety checks, once per solution, before it runs
             flag_candidate(self.store.append, source, path, "solution")
         result = score_solution(self.task, source, split, limits=self.limits,
-                                cancel=cancel or self.cancel)
+                                cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
         data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
                                    "split": split, "score": result.score,
                                    "seconds": round(result.seconds, 4)}
@@ -104,13 +109,14 @@ class Engine:
         return downstream * (1 + s.meta_utility_budget) if meta_level else downstream
 
     def _improver_run(self, improver: str, path: str, with_test: bool,
-                      cancel: threading.Event | None = None) -> tuple[float, float | None, str | None]:
+                      cancel: CancelFlag | None = None) -> tuple[float, float | None, str | None]:
         s = self.settings
         cancel = cancel or self.cancel
         self.emit(ev.RUN_STARTED, path, improver=self.store.put_text(improver))
         utility = Utility(self.task.displayed, s.utility_budget,
                           lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val",
-                                                               cancel=utility.cancel))
+                                                               cancel=utility.cancel),
+                          parent=cancel)
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
         out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
                            time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
@@ -127,7 +133,7 @@ class Engine:
         return val, test, out.error
 
     def meta_score(self, improver: str | None, path: str, *, with_test: bool,
-                   cancel: threading.Event | None = None) -> MetaScore:
+                   cancel: CancelFlag | None = None) -> MetaScore:
         """û(improver): the mean downstream val score over `meta_runs` improver runs."""
         if not improver or not improver.strip():
             return MetaScore(0.0, 0.0 if with_test else None, ["empty improver"])
@@ -141,7 +147,7 @@ class Engine:
         return MetaScore(val, test, [r[2] for r in results if r[2]])
 
     def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
-                        with_test: bool, cancel: threading.Event | None = None) -> MetaScore:
+                        with_test: bool, cancel: CancelFlag | None = None) -> MetaScore:
         self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
                   source=self.store.put_text(source) if source else None,
                   parent=self.store.put_text(parent) if parent else None)
@@ -181,7 +187,7 @@ class Engine:
             return self.score_candidate(source, f"{path}/c{k}", current, "candidate", with_test=False,
                                         cancel=utility.cancel).val
 
-        utility = Utility(self.meta.displayed, s.meta_utility_budget, meta_utility)
+        utility = Utility(self.meta.displayed, s.meta_utility_budget, meta_utility, parent=self.cancel)
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
         out = run_improver(current, current, utility, lm, limits=self.limits,
                            time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel,

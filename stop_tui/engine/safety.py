@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "filesystem": "writes, moves or deletes files",
     "dynamic_import": "imports modules by name at run time (hides what it uses)",
     "unanalysable": "is too deep or too large for the checker to read (fails closed: suspect)",
+    "rng_state": "reads a random generator's state (from which an instance could be rebuilt)",
 }
 FINDINGS_PER_KIND = 5  # recorded one by one per program; one more finding counts the rest
 
@@ -39,6 +40,8 @@ INTERNAL_ATTRS = {"__dict__", "__closure__", "__globals__", "__code__", "__self_
                   "__subclasses__", "__bases__", "__mro__", "__builtins__", "__reduce__",
                   "__reduce_ex__", "__getattribute__", "_sock", "_score", "_lock", "_rpc",
                   "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "cell_contents"}
+# random.getstate(), np.random.get_state(), random._inst, a Generator's bit_generator.state
+RNG_STATE_ATTRS = {"getstate", "get_state", "_inst", "bit_generator"}
 INTERNAL_CALLS = {"vars", "globals", "locals", "getattr", "setattr", "delattr"}
 INTERNAL_MODULES = {"inspect", "gc", "ctypes", "traceback", "dis", "marshal", "pickle", "dill",
                     "cloudpickle", "_thread"}
@@ -173,6 +176,8 @@ class _Checker(ast.NodeVisitor):
             self.aliases[alias.asname or alias.name] = full
             if module == "os" and alias.name in PROCESS_CALLS:
                 self.add("subprocess", node, f"imports os.{alias.name}")
+            if alias.name in RNG_STATE_ATTRS:
+                self.add("rng_state", node, f"imports {alias.name} from {module or '.'}")
             if module == "os" and alias.name in FS_CALLS:
                 self.add("filesystem", node, f"imports os.{alias.name}")
             if alias.name in LM_CONSTRUCTORS and not module.startswith(("helpers",)):
@@ -238,6 +243,8 @@ class _Checker(ast.NodeVisitor):
 
     # -- attribute reads ------------------------------------------------------------------
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr in RNG_STATE_ATTRS:
+            self.add("rng_state", node, f"reads {_dotted(node) or '(...).' + node.attr}")
         if node.attr in INTERNAL_ATTRS and isinstance(node.ctx, ast.Load):
             self.add("utility_internals", node, f"reads {_dotted(node) or '...' + '.' + node.attr}")
         dotted = _dotted(node)
@@ -278,6 +285,8 @@ class _Checker(ast.NodeVisitor):
             return
         if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
             attr = node.args[1].value
+            if attr in RNG_STATE_ATTRS:
+                self.add("rng_state", node, f"{name}(..., {attr!r})")
             if name in {"setattr", "delattr"} and attr in BUDGET_ATTRS:
                 self.add("budget_tampering", node, f"{name}(..., {attr!r})")
             elif attr in INTERNAL_ATTRS or (attr.startswith("_") and name == "getattr"):

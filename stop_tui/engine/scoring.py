@@ -39,10 +39,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from stop_tui.engine import candidate_rng
+from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.evaluation_output import output_to_stderr
 from stop_tui.engine.sandbox.pool import PoolError, default_pool
-from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
+from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
 UNWIND_GRACE = 1.0  # seconds an expired evaluate.py gets to unwind before it is abandoned
@@ -63,8 +65,10 @@ class Score:
 class _Candidate:
     """The program under evaluation as evaluate.py's `run` reaches it (see the module text)."""
 
-    def __init__(self, task: Task, source: str, limits: Limits, cancel: threading.Event | None) -> None:
+    def __init__(self, task: Task, source: str, limits: Limits, cancel: CancelFlag | None,
+                 generators: CandidateRng) -> None:
         self._task, self._source, self._limits, self._cancel = task, source, limits, cancel
+        self._generators = generators
         self._lock = threading.Lock()
         self._box: Sandbox | None = None
         self._loaded = False  # it loaded once in this evaluation
@@ -72,6 +76,7 @@ class _Candidate:
         self._over = False  # closed or expired: `run` refuses
 
     def run(self, *args: object, time_limit: float, rng: tuple | None = None) -> Outcome:
+        rng = self._generators.generators(rng)  # keyed by the secret, unless rng=reference
         with self._lock:
             if self._over:
                 raise EvaluationExpired()
@@ -119,9 +124,10 @@ def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))
 
 
-def _call_evaluate(task: Task, run: Any, split: str, settings: dict | None) -> Any:
+def _call_evaluate(task: Task, run: Any, split: str, settings: dict) -> Any:
+    """`settings`: the task's, with the command's overrides (the engine's own taken out)."""
     if task.takes_settings:
-        return task.evaluator.evaluate(run, split, {**task.settings, **(settings or {})})
+        return task.evaluator.evaluate(run, split, settings)
     return task.evaluator.evaluate(run, split)
 
 
@@ -152,10 +158,12 @@ def _checked(result: Any) -> tuple[float, str | None]:
 
 
 def score_solution(task: Task, source: str | None, split: str = "val", *,
-                   limits: Limits = Limits(), cancel: threading.Event | None = None,
-                   settings: dict | None = None) -> Score:
+                   limits: Limits = Limits(), cancel: CancelFlag | None = None,
+                   settings: dict | None = None, rng: CandidateRng | None = None) -> Score:
     """u(source) in `split` mode. Empty or missing source scores 0. `settings` override the
-    task's task.toml [settings] (passed to evaluate() when it takes a third argument)."""
+    task's task.toml [settings] (passed to evaluate() when it takes a third argument); the
+    engine's own (candidate_rng.ENGINE_SETTINGS: `rng`) are read here, never passed on.
+    `rng`: a session's candidate generators (default: candidate_rng.outside_session())."""
     started = time.monotonic()
     if not source or not source.strip():
         return Score(0.0, "no solution (empty program)")
@@ -167,14 +175,19 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
         default_pool().start()
     except PoolError:
         pass  # the sandbox reports it as the candidate's load failure ("sandbox unavailable")
-    candidate = _Candidate(task, source, limits, cancel)
+    merged = {**task.settings, **(settings or {})}
+    given = rng or candidate_rng.outside_session()
+    generators = CandidateRng(candidate_rng.check_mode(merged.get(candidate_rng.SETTING, given.mode)),
+                              given.secret)
+    task_settings = {k: v for k, v in merged.items() if k not in candidate_rng.ENGINE_SETTINGS}
+    candidate = _Candidate(task, source, limits, cancel, generators)
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
     def evaluate() -> None:
         try:
             with output_to_stderr():
-                outcome["result"] = _call_evaluate(task, candidate.run, split, settings)
+                outcome["result"] = _call_evaluate(task, candidate.run, split, task_settings)
         except BaseException as exc:  # SystemExit included: it is evaluate.py's error
             outcome["exc"] = exc
         finally:

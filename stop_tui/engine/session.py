@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
@@ -86,14 +87,22 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
 
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
-                base_url: str | None = None, gate: Gate | None = None) -> Session:
+                base_url: str | None = None, gate: Gate | None = None,
+                task_settings: dict | None = None) -> Session:
+    """`task_settings`: `--set` overrides of the task's settings (and the engine's, e.g. rng).
+    A replay keeps the original's, and its candidates' generator secret."""
     downstream_task(task_name)  # fail before creating anything
+    source_meta = getattr(backend, "source_meta", None)
+    if source_meta is not None and task_settings is None:
+        task_settings = source_meta.get("task_settings")
     if "/" in task_name or task_name.startswith("."):
         task_name = str(Path(task_name).resolve())  # a task folder: resumable from anywhere
     store = SessionStore.create(sessions_dir, {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(),
         "base_url": base_url or (os.environ.get("OPENAI_BASE_URL") if not backend.model.startswith("local") else None),
         **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
+        **({"task_settings": dict(task_settings)} if task_settings else {}),
+        **candidate_rng.session_meta(settings.seed, source_meta),
     })
     session = _wire(store, settings, task_name, backend, gate)
     session.lock = acquire(store.folder)

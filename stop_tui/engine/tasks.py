@@ -285,18 +285,24 @@ def _setting_value(item: str, key: str, raw: str, task: Task) -> Any:
 def parse_settings(items: Sequence[str], tasks: Sequence[Task]) -> dict[str, Any]:
     """`--set KEY=VALUE` overrides for `tasks`: each KEY must be a setting one of them declares
     in task.toml [settings], and each VALUE of the type its default has (a number, true/false,
-    or a string), for every task that declares it."""
+    or a string), for every task that declares it. The engine's own settings, which every task
+    has (candidate_rng.ENGINE_SETTINGS: `rng`), are checked by their owner."""
+    from stop_tui.engine import candidate_rng
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {item!r}: use KEY=VALUE")
+        if key in candidate_rng.ENGINE_SETTINGS:
+            out[key] = candidate_rng.check_mode(raw.strip())
+            continue
         declaring = [t for t in tasks if key in t.settings]
         if not declaring:
             if len(tasks) == 1:
-                raise UserError(f"task {tasks[0].name} has no setting {key} "
-                                f"(its settings: {', '.join(tasks[0].settings) or 'none'})")
+                raise UserError(f"task {tasks[0].name} has no setting {key} (its settings: "
+                                f"{', '.join([*tasks[0].settings, *candidate_rng.ENGINE_SETTINGS])})")
             raise UserError(f"no task among {', '.join(t.name for t in tasks)} has a setting {key}")
         values = [_setting_value(item, key, raw.strip(), t) for t in declaring]
         out[key] = values[0]

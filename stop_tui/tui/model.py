@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.candidate_rng import reference_on
 
 ITERATION, CANDIDATE, RUN, SOLUTION = "iteration", "candidate", "run", "solution"
 PENDING, RUNNING, SCORED, FAILED, ACCEPTED, REJECTED = (
@@ -113,6 +114,7 @@ class SessionModel:
         self.task: str = meta.get("task", "?")
         self.model: str = meta.get("model", "?")
         self.settings: dict[str, Any] = dict(meta.get("settings", {}))
+        self.rng_reference = reference_on(meta)  # --set rng=reference: the header says so
         self.nodes: dict[str, Node] = {}
         self.roots: list[str] = []
         self.lm_calls: dict[str, LMCall] = {}

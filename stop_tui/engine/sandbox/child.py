@@ -237,10 +237,11 @@ def serve(sock):
                     UtilityProxy(sock, spec["utility_str"], spec["utility_budget"]),
                     LanguageModelProxy(sock, spec["lm_budget"], spec["max_responses_per_call"])]
         else:
-            args = _decode(message["args"])
+            args = message["args"] if message.get("plain") else _decode(message["args"])
             if message.get("stage"):
                 # Inputs are decoded and the RNG set. The engine's clock runs from the `call`
-                # (this process's code, the candidate's included, ran the decoding) to the result.
+                # (this process's code, the candidate's included, ran the decoding; the engine
+                # allows for what honest decoding costs) to the result.
                 _send(sock, {"op": "ready", "n": message.get("n")})
                 go = _inbox.get()
                 if go.get("op") != "go" or go.get("n") != message.get("n"):

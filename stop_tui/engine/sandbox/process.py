@@ -21,8 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.sandbox import tempdirs
@@ -31,11 +30,19 @@ from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
 KILL_GRACE = 1.0  # seconds past a call's time limit before the run is killed
+STAGE_BASE = 0.01  # seconds honest staging of a call's inputs may take, uncharged, plus:
+STAGE_RATE = 2e6  # bytes of input per uncharged second (parsing them in the child, under load)
 LOAD_TIMEOUT = 10.0  # seconds for the program's top-level code (imports, definitions)
 CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
 
 RpcHandler = Callable[[str, dict[str, Any]], Any]
+
+
+class CancelFlag(Protocol):
+    """What stops a run: a threading.Event, or an improver run's RunCancel (improver.py)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,15 @@ def encode(value: Any) -> Any:
     return value
 
 
+def _tagged(value: Any) -> bool:
+    """Whether encoded inputs hold tagged arrays (else the child has nothing to decode)."""
+    if isinstance(value, dict):
+        return "__ndarray_b64__" in value or "__ndarray__" in value
+    if isinstance(value, list):
+        return any(isinstance(v, dict | list) and _tagged(v) for v in value)
+    return False
+
+
 def rng_state(rng: tuple | None) -> dict | None:
     """JSON form of (random.Random, np.random.RandomState) states, for the child to adopt."""
     if rng is None:
@@ -98,7 +114,7 @@ class Sandbox:
 
     def __init__(self, source: str, entry: str, *, limits: Limits = Limits(),
                  rpc: RpcHandler | None = None, preload: tuple[str, ...] = ("numpy",),
-                 cancel: threading.Event | None = None, pool: Pool | None = None) -> None:
+                 cancel: CancelFlag | None = None, pool: Pool | None = None) -> None:
         self.source, self.entry, self.limits = source, entry, limits
         self._rpc, self._preload = rpc, preload
         self._cancel = cancel or threading.Event()
@@ -207,26 +223,36 @@ class Sandbox:
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
         self._calls += 1
-        # Two steps: the inputs are sent and staged (decoded, RNG set) first, then `go` starts
-        # the call. Staging runs in the candidate's process, where its code could have hooked
-        # the decoding and compute there: so it is on the clock too. The run's time is the
-        # staging's plus the call's, measured here (the child cannot under-report it), and a
-        # run whose staging alone passes the limit never starts.
-        self._send({"op": "call", "n": self._calls, "args": encode(list(args)),
-                    "rng": rng_state(rng), "seed": seed, "stage": True})
-        staged = self._wait(time_limit + KILL_GRACE, own_time=False, call=self._calls, until="ready")
+        # Two steps: the inputs are sent and staged (parsed, decoded, RNG set) first, then `go`
+        # starts the call. Staging runs in the candidate's process, where its code could have
+        # hooked the decoding and computed there. So staging gets an allowance for what honest
+        # staging costs (STAGE_BASE + the input's size at STAGE_RATE: moving a big input is
+        # not charged) and whatever it takes beyond is the run's time, like the call's own.
+        # Both are measured here (the child cannot under-report them); a run whose staging
+        # alone passes its limit never starts.
+        encoded = encode(list(args))
+        size = self._send({"op": "call", "n": self._calls, "args": encoded,
+                           "plain": not _tagged(encoded), "rng": rng_state(rng), "seed": seed,
+                           "stage": True})
+        allowance = STAGE_BASE + size / STAGE_RATE
+        staged = self._wait(time_limit + KILL_GRACE + allowance, own_time=False, call=self._calls,
+                            until="ready")
         if staged.error is not None:
+            if staged.error.startswith("timed out after"):
+                return Outcome(error=f"timed out after {time_limit + KILL_GRACE:g} s (staging its "
+                                     "inputs)", seconds=staged.seconds - allowance)
             return staged
-        if staged.seconds > time_limit:
+        charged = max(0.0, staged.seconds - allowance)
+        if charged > time_limit:
             self.kill()
             return Outcome(error=f"timed out after {time_limit:g} s (staging its inputs took "
-                                 f"{staged.seconds:.2f} s)", seconds=staged.seconds)
+                                 f"{staged.seconds:.2f} s)", seconds=charged)
         self._send({"op": "go", "n": self._calls})
-        out = self._wait(time_limit + KILL_GRACE - staged.seconds, own_time=False, call=self._calls)
+        out = self._wait(time_limit + KILL_GRACE - charged, own_time=False, call=self._calls)
         error = out.error
         if error is not None and error.startswith("timed out after"):
             error = f"timed out after {time_limit + KILL_GRACE:g} s"
-        return Outcome(value=out.value, error=error, seconds=out.seconds + staged.seconds)
+        return Outcome(value=out.value, error=error, seconds=out.seconds + charged)
 
     def improve(self, spec: dict[str, Any], time_limit: float, *, wall_limit: float | None = None,
                 seed: int | None = None) -> Outcome:
@@ -240,13 +266,15 @@ class Sandbox:
         return self._wait(time_limit, own_time=True, call=self._calls, wall_limit=wall_limit)
 
     # -- internals ------------------------------------------------------------------------
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any]) -> int:
+        """Send one message; returns its size in bytes."""
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         with self._send_lock:
             try:
                 self._sock.sendall(data)
             except OSError:
                 pass  # the child is gone; _wait reports it
+        return len(data)
 
     def _busy_seconds(self) -> float:
         with self._busy_lock:

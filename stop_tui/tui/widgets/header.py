@@ -47,6 +47,8 @@ class SessionHeader(Widget):
         if flying:
             out.append(f"  ⋯ LM call in flight: {flying[-1]}" + (f" (+{len(flying) - 1})" if len(flying) > 1 else ""),
                        style=c["accent"])
+        if md.rng_reference:
+            out.append("  rng=reference", style=f"bold {c['warning']}")
         if md.sandbox_missing:
             out.append("  ⚠ sandbox missing: " + ", ".join(md.sandbox_missing),
                        style=f"bold {c['warning']}")
