@@ -97,17 +97,9 @@ def _sessions_dir(args: argparse.Namespace) -> Path:
     return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
 
 
-def _check_iterations(args: argparse.Namespace) -> None:
-    if args.iterations is not None and args.iterations < 0:
-        raise UserError("--iterations must be 0 or more")
-
-
 def _settings(args: argparse.Namespace):
     from stop_tui.engine.session import session_settings
 
-    _check_iterations(args)
-    if args.seed is not None and not 0 <= args.seed < 2**32:
-        raise UserError("--seed must be between 0 and 4294967295")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
     from stop_tui.commands.lm_options import lm_overrides
 
@@ -125,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = lm_options.lm_overrides(args)
     if args.resume:
-        _check_iterations(args)
+        if args.iterations is not None and args.iterations < 0:  # fresh runs: Settings checks it
+            raise UserError(f"--iterations must be 0 or more (got {args.iterations})")
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:

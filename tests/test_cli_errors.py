@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from conftest import PROGRAMS, stop_tui
 
 
@@ -127,11 +126,16 @@ BAD_NUMBERS = [("--max-cost", "nan"), ("--max-cost", "inf"), ("--max-cost", "-in
                ("--max-concurrency", "-2")]
 
 
-@pytest.mark.parametrize("option,value", BAD_NUMBERS + [("--iterations", "-1"), ("--seed", "-1"),
-                                                        ("--seed", str(2**32))])
-@pytest.mark.parametrize("command", ["run", "new"])
+SEEDS = [("--seed", "-1"), ("--seed", str(2**32))]
+
+
+@pytest.mark.parametrize("command,option,value",
+                         [(c, o, v) for c in ("run", "new") for o, v in [*BAD_NUMBERS, ("--iterations", "-1"), *SEEDS]]
+                         + [(c, o, v) for c in ("transfer", "baseline") for o, v in SEEDS])
 def test_nan_inf_and_negative_numbers_are_bad_input(sessions_dir, command, option, value):
-    line = _one_line_error(stop_tui(command, "--model", "scripted", "--base-url", "http://127.0.0.1:9/v1",
+    extra = {"transfer": ["--improver", str(PROGRAMS / "improver_first.py"), "--tasks", "lpn"],
+             "baseline": ["--method", "cot", "--task", "lpn"]}.get(command, [])
+    line = _one_line_error(stop_tui(command, *extra, "--model", "scripted", "--base-url", "http://127.0.0.1:9/v1",
                                     f"{option}={value}", "--sessions-dir", str(sessions_dir)))
     assert option in line
     assert not list(sessions_dir.iterdir())
