@@ -262,6 +262,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.engine.lock import describe, holder
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
@@ -270,12 +271,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         s = summarize(store)
     finally:
         store.close()
+    s["holder"] = holder(store.folder)  # the process running it now, if any
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
     lm = s["lm"]
     print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}"
           f"\npreset    {s['preset']}  seed {s['seed']}\nfolder    {s['session_dir']}")
+    if s["holder"] is not None:
+        print(f"run by    {describe(s['holder'])} (another process is running it now)")
     seed = s["seed_meta_utility"]
     print(f"T=0       seed improver: val {seed if seed is None else f'{seed:.4f}'}")
     for row in s["iterations"]:
