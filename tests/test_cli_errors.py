@@ -230,3 +230,15 @@ def test_baseline_into_a_session_of_another_task_is_refused(sessions_dir):
                                     "--model", "local", "--sessions-dir", str(sessions_dir)))
     assert "session lpn-run is a lpn session" in line and "--task grid" in line
     assert _files(sessions_dir) == before and not (folder / "baselines").exists()
+
+
+def test_transfer_lists_a_task_named_twice_once(sessions_dir):
+    from scripted_server import ScriptedLMServer
+    from test_transfer import FIRST, responder_for, transfer
+
+    with ScriptedLMServer(responder_for()) as server:
+        proc = transfer(server, sessions_dir, "--improver", str(FIRST), "--tasks", "parity,parity", "--json",
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [row["task"] for row in result["rows"]] == ["parity"]
