@@ -239,10 +239,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 s = summarize(store)
             finally:
                 store.close()
-        except SessionUnreadable as exc:  # one damaged session does not hide the others
+        except UserError as exc:  # one damaged (or foreign-locked) session does not hide the others
+            reason = exc.reason if isinstance(exc, SessionUnreadable) else str(exc)
             rows.append({"session": folder.name, "kind": "-", "task": None, "model": None, "preset": None,
                          "state": "unreadable", "created": None, "iterations_completed": 0,
-                         "best_meta_utility": None, "calls": 0, "unreadable": exc.reason})
+                         "best_meta_utility": None, "calls": 0, "unreadable": reason})
             continue
         rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})

@@ -102,13 +102,7 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     """Reopen a saved session with its recorded settings (and model, unless one is given).
     `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings.
     Takes the session's lock first: SessionBusy when another process runs it."""
-    folder = session_folder(sessions_dir, session_id)
-    check = SessionStore(folder, readonly=True)  # a damaged session: say so, and leave it as it is
-    try:
-        check.verify()
-    finally:
-        check.close()
-    lock = acquire(folder)
+    lock = claim(session_folder(sessions_dir, session_id))
     store: SessionStore | None = None
     try:
         store = SessionStore(lock.folder)
@@ -120,6 +114,17 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
         raise
     session.lock = lock
     return session
+
+
+def claim(folder: Path) -> SessionLock:
+    """Before a process runs a saved session: check that it reads whole (else SessionUnreadable,
+    and the session is left exactly as it was), then take its lock (SessionBusy if it is taken)."""
+    check = SessionStore(folder, readonly=True)
+    try:
+        check.verify()
+    finally:
+        check.close()
+    return acquire(folder)
 
 
 def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,

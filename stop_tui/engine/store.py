@@ -75,11 +75,13 @@ class SessionStore:
             if readonly:
                 wal = db.with_name(DB_NAME + "-wal").exists()
                 uri = db.resolve().as_uri() + ("?mode=ro" if wal else "?mode=ro&immutable=1")
-                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                # A reader never waits on a WAL writer; only a foreign exclusive lock holds it up.
+                self._conn = sqlite3.connect(uri, uri=True, timeout=2.0, check_same_thread=False,
+                                             isolation_level=None)
             else:
-                self._conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+                self._conn = sqlite3.connect(db, timeout=2.0, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         try:
             if create:
                 self._conn.execute("PRAGMA journal_mode=WAL")
@@ -91,6 +93,7 @@ class SessionStore:
                 for key, value in (initial_meta or {}).items():
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
                 self._conn.execute("COMMIT")
+                self._conn.execute("PRAGMA busy_timeout = 5000")
                 return
             self._check()  # before anything could write to a damaged file
             if not readonly:
@@ -105,7 +108,7 @@ class SessionStore:
         try:
             tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         missing = [t for t in ("meta", "events", "blobs") if t not in tables]
         if missing:
             raise SessionUnreadable(self.id, "empty database (no session recorded)" if not tables
@@ -133,7 +136,7 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             raise UserError(_write_error(self.id, exc)) from None
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         finally:
             self._conn.execute("PRAGMA busy_timeout = 5000")
 
@@ -142,7 +145,7 @@ class SessionStore:
             with self._lock:
                 return self._conn.execute(query, args).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
 
     def _write(self, query: str, args: tuple | list = ()) -> sqlite3.Cursor:
         """One statement under the caller's `self._lock`."""
@@ -280,11 +283,21 @@ def _reason(exc: sqlite3.Error) -> str:
             "database disk image is malformed": "the database is damaged (malformed)"}.get(text, text)
 
 
+def _locked(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _locked_message(session_id: str) -> str:
+    return (f"session {session_id}'s database is locked by another program (an SQLite "
+            "transaction holds it); close that program and try again")
+
+
+def _read_error(session_id: str, exc: sqlite3.Error) -> UserError:
+    return UserError(_locked_message(session_id)) if _locked(exc) else SessionUnreadable(session_id, _reason(exc))
+
+
 def _write_error(session_id: str, exc: sqlite3.OperationalError) -> str:
-    if "locked" in str(exc) or "busy" in str(exc):
-        return (f"session {session_id}'s database is locked by another program (an SQLite "
-                "transaction holds it); close that program and try again")
-    return f"cannot write session {session_id}: {exc}"
+    return _locked_message(session_id) if _locked(exc) else f"cannot write session {session_id}: {exc}"
 
 
 def cli_name(folder: Path) -> str:
