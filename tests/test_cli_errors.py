@@ -242,3 +242,29 @@ def test_transfer_lists_a_task_named_twice_once(sessions_dir):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [row["task"] for row in result["rows"]] == ["parity"]
+
+
+def test_a_second_baseline_keeps_the_first(sessions_dir):
+    """Run twice into one session, a baseline keeps both results: cot.json is left byte for byte
+    and the second is cot-2.json (with its own log, baselines/cot-2/)."""
+    from scripted_server import ScriptedLMServer
+    from test_baselines import responder
+
+    folder = _finished_session(sessions_dir, "lpn-run")
+
+    def cot():
+        return stop_tui("baseline", "--method", "cot", "--session", "lpn-run", "--model", "scripted",
+                        "--base-url", server.base_url, "--runs", "1", "--json", "--quiet",
+                        "--sessions-dir", str(sessions_dir))
+
+    with ScriptedLMServer(responder) as server:
+        first = cot()
+        assert first.returncode == 0, first.stderr
+        before = _files(folder / "baselines")
+        second = cot()
+        assert second.returncode == 0, second.stderr
+    after = _files(folder / "baselines")
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing of the first changed
+    assert sorted(p.name for p in (folder / "baselines").glob("*.json")) == ["cot-2.json", "cot.json"]
+    assert json.loads((folder / "baselines" / "cot-2.json").read_text()) == json.loads(second.stdout)
+    assert json.loads((folder / "baselines" / "cot.json").read_text()) == json.loads(first.stdout)
