@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ import pytest
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import LOCK_NAME, SessionBusy, acquire, holder
-from stop_tui.engine.store import SessionStore, SessionUnreadable
+from stop_tui.engine.store import SCHEMA, SessionStore, SessionUnreadable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,7 +223,7 @@ def test_a_damaged_database_is_unreadable_and_left_as_it_was(tmp_path, damage):
     if damage == "zero bytes":
         db.write_bytes(b"")
     elif damage == "empty schema":
-        SessionStore(folder, create=True).close()
+        sqlite3.connect(db).executescript(SCHEMA)
     elif damage == "random bytes":
         db.write_bytes(os.urandom(8192))
     else:
@@ -283,3 +284,20 @@ def test_a_second_run_of_a_running_session_is_refused_until_the_holder_is_killed
     assert holder(folder) is None  # released when the run ended
     assert json.loads(stop_tui("show", folder.name, "--json", "--sessions-dir", str(sessions_dir)).stdout
                       )["holder"] is None
+
+
+def test_a_session_is_created_whole_or_not_at_all(tmp_path):
+    """The database is written under a draft name and renamed once its schema and meta are in:
+    a process killed while creating leaves no half-made session for `list` or `--resume`."""
+    from stop_tui.engine.store import list_sessions
+
+    store = finished_session(tmp_path)
+    assert not (store.folder / "session.db.new").exists()
+    store.close()
+    killed = tmp_path / "killed-while-creating"
+    killed.mkdir()
+    (killed / "session.db.new").write_bytes(b"")
+    assert list_sessions(tmp_path) == [store.folder]
+    reader = SessionStore(store.folder, readonly=True)
+    assert reader.meta()["task"] == "lpn" and reader.meta()["created"]
+    reader.close()

@@ -59,15 +59,14 @@ class SessionStore:
     checked on opening: a damaged one raises `SessionUnreadable`.
     """
 
-    def __init__(self, folder: Path, *, create: bool = False, readonly: bool = False,
-                 initial_meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, folder: Path, *, readonly: bool = False) -> None:
         self.folder = Path(folder)
         self.id = self.folder.name
         self.readonly = readonly
         db = self.folder / DB_NAME
-        if not create and not db.exists():
+        if not db.exists():
             raise UserError(f"no session at {self.folder} (see `stop-tui list`)")
-        if not create and not db.is_file():
+        if not db.is_file():
             raise SessionUnreadable(self.id, f"{DB_NAME} is not a file")
         self._lock = threading.Lock()
         self._listeners: list = []
@@ -83,18 +82,6 @@ class SessionStore:
         except sqlite3.Error as exc:
             raise _read_error(self.id, exc) from None
         try:
-            if create:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                # Schema and meta in one transaction: a reader never sees a session without a task.
-                self._conn.execute("BEGIN IMMEDIATE")
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    self._conn.execute(statement)
-                for key, value in (initial_meta or {}).items():
-                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-                self._conn.execute("COMMIT")
-                self._conn.execute("PRAGMA busy_timeout = 5000")
-                return
             self._check()  # before anything could write to a damaged file
             if not readonly:
                 self._check_writable()
@@ -178,8 +165,22 @@ class SessionStore:
             k += 1
             folder = sessions_dir / f"{base}-{k}"
         folder.mkdir()
-        return cls(folder, create=True,
-                   initial_meta={**meta, "created": datetime.now(UTC).isoformat(timespec="seconds")})
+        # Written whole under another name, then renamed: a session.db that exists has its
+        # schema and meta (a kill -9 here leaves no half-made session, only this folder).
+        draft = folder / (DB_NAME + ".new")
+        con = sqlite3.connect(draft, isolation_level=None)
+        try:
+            con.execute("BEGIN")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                con.execute(statement)
+            created = {**meta, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+            con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [(key, json.dumps(value)) for key, value in created.items()])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        os.replace(draft, folder / DB_NAME)
+        return cls(folder)
 
     @classmethod
     def open(cls, sessions_dir: Path, session: str, *, readonly: bool = False) -> SessionStore:
