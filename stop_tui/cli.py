@@ -104,17 +104,9 @@ def _sessions_dir(args: argparse.Namespace) -> Path:
     return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
 
 
-def _check_iterations(args: argparse.Namespace) -> None:
-    if args.iterations is not None and args.iterations < 0:
-        raise UserError("--iterations must be 0 or more")
-
-
 def _settings(args: argparse.Namespace):
     from stop_tui.engine.session import session_settings
 
-    _check_iterations(args)
-    if args.seed is not None and not 0 <= args.seed < 2**32:
-        raise UserError("--seed must be between 0 and 4294967295")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
     from stop_tui.commands.lm_options import lm_overrides
 
@@ -134,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.task_settings:
         raise UserError("--set applies to a new session (a resumed one keeps its settings)")
     if args.resume:
-        _check_iterations(args)
+        if args.iterations is not None and args.iterations < 0:  # fresh runs: Settings checks it
+            raise UserError(f"--iterations must be 0 or more (got {args.iterations})")
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides,
                                model=args.model, base_url=args.base_url)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
@@ -255,10 +248,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 s = summarize(store)
             finally:
                 store.close()
-        except SessionUnreadable as exc:  # one damaged session does not hide the others
+        except UserError as exc:  # one damaged (or foreign-locked) session does not hide the others
+            reason = exc.reason if isinstance(exc, SessionUnreadable) else str(exc)
             rows.append({"session": folder.name, "kind": "-", "task": None, "model": None, "preset": None,
                          "state": "unreadable", "created": None, "iterations_completed": 0,
-                         "best_meta_utility": None, "calls": 0, "unreadable": exc.reason})
+                         "best_meta_utility": None, "calls": 0, "unreadable": reason})
             continue
         rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
@@ -279,6 +273,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from stop_tui.engine.candidate_rng import reference_on
+    from stop_tui.engine.lock import describe, holder
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
@@ -288,6 +283,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rng_reference = reference_on(store.meta())
     finally:
         store.close()
+    s["holder"] = holder(store.folder)  # the process running it now, if any
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -295,6 +291,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     server = f"  at {s['base_url']}" if s.get("base_url") else ""
     print(f"session   {s['session']}  ({s['state']})\ntask      {s['task']}\nmodel     {s['model']}{server}"
           f"\npreset    {s['preset']}  seed {s['seed']}\nfolder    {s['session_dir']}")
+    if s["holder"] is not None:
+        print(f"run by    {describe(s['holder'])} (another process is running it now)")
     if s.get("lm_fixed_temperature"):
         print("          the paper's temperatures are not honoured by this model (it accepts only "
               "its default)")

@@ -37,6 +37,7 @@ COMMANDS = {
     "resume": ["resume", "S"],
     "baseline --session": ["baseline", "--method", "cot", "--session", "S"],
     "transfer --improver": ["transfer", "--improver", "S", "--tasks", "lpn"],
+    "transfer --resume": ["transfer", "--resume", "S"],
     "run --model replay:": ["run", "--model", "replay:S"],
     "new --model replay:": ["new", "--model", "replay:S"],
 }
@@ -173,29 +174,47 @@ def test_resume_of_an_empty_database_is_refused_not_run_on_the_embedded_model(se
 HOLD_WRITE = textwrap.dedent("""
     import sqlite3, sys, time
     con = sqlite3.connect(sys.argv[1], isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
-    con.execute("INSERT INTO meta VALUES ('foreign', '1')")
+    if sys.argv[2] == "exclusive locking mode":  # holds the file even between transactions
+        con.execute("PRAGMA locking_mode = EXCLUSIVE")
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("INSERT INTO meta VALUES ('foreign', '1')")
+        con.execute("COMMIT")
+    else:
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("INSERT INTO meta VALUES ('foreign', '1')")
     print("held", flush=True)
     time.sleep(60)
 """)
 
 
-def test_another_sqlite_writer_is_named_in_one_line(sessions_dir):
+@pytest.mark.parametrize("hold", ["open transaction", "exclusive locking mode"])
+def test_another_sqlite_writer_is_named_in_one_line(sessions_dir, hold):
     folder = good_session(sessions_dir, "S")
-    other = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, str(folder / "session.db")],
+    other = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, str(folder / "session.db"), hold],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout is not None and other.stdout.readline().strip() == "held"
-        started = time.monotonic()
-        proc = stop_tui("run", "--resume", "S", "--sessions-dir", str(sessions_dir), timeout=60)
-        took = time.monotonic() - started
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "database is locked by another program" in lines[0], proc.stderr
-        assert took < 6
-        # Readers are not held up by it: WAL readers see the last committed state.
-        shown = stop_tui("show", "S", "--sessions-dir", str(sessions_dir))
-        assert shown.returncode == 0 and "lpn" in shown.stdout, shown.stderr
+        commands = [["run", "--resume", "S"]]  # a writer of the session's database
+        if hold == "exclusive locking mode":  # then it shuts out readers too
+            commands += [["show", "S"], ["audit", "S"], ["baseline", "--method", "cot", "--session", "S"]]
+        else:  # readers are not held up by a transaction: they see the last committed state
+            shown = stop_tui("show", "S", "--sessions-dir", str(sessions_dir))
+            assert shown.returncode == 0 and "lpn" in shown.stdout, shown.stderr
+        for args in commands:
+            started = time.monotonic()
+            proc = stop_tui(*args, "--sessions-dir", str(sessions_dir), timeout=60)
+            took = time.monotonic() - started
+            assert proc.returncode == 2, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert lines == ["stop-tui: error: session S's database is locked by another program (an SQLite "
+                             "transaction holds it); close that program and try again"], proc.stderr
+            assert took < 6, took
+        if hold == "exclusive locking mode":
+            good_session(sessions_dir, "other")
+            listed = stop_tui("list", "--sessions-dir", str(sessions_dir))
+            assert listed.returncode == 0, listed.stderr
+            assert [line.split()[0] for line in listed.stdout.splitlines()] == ["S", "other"]
+            assert "database is locked by another program" in listed.stdout.splitlines()[0]
     finally:
         other.kill()
         other.wait()

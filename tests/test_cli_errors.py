@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from conftest import PROGRAMS, stop_tui
 
 
@@ -121,11 +120,16 @@ BAD_NUMBERS = [("--max-cost", "nan"), ("--max-cost", "inf"), ("--max-cost", "-in
                ("--max-concurrency", "-2")]
 
 
-@pytest.mark.parametrize("option,value", BAD_NUMBERS + [("--iterations", "-1"), ("--seed", "-1"),
-                                                        ("--seed", str(2**32))])
-@pytest.mark.parametrize("command", ["run", "new"])
+SEEDS = [("--seed", "-1"), ("--seed", str(2**32))]
+
+
+@pytest.mark.parametrize("command,option,value",
+                         [(c, o, v) for c in ("run", "new") for o, v in [*BAD_NUMBERS, ("--iterations", "-1"), *SEEDS]]
+                         + [(c, o, v) for c in ("transfer", "baseline") for o, v in SEEDS])
 def test_nan_inf_and_negative_numbers_are_bad_input(sessions_dir, command, option, value):
-    line = _one_line_error(stop_tui(command, "--model", "scripted", "--base-url", "http://127.0.0.1:9/v1",
+    extra = {"transfer": ["--improver", str(PROGRAMS / "improver_first.py"), "--tasks", "lpn"],
+             "baseline": ["--method", "cot", "--task", "lpn"]}.get(command, [])
+    line = _one_line_error(stop_tui(command, *extra, "--model", "scripted", "--base-url", "http://127.0.0.1:9/v1",
                                     f"{option}={value}", "--sessions-dir", str(sessions_dir)))
     assert option in line
     assert not list(sessions_dir.iterdir())
@@ -220,3 +224,41 @@ def test_baseline_into_a_session_of_another_task_is_refused(sessions_dir):
                                     "--model", "local", "--sessions-dir", str(sessions_dir)))
     assert "session lpn-run is a lpn session" in line and "--task grid" in line
     assert _files(sessions_dir) == before and not (folder / "baselines").exists()
+
+
+def test_transfer_lists_a_task_named_twice_once(sessions_dir):
+    from scripted_server import ScriptedLMServer
+    from test_transfer import FIRST, responder_for, transfer
+
+    with ScriptedLMServer(responder_for()) as server:
+        proc = transfer(server, sessions_dir, "--improver", str(FIRST), "--tasks", "parity,parity", "--json",
+                        "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [row["task"] for row in result["rows"]] == ["parity"]
+
+
+def test_a_second_baseline_keeps_the_first(sessions_dir):
+    """Run twice into one session, a baseline keeps both results: cot.json is left byte for byte
+    and the second is cot-2.json (with its own log, baselines/cot-2/)."""
+    from scripted_server import ScriptedLMServer
+    from test_baselines import responder
+
+    folder = _finished_session(sessions_dir, "lpn-run")
+
+    def cot():
+        return stop_tui("baseline", "--method", "cot", "--session", "lpn-run", "--model", "scripted",
+                        "--base-url", server.base_url, "--runs", "1", "--json", "--quiet",
+                        "--sessions-dir", str(sessions_dir))
+
+    with ScriptedLMServer(responder) as server:
+        first = cot()
+        assert first.returncode == 0, first.stderr
+        before = _files(folder / "baselines")
+        second = cot()
+        assert second.returncode == 0, second.stderr
+    after = _files(folder / "baselines")
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing of the first changed
+    assert sorted(p.name for p in (folder / "baselines").glob("*.json")) == ["cot-2.json", "cot.json"]
+    assert json.loads((folder / "baselines" / "cot-2.json").read_text()) == json.loads(second.stdout)
+    assert json.loads((folder / "baselines" / "cot.json").read_text()) == json.loads(first.stdout)

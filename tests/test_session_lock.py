@@ -6,13 +6,16 @@ holder forked. The read-only tests compare a session folder's files before and a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import LOCK_NAME, SessionBusy, acquire, holder
-from stop_tui.engine.store import SessionStore, SessionUnreadable
+from stop_tui.engine.store import SCHEMA, SessionStore, SessionUnreadable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,7 +223,7 @@ def test_a_damaged_database_is_unreadable_and_left_as_it_was(tmp_path, damage):
     if damage == "zero bytes":
         db.write_bytes(b"")
     elif damage == "empty schema":
-        SessionStore(folder, create=True).close()
+        sqlite3.connect(db).executescript(SCHEMA)
     elif damage == "random bytes":
         db.write_bytes(os.urandom(8192))
     else:
@@ -239,7 +242,13 @@ def test_a_second_run_of_a_running_session_is_refused_until_the_holder_is_killed
     from scripted_server import ScriptedLMServer
 
     sessions_dir = tmp_path / "sessions"
-    with ScriptedLMServer(responder, honour_n=False, latency=0.5) as server:
+    gate = threading.Event()  # the first run waits in its first LM call until the test is done
+
+    def held(body, i):
+        gate.wait(120)
+        return responder(body, i)
+
+    with ScriptedLMServer(held, honour_n=False) as server:
         first = start(*run_args(server, sessions_dir, "--quiet"))
         try:
             assert wait_for(lambda: sessions_dir.is_dir() and any(sessions_dir.iterdir())
@@ -260,12 +269,35 @@ def test_a_second_run_of_a_running_session_is_refused_until_the_holder_is_killed
             # Readers never take the lock: show works while it runs.
             shown = stop_tui("show", folder.name, "--sessions-dir", str(sessions_dir))
             assert shown.returncode == 0 and folder.name in shown.stdout, shown.stderr
+            assert f"run by    {expected} (another process is running it now)" in shown.stdout
+            assert json.loads(stop_tui("show", folder.name, "--json", "--sessions-dir", str(sessions_dir)).stdout
+                              )["holder"] == info
             assert first.poll() is None  # still running: the refusals changed nothing for it
             assert len(server.requests) >= sent
         finally:
             kill_group(first)
         assert holder(folder) is None  # kill -9: the kernel freed the lock
-        server.latency = 0.0
+        gate.set()
         resumed = stop_tui("run", "--resume", folder.name, "--sessions-dir", str(sessions_dir), "--json", timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["state"] == "finished"
     assert holder(folder) is None  # released when the run ended
+    assert json.loads(stop_tui("show", folder.name, "--json", "--sessions-dir", str(sessions_dir)).stdout
+                      )["holder"] is None
+
+
+def test_a_session_is_created_whole_or_not_at_all(tmp_path):
+    """The database is written under a draft name and renamed once its schema and meta are in:
+    a process killed while creating leaves no half-made session for `list` or `--resume`."""
+    from stop_tui.engine.store import list_sessions
+
+    store = finished_session(tmp_path)
+    assert not (store.folder / "session.db.new").exists()
+    store.close()
+    killed = tmp_path / "killed-while-creating"
+    killed.mkdir()
+    (killed / "session.db.new").write_bytes(b"")
+    assert list_sessions(tmp_path) == [store.folder]
+    reader = SessionStore(store.folder, readonly=True)
+    assert reader.meta()["task"] == "lpn" and reader.meta()["created"]
+    reader.close()

@@ -301,14 +301,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from stop_tui.engine import candidate_rng
     from stop_tui.engine.lock import acquire
-    from stop_tui.engine.session import _wire, make_backend, session_settings
+    from stop_tui.engine.session import _wire, claim, make_backend, session_settings
     from stop_tui.engine.settings import Settings
     from stop_tui.engine.store import session_folder
     from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.resume:
-        lock = acquire(session_folder(sessions_dir, args.resume))  # released by session.close()
+        lock = claim(session_folder(sessions_dir, args.resume))  # released by session.close()
         store = SessionStore(lock.folder)
         meta = store.meta()
         if meta.get("kind") != KIND:

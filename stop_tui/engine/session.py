@@ -120,13 +120,7 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     `model` / `base_url` (run --resume --model / --base-url) replace the recorded ones, and the
     change is recorded (meta, and an LM_CHANGED event). Nothing is contacted here.
     Takes the session's lock first: SessionBusy when another process runs it."""
-    folder = session_folder(sessions_dir, session_id)
-    check = SessionStore(folder, readonly=True)  # a damaged session: say so, and leave it as it is
-    try:
-        check.verify()
-    finally:
-        check.close()
-    lock = acquire(folder)
+    lock = claim(session_folder(sessions_dir, session_id))
     store: SessionStore | None = None
     try:
         store = SessionStore(lock.folder)
@@ -139,6 +133,17 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
         raise
     session.lock = lock
     return session
+
+
+def claim(folder: Path) -> SessionLock:
+    """Before a process runs a saved session: check that it reads whole (else SessionUnreadable,
+    and the session is left exactly as it was), then take its lock (SessionBusy if it is taken)."""
+    check = SessionStore(folder, readonly=True)
+    try:
+        check.verify()
+    finally:
+        check.close()
+    return acquire(folder)
 
 
 def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,

@@ -76,6 +76,11 @@ class Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         if clean.get("acceptance", self.acceptance) not in ACCEPTANCE_RULES:
             raise UserError(f"unknown acceptance rule {clean['acceptance']!r}: use one of {', '.join(ACCEPTANCE_RULES)}")
+        seed, iterations = clean.get("seed", self.seed), clean.get("iterations", self.iterations)
+        if not 0 <= seed < 2**32:  # numpy's seeds
+            raise UserError(f"--seed must be between 0 and {2**32 - 1} (got {seed})")
+        if iterations < 0:
+            raise UserError(f"--iterations must be 0 or more (got {iterations})")
         return replace(self, **clean)
 
 

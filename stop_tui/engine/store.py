@@ -59,15 +59,14 @@ class SessionStore:
     checked on opening: a damaged one raises `SessionUnreadable`.
     """
 
-    def __init__(self, folder: Path, *, create: bool = False, readonly: bool = False,
-                 initial_meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, folder: Path, *, readonly: bool = False) -> None:
         self.folder = Path(folder)
         self.id = self.folder.name
         self.readonly = readonly
         db = self.folder / DB_NAME
-        if not create and not db.exists():
+        if not db.exists():
             raise UserError(f"no session at {self.folder} (see `stop-tui list`)")
-        if not create and not db.is_file():
+        if not db.is_file():
             raise SessionUnreadable(self.id, f"{DB_NAME} is not a file")
         self._lock = threading.Lock()
         self._listeners: list = []
@@ -75,23 +74,14 @@ class SessionStore:
             if readonly:
                 wal = db.with_name(DB_NAME + "-wal").exists()
                 uri = db.resolve().as_uri() + ("?mode=ro" if wal else "?mode=ro&immutable=1")
-                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                # A reader never waits on a WAL writer; only a foreign exclusive lock holds it up.
+                self._conn = sqlite3.connect(uri, uri=True, timeout=2.0, check_same_thread=False,
+                                             isolation_level=None)
             else:
-                self._conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+                self._conn = sqlite3.connect(db, timeout=2.0, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         try:
-            if create:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                # Schema and meta in one transaction: a reader never sees a session without a task.
-                self._conn.execute("BEGIN IMMEDIATE")
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    self._conn.execute(statement)
-                for key, value in (initial_meta or {}).items():
-                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-                self._conn.execute("COMMIT")
-                return
             self._check()  # before anything could write to a damaged file
             if not readonly:
                 self._check_writable()
@@ -105,7 +95,7 @@ class SessionStore:
         try:
             tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         missing = [t for t in ("meta", "events", "blobs") if t not in tables]
         if missing:
             raise SessionUnreadable(self.id, "empty database (no session recorded)" if not tables
@@ -133,7 +123,7 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             raise UserError(_write_error(self.id, exc)) from None
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
         finally:
             self._conn.execute("PRAGMA busy_timeout = 5000")
 
@@ -142,7 +132,7 @@ class SessionStore:
             with self._lock:
                 return self._conn.execute(query, args).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise SessionUnreadable(self.id, _reason(exc)) from None
+            raise _read_error(self.id, exc) from None
 
     def _write(self, query: str, args: tuple | list = ()) -> sqlite3.Cursor:
         """One statement under the caller's `self._lock`."""
@@ -175,8 +165,22 @@ class SessionStore:
             k += 1
             folder = sessions_dir / f"{base}-{k}"
         folder.mkdir()
-        return cls(folder, create=True,
-                   initial_meta={**meta, "created": datetime.now(UTC).isoformat(timespec="seconds")})
+        # Written whole under another name, then renamed: a session.db that exists has its
+        # schema and meta (a kill -9 here leaves no half-made session, only this folder).
+        draft = folder / (DB_NAME + ".new")
+        con = sqlite3.connect(draft, isolation_level=None)
+        try:
+            con.execute("BEGIN")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                con.execute(statement)
+            created = {**meta, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+            con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [(key, json.dumps(value)) for key, value in created.items()])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        os.replace(draft, folder / DB_NAME)
+        return cls(folder)
 
     @classmethod
     def open(cls, sessions_dir: Path, session: str, *, readonly: bool = False) -> SessionStore:
@@ -290,11 +294,21 @@ def _reason(exc: sqlite3.Error) -> str:
             "database disk image is malformed": "the database is damaged (malformed)"}.get(text, text)
 
 
+def _locked(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _locked_message(session_id: str) -> str:
+    return (f"session {session_id}'s database is locked by another program (an SQLite "
+            "transaction holds it); close that program and try again")
+
+
+def _read_error(session_id: str, exc: sqlite3.Error) -> UserError:
+    return UserError(_locked_message(session_id)) if _locked(exc) else SessionUnreadable(session_id, _reason(exc))
+
+
 def _write_error(session_id: str, exc: sqlite3.OperationalError) -> str:
-    if "locked" in str(exc) or "busy" in str(exc):
-        return (f"session {session_id}'s database is locked by another program (an SQLite "
-                "transaction holds it); close that program and try again")
-    return f"cannot write session {session_id}: {exc}"
+    return _locked_message(session_id) if _locked(exc) else f"cannot write session {session_id}: {exc}"
 
 
 def cli_name(folder: Path) -> str:
