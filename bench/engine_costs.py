@@ -1,11 +1,13 @@
 """What the engine's safety and bookkeeping cost, measured side by side in one run.
 
-  python bench/engine_costs.py [--evals 10] [--tokens 128]
+  python bench/engine_costs.py [--evals 10] [--tokens 128] [--rounds 5]
 
 1. Seconds per LPN utility evaluation (val, 20 instances) of the seed solution: through the
    sandbox (what the engine does) vs calling the function in this process.
-2. Local-model tokens per second: through our LM layer (LMService + LocalBackend, with event
-   recording into a session store) vs llama-cpp-python called directly.
+2. Local-model tokens per second, greedy, interleaved rounds: through our LM layer (LMService
+   recording into a session store, LocalBackend and its worker process) vs llama-cpp-python
+   called directly in this process with the worker's load options (and with its defaults: the
+   worker turns llama.cpp's extra buffer types off, see local_worker.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stop_tui.engine.errors import UserError  # noqa: E402
 from stop_tui.engine.scoring import score_solution  # noqa: E402
 from stop_tui.engine.tasks import load_task  # noqa: E402
 
@@ -53,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--evals", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved local-model rounds")
     args = parser.parse_args()
 
     lpn = load_task("lpn")
@@ -62,47 +67,78 @@ def main() -> None:
     print(f"  sandboxed {sandboxed * 1000:8.1f} ms   in-process {direct * 1000:8.1f} ms   "
           f"ratio {sandboxed / direct:6.1f}x")
 
+    local_model(args.tokens, args.rounds)
+
+
+def local_model(tokens: int, rounds: int) -> None:
+    """Greedy generations of the same prompt, interleaved: our layer (LMService recording into a
+    session store, and LocalBackend alone, both through the worker process) vs llama-cpp-python
+    in this process, loaded with the worker's options (and with the library's defaults)."""
     try:
         from llama_cpp import Llama
 
-        from stop_tui.engine.lm.local_backend import LocalBackend, default_model_path
+        from stop_tui.engine.lm.local_backend import LocalBackend
+        from stop_tui.engine.lm.local_worker import model_params_with
         from stop_tui.engine.lm.service import LMService
         from stop_tui.engine.store import SessionStore
-    except ImportError as exc:
+        backend = LocalBackend()
+    except (ImportError, UserError) as exc:
         print(f"local model: skipped ({exc})")
         return
+    info = backend.load_info
     system, user = "You are a helpful programmer.", "Write a Python function that reverses a list, with comments."
-    llm = Llama(model_path=str(default_model_path()), n_ctx=8192, n_threads=2, verbose=False)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    with model_params_with(use_extra_bufts=info["use_extra_bufts"]):
+        same = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=info["n_threads"], verbose=False)
+    defaults = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=info["n_threads"], verbose=False)
 
-    def direct_tps() -> float:
+    def direct(llm) -> Callable[[], tuple[int, float]]:
+        def one() -> tuple[int, float]:
+            started = time.perf_counter()
+            out = llm.create_chat_completion(messages=messages, temperature=0.0, max_tokens=tokens, seed=1)
+            return out["usage"]["completion_tokens"], time.perf_counter() - started
+        return one
+
+    def through_backend() -> tuple[int, float]:
         started = time.perf_counter()
-        out = llm.create_chat_completion(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            temperature=0.7, max_tokens=args.tokens, seed=1)
-        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)
+        out = backend.request(system, user, n=1, temperature=0.0, max_tokens=tokens, seed=1)
+        return out.completion_tokens, time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as tmp:
         store = SessionStore.create(Path(tmp), {"task": "bench"})
-        service = LMService(LocalBackend(), max_tokens=args.tokens, seed=1, emit=store.append,
-                            put_text=store.put_text)
+        service = LMService(backend, max_tokens=tokens, seed=1, emit=store.append, put_text=store.put_text)
         handle = service.handle("bench", budget=10**6, max_responses_per_call=1)
 
-        def layer_tps() -> float:
+        def through_service() -> tuple[int, float]:
             before = service.usage.completion_tokens
             started = time.perf_counter()
-            handle.prompt(system, user, 1, 0.7)
-            return (service.usage.completion_tokens - before) / (time.perf_counter() - started)
+            handle.prompt(system, user, 1, 0.0)
+            return service.usage.completion_tokens - before, time.perf_counter() - started
 
-        direct_tps(), layer_tps()  # warm both
-        rounds = 3
-        ours = statistics.median(layer_tps() for _ in range(rounds))
-        theirs = statistics.median(direct_tps() for _ in range(rounds))
+        runs = {"our LM layer (LMService + worker)": through_service,
+                "LocalBackend (worker) alone": through_backend,
+                "llama-cpp-python direct, same options": direct(same),
+                "llama-cpp-python direct, its defaults": direct(defaults)}
+        samples: dict[str, list[tuple[int, float]]] = {name: [] for name in runs}
+        for fn in runs.values():
+            fn()  # warm each
+        for _ in range(rounds):  # interleaved: drift in machine load hits every column alike
+            for name, fn in runs.items():
+                samples[name].append(fn())
         service.close()
         store.close()
-    print(f"Local model (SmolLM2-135M Q4_1, 2 threads, up to {args.tokens} tokens), median of {rounds}")
-    print(f"  our LM layer {ours:7.1f} tok/s   llama-cpp-python direct {theirs:7.1f} tok/s   "
-          f"ratio {ours / theirs:5.2f}")
-
+    backend.close()
+    rate = {name: statistics.median(n / s for n, s in got) for name, got in samples.items()}
+    counts = {name: sorted({n for n, _ in got}) for name, got in samples.items()}
+    print(f"Local model ({Path(info['path']).name}, {info['n_threads']} threads, greedy, up to {tokens} "
+          f"tokens, extra buffer types {'on' if info['use_extra_bufts'] else 'off'} in the worker), "
+          f"median of {rounds} interleaved rounds")
+    for name in runs:
+        print(f"  {name:<40} {rate[name]:7.1f} tok/s   tokens per generation {counts[name]}")
+    base = rate["llama-cpp-python direct, same options"]
+    print(f"  ratio our layer / direct {rate['our LM layer (LMService + worker)'] / base:5.3f}   "
+          f"LocalBackend / direct {rate['LocalBackend (worker) alone'] / base:5.3f}   "
+          f"direct same options / direct defaults {base / rate['llama-cpp-python direct, its defaults']:5.3f}")
 
 if __name__ == "__main__":
     main()

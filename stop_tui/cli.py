@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from stop_tui.engine.errors import UserError
-from stop_tui.engine.store import default_sessions_dir
+from stop_tui.engine.store import cli_name, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 SPLITS = ("val", "test")
 
@@ -64,15 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_session_options(p)
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
-    p.add_argument("solution", type=Path)
-    p.add_argument("--task", default="lpn")
-    p.add_argument("--split", choices=SPLITS, default="val")
+    p.add_argument("solution", type=Path, help="a Python file defining the task's entry function")
+    p.add_argument("--task", default="lpn", help="task name or folder (default lpn)")
+    p.add_argument("--split", choices=SPLITS, default="val",
+                   help="val (the instances STOP optimises on, default) or test (held out)")
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task setting from its task.toml, e.g. --set time_limit=0.1 (sat)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the score as JSON on stdout")
 
     p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the catalogue as JSON on stdout")
     from stop_tui.commands import baseline, task_scaffold, transfer
 
     task_scaffold.add_subparser(p)
@@ -80,12 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_parser(sub)
 
     p = sub.add_parser("list", help="saved sessions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the sessions as JSON on stdout")
     _add_session_options(p)
 
     p = sub.add_parser("show", help="one session's summary")
-    p.add_argument("session")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     _add_session_options(p)
 
     from stop_tui.commands import audit, doctor
@@ -99,11 +101,17 @@ def _sessions_dir(args: argparse.Namespace) -> Path:
     return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
 
 
+def _check_iterations(args: argparse.Namespace) -> None:
+    if args.iterations is not None and args.iterations < 0:
+        raise UserError("--iterations must be 0 or more")
+
+
 def _settings(args: argparse.Namespace):
     from stop_tui.engine.session import session_settings
 
-    if args.iterations is not None and args.iterations < 0:
-        raise UserError("--iterations must be 0 or more")
+    _check_iterations(args)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError("--seed must be between 0 and 4294967295")
     preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
     from stop_tui.commands.lm_options import lm_overrides
 
@@ -121,14 +129,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = lm_options.lm_overrides(args)
     if args.resume:
+        _check_iterations(args)
         session = open_session(_sessions_dir(args), args.resume, overrides=overrides,
                                model=args.model, base_url=args.base_url)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
-        from stop_tui.engine.tasks import load_task
+        from stop_tui.engine.tasks import downstream_task
 
         task_name = args.task
         args.model = args.model or "local"
+        downstream_task(task_name)  # before a backend starts (the local model loads)
         settings = _settings(args).with_overrides(**overrides)
         backend = make_backend(args.model, args.base_url, sessions_dir=_sessions_dir(args),
                                max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
@@ -138,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             task_name = backend.source_meta.get("task", task_name)
             settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
                 iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
-        load_task(task_name)
+        downstream_task(task_name)
         lm_options.check_caps(settings, backend.price_key)
         session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url)
     printer = make_printer(args.quiet, waiting=session.engine.lm.waiting)
@@ -171,39 +181,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         vals = ", ".join(f"{v:.4f}" for v in summary["meta_utility"]) or "-"
         print(f"{summary['session']}: {summary['iterations_completed']} iteration(s), meta-utility "
-              f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {summary['session']}")
+              f"[{vals}] (seed improver {summary['seed_meta_utility']}); details: stop-tui show {cli_name(session.store.folder)}")
     if outcome == "capped":
         if printer is None:
-            print(f"stop-tui: paused: {summary['paused_reason']}", file=sys.stderr)
+            print(f"stop-tui: paused: {printable(summary['paused_reason'])}", file=sys.stderr)
         return lm_options.EXIT_CAPPED
     return 0 if outcome == "finished" else signals.exit_code
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from stop_tui.engine.scoring import score_solution
-    from stop_tui.engine.tasks import load_task
+    from stop_tui.engine.tasks import downstream_task, parse_settings
 
-    task = load_task(args.task)
+    task = downstream_task(args.task)
     try:
         source = args.solution.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {args.solution}: {getattr(exc, 'strerror', None) or exc}") from None
     if not source.strip():
         raise UserError(f"{args.solution} is empty")
-    from stop_tui.commands.transfer import parse_settings
-
-    overrides = parse_settings(args.task_settings)
-    unknown = sorted(set(overrides) - set(task.settings))
-    if unknown:
-        raise UserError(f"task {task.name} has no setting {', '.join(unknown)} "
-                        f"(its settings: {', '.join(task.settings) or 'none'})")
+    overrides = parse_settings(args.task_settings, [task])
     result = score_solution(task, source, args.split, settings=overrides)
     if args.json:
         print(json.dumps({"task": task.name, "split": args.split, "file": str(args.solution),
                           "score": result.score, "error": result.error,
                           "seconds": round(result.seconds, 4)}))
     else:
-        print(f"{task.name} {args.split}: {result.score:.6f}" + (f"  ({result.error})" if result.error else ""))
+        error = f"  ({printable(result.error)})" if result.error else ""  # the solution's own text
+        print(f"{task.name} {args.split}: {result.score:.6f}{error}")
     return 0
 
 
@@ -228,22 +233,38 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from stop_tui.engine.store import SessionStore, list_sessions
+    from stop_tui.engine.store import SessionStore, SessionUnreadable, list_sessions
     from stop_tui.engine.summary import summarize
 
+    sessions_dir = _sessions_dir(args)
+    if sessions_dir.exists() and not sessions_dir.is_dir():
+        raise UserError(f"sessions dir {sessions_dir} is not a folder")
+    if args.sessions_dir is not None and not sessions_dir.exists():
+        raise UserError(f"sessions dir {sessions_dir} does not exist")
     rows = []
-    for folder in list_sessions(_sessions_dir(args)):
-        store = SessionStore(folder)
-        s = summarize(store)
-        store.close()
+    for folder in list_sessions(sessions_dir):
+        try:
+            store = SessionStore(folder, readonly=True)
+            try:
+                s = summarize(store)
+            finally:
+                store.close()
+        except SessionUnreadable as exc:  # one damaged session does not hide the others
+            rows.append({"session": folder.name, "kind": "-", "task": None, "model": None, "preset": None,
+                         "state": "unreadable", "created": None, "iterations_completed": 0,
+                         "best_meta_utility": None, "calls": 0, "unreadable": exc.reason})
+            continue
         rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print(f"no sessions in {_sessions_dir(args)}")
+        print(f"no sessions in {sessions_dir}")
     else:
         for r in rows:
+            if r["state"] == "unreadable":
+                print(f"{r['session']:<32} unreadable: {r['unreadable']}")
+                continue
             best = f"{r['best_meta_utility']:.4f}" if r["best_meta_utility"] is not None else "-"
             print(f"{r['session']:<32} {r['kind']:<8} {r['task'] or '-':<8} {r['model'] or '-':<20} {r['state']:<9} "
                   f"iters {r['iterations_completed']:<3} best {best:<7} calls {r['calls']}")
@@ -254,9 +275,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
-    store = SessionStore.open(_sessions_dir(args), args.session)
-    s = summarize(store)
-    store.close()
+    store = SessionStore.open(_sessions_dir(args), args.session, readonly=True)
+    try:
+        s = summarize(store)
+    finally:
+        store.close()
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -272,7 +295,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for row in s["iterations"]:
         if row["iteration"] == 0:
             continue
-        verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})"
+        verdict = "accepted" if row["accepted"] else f"rejected ({printable(row['reason'])})"
         print(f"T={row['iteration']:<7} val {row['val']:.4f} test {row['test'] if row['test'] is None else round(row['test'], 4)}  {verdict}")
     cost = f", ${lm['cost_usd']:.4f}" if isinstance(lm.get("cost_usd"), int | float) else ""
     reasoning = f" ({lm['reasoning_tokens']} reasoning)" if lm.get("reasoning_tokens") else ""
@@ -283,7 +306,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"          at most {lm.get('max_concurrency_reached', 0)} requests in flight"
           + (f"; {', '.join(extra)}" if extra else ""))
     if s.get("state") == "paused" and s.get("paused_reason"):
-        print(f"paused    {s['paused_reason']}")
+        print(f"paused    {printable(s['paused_reason'])}")
     return 0
 
 
@@ -334,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"stop-tui: error: {exc}", file=sys.stderr)
+        print(f"stop-tui: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

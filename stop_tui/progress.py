@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.untrusted import printable
 
 Waiting = Callable[[], list[tuple[str, str, float]]]  # LMService.waiting
 WAIT_NOTICE = 15.0  # seconds a request waits before a line says so (then again every 15 s)
@@ -99,7 +100,7 @@ class PlainPrinter:
 
     def _print(self, line: str) -> None:
         with self._lock:
-            print(line, file=self.stream, flush=True)
+            print(printable(line), file=self.stream, flush=True)
 
     def _tick(self) -> None:
         line = describe_waiting(self._waiting(), self._every) if self._waiting else None
@@ -150,7 +151,7 @@ class RichPrinter:
             elif event.kind in (ev.LM_REQUEST, ev.RUN_STARTED, ev.CANDIDATE_PROPOSED):
                 self._status = self._status.split("  [")[0] + f"  [{event.path}: {event.kind.replace('_', ' ')}]"
             if line:
-                self.console.print(line, highlight=False)
+                self.console.print(printable(line), markup=False, highlight=False)
             self._live.update(self._render())
 
     def close(self) -> None:

@@ -67,7 +67,7 @@ def test_sessions_dir_that_is_a_file(tmp_path):
     with ScriptedLMServer(lambda body, i: "") as server:
         line = _one_line_error(stop_tui("run", "--model", "scripted", "--base-url", server.base_url,
                                         "--sessions-dir", str(blocker)))
-    assert "not writable" in line and str(blocker) in line
+    assert "is not a folder" in line and str(blocker) in line
 
 
 def test_score_reports_failing_candidates_as_scores(tmp_path):
@@ -97,3 +97,126 @@ def test_a_transfer_session_is_listed_as_such_and_not_resumed_as_a_stop_run(sess
     assert [(r["session"], r["kind"]) for r in rows] == [("t1", "transfer")]
     line = _one_line_error(stop_tui("run", "--resume", "t1", "--sessions-dir", str(sessions_dir)))
     assert "transfer session" in line and "stop-tui transfer --resume t1" in line
+
+
+def _finished_session(sessions_dir, name="done"):
+    from stop_tui.engine import events as ev
+    from stop_tui.engine.settings import preset
+    from stop_tui.engine.store import SessionStore
+
+    store = SessionStore.create(sessions_dir, {"task": "lpn", "model": "scripted",
+                                               "settings": preset("quick").to_dict()}, name=name)
+    store.append(ev.Event(ev.SESSION_STARTED, "", {"task": "lpn"}))
+    store.append(ev.Event(ev.SESSION_FINISHED, "", {"iterations_completed": 1, "reason": "done"}))
+    store.close()
+    return store.folder
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+BAD_NUMBERS = [("--max-cost", "nan"), ("--max-cost", "inf"), ("--max-cost", "-inf"), ("--max-cost", "-1"),
+               ("--max-cost", "0"), ("--max-tokens", "-5"), ("--max-calls", "0"), ("--max-calls", "-1"),
+               ("--max-concurrency", "-2")]
+
+
+@pytest.mark.parametrize("option,value", BAD_NUMBERS + [("--iterations", "-1"), ("--seed", "-1"),
+                                                        ("--seed", str(2**32))])
+@pytest.mark.parametrize("command", ["run", "new"])
+def test_nan_inf_and_negative_numbers_are_bad_input(sessions_dir, command, option, value):
+    line = _one_line_error(stop_tui(command, "--model", "scripted", "--base-url", "http://127.0.0.1:9/v1",
+                                    f"{option}={value}", "--sessions-dir", str(sessions_dir)))
+    assert option in line
+    assert not list(sessions_dir.iterdir())
+
+
+@pytest.mark.parametrize("option,value", BAD_NUMBERS)
+@pytest.mark.parametrize("command", ["run --resume", "resume"])
+def test_bad_caps_on_resume_are_refused_before_the_session_is_touched(sessions_dir, command, option, value):
+    folder = _finished_session(sessions_dir)
+    before = _files(sessions_dir)
+    line = _one_line_error(stop_tui(*command.split(), "done", f"{option}={value}", "--sessions-dir", str(sessions_dir)))
+    assert option in line
+    assert _files(sessions_dir) == before and not (folder / "lock").exists()
+
+
+def test_resume_of_a_finished_session_with_negative_iterations(sessions_dir):
+    _finished_session(sessions_dir)
+    before = _files(sessions_dir)
+    line = _one_line_error(stop_tui("run", "--resume", "done", "--iterations", "-3", "--sessions-dir", str(sessions_dir)))
+    assert "--iterations must be 0 or more" in line
+    assert _files(sessions_dir) == before
+
+
+def test_a_task_name_too_long_for_a_file_name(tmp_path):
+    line = _one_line_error(stop_tui("tasks", "new", "a" * 300, "--dir", str(tmp_path)))
+    assert "at most 64 characters (got 300)" in line and len(line) < 200
+    assert not list(tmp_path.iterdir())
+
+
+def test_list_of_a_file_or_a_missing_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert "is not a folder" in _one_line_error(stop_tui("list", "--sessions-dir", str(afile)))
+    assert "does not exist" in _one_line_error(stop_tui("list", "--sessions-dir", str(tmp_path / "nope")))
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_sessions_dir_that_cannot_be_created_does_not_exist(sessions_dir):
+    from scripted_server import ScriptedLMServer
+
+    with ScriptedLMServer(lambda body, i: "") as server:
+        line = _one_line_error(stop_tui("run", "--model", "scripted", "--base-url", server.base_url,
+                                        "--sessions-dir", "/proc/stop-tui-nowhere/sessions"))
+    assert "sessions dir /proc/stop-tui-nowhere/sessions does not exist" in line
+    assert "not writable" not in line
+
+
+def test_error_messages_list_the_downstream_tasks_alike(sessions_dir):
+    from stop_tui.engine.tasks import downstream_names
+
+    tasks = ", ".join(downstream_names())
+    assert "meta" not in tasks.split(", ") and "meta_sandbox" not in tasks and "lpn" in tasks
+    unknown = _one_line_error(stop_tui("run", "--task", "nope", "--sessions-dir", str(sessions_dir)))
+    assert unknown.endswith(f"unknown task 'nope' (tasks: {tasks})")
+    assert _one_line_error(stop_tui("score", "--task", "nope", str(PROGRAMS / "lpn_zeros.py"))).endswith(
+        f"(tasks: {tasks})")
+    for args in (["transfer", "--improver", str(PROGRAMS / "improver_first.py"), "--tasks", "meta"],
+                 ["baseline", "--method", "cot", "--task", "meta_sandbox"]):
+        line = _one_line_error(stop_tui(*args, "--model", "local", "--sessions-dir", str(sessions_dir)))
+        assert f"is not a downstream task (tasks: {tasks})" in line, line
+
+
+def _subcommands(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subcommands(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_every_option_and_positional_has_help():
+    from stop_tui.cli import build_parser
+
+    missing = []
+    for name, sub in _subcommands(build_parser()):
+        for action in sub._actions:
+            if action.help is None and action.dest != "help":
+                missing.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+    for command in ("score", "list", "show", "tasks"):
+        text = stop_tui(command, "--help").stdout
+        assert text.count("--json") >= 2, text  # usage line and its help line
+
+
+def test_baseline_into_a_session_of_another_task_is_refused(sessions_dir):
+    folder = _finished_session(sessions_dir, "lpn-run")
+    before = _files(sessions_dir)
+    line = _one_line_error(stop_tui("baseline", "--method", "cot", "--session", "lpn-run", "--task", "grid",
+                                    "--model", "local", "--sessions-dir", str(sessions_dir)))
+    assert "session lpn-run is a lpn session" in line and "--task grid" in line
+    assert _files(sessions_dir) == before and not (folder / "baselines").exists()

@@ -190,7 +190,7 @@ def test_improver_from_a_session_and_iteration(sessions_dir):
     (["--improver", str(FIRST), "--tasks", "meta"], "not a downstream task"),
     (["--improver", str(FIRST), "--runs", "0"], "--runs"),
     ([], "--improver"),
-    (["--improver", str(FIRST), "--tasks", "grid", "--set", "time_limit=1"], "has a setting time_limit"),
+    (["--improver", str(FIRST), "--tasks", "grid", "--set", "time_limit=1"], "task grid has no setting time_limit"),
     (["--improver", str(FIRST), "--set", "novalue"], "KEY=VALUE"),
 ])
 def test_user_errors_exit_2(sessions_dir, args, message):

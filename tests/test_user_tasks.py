@@ -179,8 +179,16 @@ def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
 
 @pytest.mark.parametrize("returned,score,reason", [
     ("0.25", 0.25, None), ("(0.5, None)", 0.5, None), ("(2.0, 'x')", 1.0, "x"),
-    ("__import__('numpy').float32(0.5)", 0.5, None), ("(1, 2, 3)", 0.0, "not (score, error)"),
-    ("'high'", 0.0, "not (score, error)"), ("True", 0.0, "not (score, error)"),
+    ("__import__('numpy').float32(0.5)", 0.5, None),
+    ("(1, 2, 3)", 0.0, "evaluate.py returned a tuple of 3, not (score, error)"),
+    ("'high'", 0.0, "evaluate.py returned a str score ('high'), not a number"),
+    ("('0.5', None)", 0.0, "evaluate.py returned a str score ('0.5'), not a number"),
+    ("True", 0.0, "evaluate.py returned a bool score (True), not a number"),
+    ("(None, 'oops')", 0.0, "evaluate.py returned a NoneType score (None), not a number"),
+    ("(float('nan'), None)", 0.0, "evaluate.py returned a NaN score"),
+    ("__import__('numpy').float64('nan')", 0.0, "evaluate.py returned a NaN score"),
+    ("(float('inf'), None)", 0.0, "evaluate.py returned an infinite score (inf)"),
+    ("(float('-inf'), 'x')", 0.0, "evaluate.py returned an infinite score (-inf)"),
 ])
 def test_what_evaluate_returns_is_checked(tmp_path, returned, score, reason):
     folder = tmp_path / "ret"
@@ -192,3 +200,121 @@ def test_what_evaluate_returns_is_checked(tmp_path, returned, score, reason):
     result = score_solution(load_task(str(folder)), "def algorithm():\n    return 0\n", "val")
     assert result.score == score
     assert (result.error is None) if reason is None else (reason in result.error)
+
+
+# -- a buggy evaluate.py (issue 15 items 9 and 18) -----------------------------------------
+
+def user_task(folder, evaluate: str, toml_extra: str = ""):
+    folder.mkdir()
+    (folder / "task.toml").write_text(f'name = "{folder.name}"\n{toml_extra}')
+    (folder / "seed.py").write_text(SORTER)
+    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
+    (folder / "evaluate.py").write_text(evaluate)
+    return folder
+
+
+ONE_RUN = "    out = run([3, 1, 2], time_limit=1.0)\n"
+
+
+def test_sys_exit_in_evaluate_is_its_error_not_an_exit_code(tmp_path):
+    folder = user_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n" + ONE_RUN
+                       + "    sys.exit(3)\n")
+    proc = stop_tui("score", "--task", str(folder), "--json", str(folder / "seed.py"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["score"] == 0.0 and result["error"] == "evaluate.py called sys.exit(3)"
+    text = stop_tui("score", "--task", str(folder), str(folder / "seed.py"))
+    assert text.returncode == 0
+    assert text.stdout.strip() == "exits val: 0.000000  (evaluate.py called sys.exit(3))"
+
+
+HANGS = {
+    "a loop that never calls run": "    while True:\n        pass\n",
+    "a loop that calls run forever and catches Exception":
+        "    while True:\n        try:\n            run([1], time_limit=1.0)\n        except Exception:\n"
+        "            pass\n",
+    "a call that blocks in C": "    import time\n    time.sleep(3600)\n",
+    "a run with an endless time limit": "    run([1], time_limit=1e9)\n",
+}
+SLEEPER = "import time\n\n\ndef algorithm(xs):\n    time.sleep(3600)\n"
+
+
+@pytest.mark.parametrize("body", list(HANGS.values()), ids=list(HANGS))
+def test_an_evaluation_past_its_time_limit_is_abandoned_with_the_reason(tmp_path, body):
+    endless = "1e9" in body  # the candidate sleeps; the call's own limit would never end it
+    folder = user_task(tmp_path / "hangs", "def evaluate(run, split):\n" + ("" if endless else ONE_RUN) + body,
+                       "evaluation_time_limit = 2\n")
+    solution = tmp_path / "sleeper.py"
+    solution.write_text(SLEEPER if endless else SORTER)
+    proc = stop_tui("score", "--task", str(folder), "--json", str(solution), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["score"] == 0.0
+    assert result["error"] == ("evaluate.py did not finish within the evaluation time limit of 2 s "
+                               "(task.toml evaluation_time_limit); abandoned")
+    assert 2.0 <= result["seconds"] < 6.0
+
+
+def test_an_abandoned_python_loop_really_ends(tmp_path):
+    import threading
+    import time
+
+    folder = user_task(tmp_path / "spins", "def evaluate(run, split):\n" + HANGS["a loop that never calls run"],
+                       "evaluation_time_limit = 0.5\n")
+    result = score_solution(load_task(str(folder)), SORTER, "val")
+    assert "did not finish" in result.error
+    deadline = time.monotonic() + 5
+    while any(t.name == "evaluate-spins" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "evaluate-spins" for t in threading.enumerate())
+
+
+def test_a_run_on_a_task_whose_evaluate_exits_or_hangs_does_not_stall(tmp_path, sessions_dir):
+    exits = user_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n    sys.exit(3)\n")
+    hangs = user_task(tmp_path / "hangs", "def evaluate(run, split):\n    while True:\n        pass\n",
+                      "evaluation_time_limit = 1\n")
+
+    def responder(body, index):
+        return f"Sort it.\n```python\n{SORTER}```\n"
+
+    for folder in (exits, hangs):
+        with ScriptedLMServer(responder) as server:
+            proc = stop_tui("run", "--task", str(folder), "--model", "scripted", "--base-url", server.base_url,
+                            "--preset", "quick", "--iterations", "0", "--sessions-dir", str(sessions_dir),
+                            "--json", timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["seed_meta_utility"] == 0.0
+
+
+PRINTS = ("import os\n\n\ndef evaluate(run, split):\n    print('evaluate says hello')\n"
+          "    out = run([3, 1, 2], time_limit=1.0)\n    print('value', out.value)\n"
+          "    return float(out.value == [1, 2, 3]), out.error\n")
+NOISY = ("import os\nimport sys\nprint('candidate top level')\n\n\ndef algorithm(xs):\n"
+         "    print('candidate says hi')\n    os.write(1, b'raw fd 1\\n')\n    sys.stdout.flush()\n"
+         "    return sorted(xs)\n")
+
+
+def test_what_evaluate_and_the_candidate_print_never_reaches_the_json(tmp_path):
+    folder = user_task(tmp_path / "prints", PRINTS)
+    solution = tmp_path / "noisy.py"
+    solution.write_text(NOISY)
+    proc = stop_tui("score", "--task", str(folder), "--json", str(solution))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # the whole of stdout is the JSON line
+    assert result["score"] == 1.0 and result["error"] is None
+    assert "evaluate says hello" in proc.stderr and "value [1, 2, 3]" in proc.stderr
+    assert "candidate" not in proc.stdout + proc.stderr and "raw fd" not in proc.stdout + proc.stderr
+
+
+def test_run_json_parses_with_a_printing_evaluate(tmp_path, sessions_dir):
+    folder = user_task(tmp_path / "prints", PRINTS)
+
+    def responder(body, index):
+        return f"Sort it noisily.\n```python\n{NOISY}```\n"
+
+    with ScriptedLMServer(responder) as server:
+        proc = stop_tui("run", "--task", str(folder), "--model", "scripted", "--base-url", server.base_url,
+                        "--preset", "quick", "--iterations", "1", "--sessions-dir", str(sessions_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["iterations_completed"] == 1 and "evaluate says hello" in proc.stderr

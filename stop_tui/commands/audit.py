@@ -19,6 +19,7 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.safety import KINDS
+from stop_tui.engine.untrusted import printable
 
 ROLES = ("improver", "solution")
 Z95 = 1.959963984540054
@@ -26,7 +27,7 @@ Z95 = 1.959963984540054
 
 def add_parser(sub: Any, add_session_options: Any) -> None:
     p = sub.add_parser("audit", help="safety report of a session: flagged candidates per kind and iteration")
-    p.add_argument("session")
+    p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_session_options(p)
 
@@ -166,7 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append("findings:")
         for f in report["flags"][:200]:
-            lines.append(f"  {f['path']:<18} {f['kind']:<18} line {f['line']}: {f['detail']}")
+            lines.append(f"  {f['path']:<18} {printable(f['kind']):<18} line {f['line']}: "
+                         f"{printable(f['detail'])}")
         if len(report["flags"]) > 200:
             lines.append(f"  ... {len(report['flags']) - 200} more (use --json)")
     return "\n".join(lines)
@@ -175,7 +177,7 @@ def format_report(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, sessions_dir: Any) -> int:
     from stop_tui.engine.store import SessionStore
 
-    store = SessionStore.open(sessions_dir, args.session)
+    store = SessionStore.open(sessions_dir, args.session, readonly=True)
     try:
         report = audit_session(store)
     finally:

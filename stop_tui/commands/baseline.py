@@ -31,7 +31,9 @@ from typing import Any
 from stop_tui.commands.transfer import mean_ci
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
+from stop_tui.engine.lock import SessionLock
 from stop_tui.engine.store import SessionStore, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 KIND = "baseline"
 METHODS = ("best-of-n", "cot", "greedy")
@@ -120,7 +122,8 @@ PAPER = {("lpn", "cot"): (0.577, 0.030), ("lpn", "greedy"): (0.642, 0.009)}
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline", help="run a baseline improver (best-of-n, cot, greedy) on a task")
     p.add_argument("--task", default=None, help="task name or folder (default: the session's, else lpn)")
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="best-of-n (the whole budget on samples), cot (one attempt) or greedy")
     p.add_argument("--session", default=None,
                    help="put the results in this session's folder (and use its model and preset)")
     p.add_argument("--runs", type=int, default=None, help="improver runs (default: the preset's meta_runs)")
@@ -171,22 +174,33 @@ def run_baseline(store: SessionStore, settings, task_name: str, method: str, bac
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from stop_tui.engine.lock import acquire
     from stop_tui.engine.session import make_backend
     from stop_tui.engine.settings import Settings, preset
-    from stop_tui.engine.tasks import load_task
+    from stop_tui.engine.store import session_folder
+    from stop_tui.engine.tasks import downstream_names, load_task
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.runs is not None and args.runs < 1:
         raise UserError("--runs must be 1 or more")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError("--seed must be between 0 and 4294967295")
     parent_meta: dict[str, Any] = {}
+    lock: SessionLock | None = None
     if args.session:
-        parent = SessionStore.open(sessions_dir, args.session)
-        parent_meta, folder = parent.meta(), parent.folder
-        parent.close()
+        parent = SessionStore(session_folder(sessions_dir, args.session), readonly=True)
+        try:
+            parent.verify()
+            parent_meta, folder = parent.meta(), parent.folder
+        finally:
+            parent.close()
     task_name = args.task or parent_meta.get("task") or "lpn"
     task = load_task(task_name)
     if task.kind != "solution":
-        raise UserError(f"{task_name} is not a downstream task")
+        raise UserError(f"{task_name} is not a downstream task (tasks: {', '.join(downstream_names())})")
+    if args.session and task.folder != load_task(parent_meta["task"]).folder:
+        raise UserError(f"session {folder.name} is a {parent_meta['task']} session: its baselines are "
+                        f"on {parent_meta['task']} (leave out --task {args.task}, or leave out --session)")
     if args.preset:
         settings = preset(args.preset)
     elif parent_meta.get("settings"):
@@ -198,24 +212,28 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         settings = replace(settings, meta_runs=args.runs)
     model = args.model or parent_meta.get("model") or "local"
     base_url = args.base_url or (parent_meta.get("base_url") if not args.model else None)
+    if args.session:  # the baseline is written into the session's folder: nobody may run it meanwhile
+        lock = acquire(folder)
     backend = make_backend(model, base_url)
     meta = {"kind": KIND, "task": task_name, "method": args.method, "model": backend.model,
             "settings": settings.to_dict(), "base_url": base_url}
     if args.session:
+        # A second baseline of a method keeps the first: its log is <method>-2 (SessionStore.create
+        # never reuses a folder), its results <method>-2.json beside <method>.json.
         store = SessionStore.create(folder / "baselines", meta, name=args.method)
-        target = folder / "baselines" / f"{args.method}.json"
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         store = SessionStore.create(sessions_dir, meta, name=f"{stamp}-baseline-{args.method}")
         folder = store.folder
-        target = folder / "baselines" / f"{args.method}.json"
+        lock = acquire(folder)
+    target = folder / "baselines" / f"{store.folder.name if args.session else args.method}.json"
     store.append(ev.Event(ev.SESSION_STARTED, "", {"task": task_name, "model": backend.model,
                                                    "settings": settings.to_dict(), "resumed": False,
                                                    "kind": KIND, "method": args.method}))
 
     def echo(line: str) -> None:
         if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     try:
         result = run_baseline(store, settings, task_name, args.method, backend, echo)
@@ -228,6 +246,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(target)
+    lock.release()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -3,9 +3,14 @@
 It starts the sandbox pool (bubblewrap, or the kernel fallback), lists each protection as the
 pool reports it, then runs a probe program in the sandbox that tries what a hostile candidate
 would (read a planted secret, the home folder and the project, reach a loopback server of the
-engine, see or signal the engine, create a user namespace) and prints what it could do. Exit
+engine, see or signal the engine, create a user namespace or a SysV shared memory segment) and prints what it could do. Exit
 code 1 when a protection is missing or a probe got through, so scripts and CI can insist on the
 strongest mode.
+
+It also checks the embedded local model: loads it in its worker process (path, size, load
+options), makes one short generation there and reports tokens per second. A model that is not
+installed is one line (and not a failure: remote models need none); one that fails to load or
+whose worker dies while generating makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ def algorithm(secret_name, secret_file, home, project, port, engine_pid):
         out["engine_visible"] = True
     except OSError:
         out["engine_visible"] = False
+    try:  # a SysV shared memory segment (would outlive the run and be visible to others)
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        segment = libc.shmget(0, 1 << 20, 0o1600)
+        out["shared_memory"] = segment >= 0
+        if segment >= 0:
+            libc.shmctl(segment, 0, None)
+    except Exception:
+        out["shared_memory"] = False
     try:  # a user namespace of its own (last: if it worked, this run is now inside one)
         import ctypes
         out["user_namespace"] = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
@@ -59,6 +73,8 @@ def algorithm(secret_name, secret_file, home, project, port, engine_pid):
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("doctor", help="which sandbox protections are active here (checked live)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--model", default="local",
+                   help="the local model to check: local (default) or local:PATH.gguf")
 
 
 def probe() -> dict[str, Any]:
@@ -95,6 +111,7 @@ def probe() -> dict[str, Any]:
         "reaches_engine_loopback": bool(v.get("loopback")),
         "sees_engine_process": bool(v.get("engine_visible")),
         "creates_user_namespace": bool(v.get("user_namespace")),
+        "creates_shared_memory": bool(v.get("shared_memory")),
         "runs_as_root": v.get("uid") == 0,
     }
 
@@ -115,7 +132,66 @@ def _unexpected(names: Any, folder: Path) -> list[str]:
     return [n for n in names if n not in allowed]
 
 
-def report() -> dict[str, Any]:
+LOCAL_PROBE = ("You are a helpful assistant.", "Name three colours, one per line.")
+LOCAL_PROBE_TOKENS = 32
+
+
+def local_model_report(model: str = "local") -> dict[str, Any]:
+    """Load the embedded model in its worker and time one short greedy generation."""
+    import time
+
+    from stop_tui.engine.errors import UserError
+    from stop_tui.engine.lm.base import LMRequestError
+    from stop_tui.engine.lm.local_backend import LocalBackend, LocalModelMissing
+
+    if model != "local" and not model.startswith("local:"):
+        raise UserError(f"doctor checks the embedded model: --model local or local:PATH.gguf (got {model!r})")
+    started = time.monotonic()
+    try:
+        backend = LocalBackend(model.split(":", 1)[1] if ":" in model else None)
+    except LocalModelMissing as exc:
+        return {"ok": True, "installed": False, "error": str(exc)}
+    except UserError as exc:
+        return {"ok": False, "installed": True, "error": str(exc)}
+    data: dict[str, Any] = {"ok": True, "installed": True, "start_seconds": round(time.monotonic() - started, 3),
+                            **backend.load_info}
+    try:
+        started = time.monotonic()
+        out = backend.request(*LOCAL_PROBE, n=1, temperature=0.0, max_tokens=LOCAL_PROBE_TOKENS, seed=1)
+        seconds = time.monotonic() - started
+    except LMRequestError as exc:
+        data.update(ok=False, error=str(exc), hint=backend.failure_hint)
+        return data
+    finally:
+        backend.close()
+    data.update(generated_tokens=out.completion_tokens, generation_seconds=round(seconds, 3),
+                tokens_per_second=round(out.completion_tokens / seconds, 1) if seconds > 0 else None)
+    if out.error or not out.texts or not out.texts[0]:
+        data.update(ok=False, error=out.error or "the model generated no text")
+    return data
+
+
+def print_local_model(local: dict[str, Any]) -> None:
+    if not local["installed"]:
+        print(f"local model: not installed: {local['error']}")
+        return
+    if "path" not in local:
+        print(f"local model: FAILED: {local['error']}")
+        return
+    print(f"local model: {local['path']} ({local['size'] / 1e6:.1f} MB)")
+    print(f"  loaded in {local['load_seconds']:.2f} s in worker pid {local['pid']} (llama-cpp-python "
+          f"{local['llama_cpp_python']}, n_ctx {local['n_ctx']}, {local['n_threads']} threads, extra "
+          f"buffer types {'on' if local['use_extra_bufts'] else 'off'})")
+    if "tokens_per_second" in local:
+        print(f"  generated {local['generated_tokens']} tokens in {local['generation_seconds']:.2f} s: "
+              f"{local['tokens_per_second']} tokens/s")
+    if not local["ok"]:
+        print(f"  FAILED: {local['error']}")
+        if local.get("hint"):
+            print(f"  try: {local['hint']}")
+
+
+def report(model: str = "local") -> dict[str, Any]:
     from stop_tui.engine.sandbox.isolation import DESCRIPTIONS
     from stop_tui.engine.sandbox.pool import sandbox_report
 
@@ -124,12 +200,14 @@ def report() -> dict[str, Any]:
     data["probes"] = probe() if data.get("mode") else {"error": data.get("error")}
     leaks = [k for k, v in data["probes"].items() if v is True]
     data["leaks"] = leaks
-    data["ok"] = not data["missing"] and not leaks and "error" not in data["probes"]
+    data["local_model"] = local_model_report(model)
+    data["ok"] = (not data["missing"] and not leaks and "error" not in data["probes"]
+                  and data["local_model"]["ok"])
     return data
 
 
 def run(args: argparse.Namespace) -> int:
-    data = report()
+    data = report(args.model)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0 if data["ok"] else 1
@@ -155,4 +233,5 @@ def run(args: argparse.Namespace) -> int:
               + ("  (install bubblewrap: apt-get install bubblewrap)" if "bubblewrap" in data["missing"] else ""))
     else:
         print("all protections active")
+    print_local_model(data["local_model"])
     return 0 if data["ok"] else 1

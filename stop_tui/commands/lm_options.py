@@ -39,8 +39,9 @@ def lm_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "max_cost", None) is not None and args.max_cost <= 0:
-        raise UserError("--max-cost must be more than 0")
+    cost = getattr(args, "max_cost", None)
+    if cost is not None and not (math.isfinite(cost) and cost > 0):
+        raise UserError(f"--max-cost must be a number of dollars more than 0 (got {cost:g})")
     timeout = getattr(args, "lm_timeout", None)
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UserError(f"--lm-timeout must be a number of seconds above 0 (got {timeout:g})")
@@ -113,11 +114,12 @@ class StopSignals:
     def record(self, how: str = "") -> None:
         """The PAUSED event that says who stopped the run and how to resume it."""
         from stop_tui.engine import events as ev
+        from stop_tui.engine.store import cli_name
 
         extra = f", {how}" if how else ""
         self.session.store.append(ev.Event(ev.PAUSED, "", {
             "reason": f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
-                      f"{self.session.id}"}))
+                      f"{cli_name(self.session.store.folder)}"}))
 
     @property
     def exit_code(self) -> int:

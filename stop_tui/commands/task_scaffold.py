@@ -129,10 +129,12 @@ def evaluate(run, split, settings):
 '''
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+MAX_NAME = 64  # it names a folder, and every session of the task
 
 
 def add_subparser(tasks_parser: argparse.ArgumentParser) -> None:
-    sub = tasks_parser.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND")
+    sub = tasks_parser.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND",
+                                      help="new: scaffold a task folder of your own")
     p = sub.add_parser("new", help="scaffold a task folder to fill in (loads and scores as written)")
     p.add_argument("name", help="task name (letters, digits, - and _)")
     p.add_argument("--dir", type=Path, default=Path("."), help="where to create NAME/ (default .)")
@@ -140,11 +142,13 @@ def add_subparser(tasks_parser: argparse.ArgumentParser) -> None:
 
 def scaffold(name: str, parent: Path) -> Path:
     if not NAME.match(name):
-        raise UserError(f"task name {name!r}: use letters, digits, - and _ (starting with a letter)")
+        raise UserError(f"task name {name[:40]!r}: use letters, digits, - and _ (starting with a letter)")
+    if len(name) > MAX_NAME:
+        raise UserError(f"task name {name[:20]}...: at most {MAX_NAME} characters (got {len(name)})")
     folder = Path(parent) / name
-    if folder.exists():
-        raise UserError(f"{folder} already exists")
     try:
+        if folder.exists():
+            raise UserError(f"{folder} already exists")
         folder.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create {folder}: {exc.strerror or exc}") from None

@@ -29,7 +29,8 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
-from stop_tui.engine.store import SessionStore, default_sessions_dir
+from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, default_sessions_dir
+from stop_tui.engine.untrusted import printable
 
 KIND = "transfer"
 STARTED = "transfer_started"  # {task, who, run}
@@ -87,10 +88,13 @@ def resolve_improver(spec: str, sessions_dir: Path) -> tuple[str, str]:
     if sep and tail.isdigit():
         session, iteration = head, int(tail)
     try:
-        store = SessionStore.open(sessions_dir, session)
+        store = SessionStore.open(sessions_dir, session, readonly=True)
+    except SessionUnreadable:
+        raise
     except UserError:
         raise UserError(f"--improver {spec!r} is neither a file nor a session in {sessions_dir}") from None
     try:
+        store.verify()
         held: dict[int, str] = {}
         for event in store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)):
             digest = event.data.get("improver") if event.kind == ev.ITERATION_ACCEPTED else event.data.get("kept")
@@ -294,30 +298,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
 
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    import tomllib
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: use KEY=VALUE")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from stop_tui.engine.lock import acquire
     from stop_tui.engine.session import _wire, make_backend, session_settings
     from stop_tui.engine.settings import Settings
-    from stop_tui.engine.tasks import load_task
+    from stop_tui.engine.store import session_folder
+    from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.resume:
-        store = SessionStore.open(sessions_dir, args.resume)
+        lock = acquire(session_folder(sessions_dir, args.resume))  # released by session.close()
+        store = SessionStore(lock.folder)
         meta = store.meta()
         if meta.get("kind") != KIND:
             store.close()
@@ -332,18 +323,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             raise UserError("--improver FILE|SESSION[:ITERATION] is required (or --resume SESSION)")
         if args.runs < 1:
             raise UserError("--runs must be 1 or more")
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        tasks = list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip()))  # each once
         if not tasks:
             raise UserError("--tasks names no task")
         for name in tasks:
             if load_task(name).kind != "solution":
-                raise UserError(f"{name} is not a downstream task")
+                raise UserError(f"{name} is not a downstream task (tasks: {', '.join(downstream_names())})")
         source, label = resolve_improver(args.improver, sessions_dir)
-        overrides = parse_settings(args.task_settings)
-        known = {key for name in tasks for key in load_task(name).settings}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise UserError(f"no task among {', '.join(tasks)} has a setting {', '.join(unknown)}")
+        overrides = parse_settings(args.task_settings, [load_task(name) for name in tasks])
         preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
         settings = session_settings(preset, seed=args.seed)
         backend = make_backend(args.model, args.base_url)
@@ -352,18 +339,20 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             "model": backend.model, "settings": settings.to_dict(), "base_url": args.base_url,
             "improver": None, "improver_label": label, "task_settings": overrides,
         }, name=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
+        lock = acquire(store.folder)
         store.set_meta({"improver": store.put_text(source)})
         plan = Plan(tasks, args.runs, source, label)
         store.append(ev.Event(ev.SESSION_STARTED, "", {"task": ",".join(tasks), "model": backend.model,
                                                        "settings": settings.to_dict(), "resumed": False,
                                                        "kind": KIND}))
     session = _wire(store, settings, plan.tasks[0], backend, None)
+    session.lock = lock
     if args.resume:
         _restore_lm(session.engine.lm, store)
 
     def echo(line: str) -> None:
         if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     if not args.quiet:
         store.subscribe(_progress(echo))
@@ -379,7 +368,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         session.gate.cancel()
         store.append(ev.Event(ev.PAUSED, "", {"reason": "stopped by the user; resume to continue"}))
-        echo(f"stopped; continue with: stop-tui transfer --resume {store.id}")
+        echo(f"stopped; continue with: stop-tui transfer --resume {cli_name(store.folder)}")
         outcome = 130
         table = rows(store, plan)
     except Cancelled:

@@ -11,20 +11,28 @@ from stop_tui.engine.lm.service import LanguageModel
 from stop_tui.engine.sandbox.process import Limits, Outcome, Sandbox
 
 ENTRY = "improve_algorithm"
+WALL_FACTOR = 10.0  # default wall-clock cap of an improver run: this many times its own-time limit
+RPC_DRAIN_SECONDS = 120.0  # how long an ended run's LM calls in flight may take to be recorded
 
 
 class Utility:
     """The engine side of an improver's `utility` (PAPER.md section 2): a budget, a use count,
-    the displayed source, and a scoring function the improver cannot see into."""
+    the displayed source, and a scoring function the improver cannot see into.
+
+    `cancel` is set when the improver run it serves ends: scorings still in flight (which the
+    score function runs with this event as their cancel) stop, and no new use is accepted."""
 
     def __init__(self, text: str, budget: int, score: Callable[[str, int], float]) -> None:
         self.str = text
         self.budget = budget
         self.uses = 0
+        self.cancel = threading.Event()
         self._score = score
         self._lock = threading.Lock()
 
     def __call__(self, source: str | None) -> float:
+        if self.cancel.is_set():
+            raise Cancelled()
         with self._lock:
             if self.uses >= self.budget:
                 return 0.0
@@ -37,11 +45,20 @@ class Utility:
 
 def run_improver(source: str, initial_solution: str, utility: Utility, lm: LanguageModel, *,
                  limits: Limits, time_limit: float, seed: int,
-                 cancel: threading.Event | None = None) -> Outcome:
+                 cancel: threading.Event | None = None, wall_limit: float | None = None) -> Outcome:
     """improve_algorithm(initial_solution, utility, language_model) in a sandbox. The value of a
-    successful outcome is the returned program (a str, or None when it returned None)."""
+    successful outcome is the returned program (a str, or None when it returned None).
+
+    `time_limit` counts the improver's own time; `wall_limit` (default WALL_FACTOR times it)
+    counts everything, waits on the LM and the utility included. When the run ends, what it
+    started ends with it: its process is killed, no new call is served, scorings it left in
+    flight (in threads) are cancelled (their sandboxes killed, nothing recorded), and LM calls
+    already sent are waited for (their answers are paid for and recorded) before this returns."""
+    ended = threading.Event()
 
     def rpc(method: str, params: dict[str, Any]) -> Any:
+        if ended.is_set():
+            raise Cancelled()
         if method == "lm.batch_prompt":
             messages = params.get("messages")
             if not isinstance(messages, list):
@@ -62,10 +79,23 @@ def run_improver(source: str, initial_solution: str, utility: Utility, lm: Langu
     spec = {"initial_solution": initial_solution, "utility_str": utility.str,
             "utility_budget": utility.budget, "lm_budget": lm.budget,
             "max_responses_per_call": lm.max_responses_per_call}
-    with Sandbox(source, ENTRY, limits=limits, rpc=rpc, cancel=cancel) as box:
-        if box.load_error is not None:
-            return Outcome(error=box.load_error)
-        outcome = box.improve(spec, time_limit, seed=seed)
+    if wall_limit is None:
+        wall_limit = WALL_FACTOR * time_limit
+    try:
+        with Sandbox(source, ENTRY, limits=limits, rpc=rpc, cancel=cancel) as box:
+            if box.load_error is not None:
+                return Outcome(error=box.load_error)
+            try:
+                outcome = box.improve(spec, time_limit, wall_limit=wall_limit, seed=seed)
+            finally:
+                ended.set()
+                utility.cancel.set()
+                box.kill()
+                stopped = cancel is not None and cancel.is_set()  # a quit does not wait
+                box.wait_rpcs(0.0 if stopped else RPC_DRAIN_SECONDS)
+    finally:
+        ended.set()
+        utility.cancel.set()
     if cancel is not None and cancel.is_set():
         # Stopped (quit, or a session cap refused an LM call): whatever the improver made of
         # its refused calls is not a result. Nothing is recorded; a resume re-executes it.

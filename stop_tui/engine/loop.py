@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
-from stop_tui.engine.improver import Utility, run_improver
+from stop_tui.engine.improver import WALL_FACTOR, Utility, run_improver
 from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.resume import effective, find_interrupted
@@ -25,7 +25,7 @@ from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import Limits
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.tasks import Task
 
 
@@ -79,10 +79,13 @@ class Engine:
         return state
 
     # -- downstream -----------------------------------------------------------------------
-    def score_downstream(self, source: str | None, path: str, split: str) -> float:
+    def score_downstream(self, source: str | None, path: str, split: str, *,
+                         cancel: threading.Event | None = None) -> float:
+        """`cancel`: the utility's of the improver run that asked (it ends with that run)."""
         if split == "val":  # static safety checks, once per solution, before it runs
             flag_candidate(self.store.append, source, path, "solution")
-        result = score_solution(self.task, source, split, limits=self.limits, cancel=self.cancel)
+        result = score_solution(self.task, source, split, limits=self.limits,
+                                cancel=cancel or self.cancel)
         data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
                                    "split": split, "score": result.score,
                                    "seconds": round(result.seconds, 4)}
@@ -92,32 +95,45 @@ class Engine:
         return result.score
 
     # -- the meta-utility -----------------------------------------------------------------
-    def _improver_run(self, improver: str, path: str, with_test: bool) -> tuple[float, float | None, str | None]:
+    def _wall_limit(self, meta_level: bool) -> float:
+        """Wall-clock seconds of one improver run, waits included: a downstream run gets the
+        setting (default WALL_FACTOR x its own-time limit); an iteration's improver, whose
+        û uses each run downstream improvers, gets that once per use and once more."""
         s = self.settings
+        downstream = s.improver_wall_limit or WALL_FACTOR * s.improver_time_limit
+        return downstream * (1 + s.meta_utility_budget) if meta_level else downstream
+
+    def _improver_run(self, improver: str, path: str, with_test: bool,
+                      cancel: threading.Event | None = None) -> tuple[float, float | None, str | None]:
+        s = self.settings
+        cancel = cancel or self.cancel
         self.emit(ev.RUN_STARTED, path, improver=self.store.put_text(improver))
         utility = Utility(self.task.displayed, s.utility_budget,
-                          lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val"))
+                          lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val",
+                                                               cancel=utility.cancel))
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
         out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
-                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel)
+                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
+                           wall_limit=self._wall_limit(False))
         solution = out.value if out.error is None else None
         if out.error is not None:
             val, test = 0.0, (0.0 if with_test else None)
         else:
-            val = self.score_downstream(solution, f"{path}/final", "val")
-            test = self.score_downstream(solution, f"{path}/final", "test") if with_test else None
+            val = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel)
+            test = self.score_downstream(solution, f"{path}/final", "test", cancel=cancel) if with_test else None
         self.emit(ev.RUN_FINISHED, path, solution=self.store.put_text(solution) if solution else None,
                   val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
                   lm_uses=lm.uses, utility_uses=utility.uses)
         return val, test, out.error
 
-    def meta_score(self, improver: str | None, path: str, *, with_test: bool) -> MetaScore:
+    def meta_score(self, improver: str | None, path: str, *, with_test: bool,
+                   cancel: threading.Event | None = None) -> MetaScore:
         """û(improver): the mean downstream val score over `meta_runs` improver runs."""
         if not improver or not improver.strip():
             return MetaScore(0.0, 0.0 if with_test else None, ["empty improver"])
         n = self.settings.meta_runs
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="meta-run") as pool:
-            futures = [pool.submit(self._improver_run, improver, f"{path}/r{j}", with_test)
+            futures = [pool.submit(self._improver_run, improver, f"{path}/r{j}", with_test, cancel)
                        for j in range(1, n + 1)]
             results = [f.result() for f in futures]
         val = sum(r[0] for r in results) / n
@@ -125,12 +141,12 @@ class Engine:
         return MetaScore(val, test, [r[2] for r in results if r[2]])
 
     def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
-                        with_test: bool) -> MetaScore:
+                        with_test: bool, cancel: threading.Event | None = None) -> MetaScore:
         self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
                   source=self.store.put_text(source) if source else None,
                   parent=self.store.put_text(parent) if parent else None)
         flag_candidate(self.store.append, source, path, "improver")  # static safety checks, before it runs
-        result = self.meta_score(source, path, with_test=with_test)
+        result = self.meta_score(source, path, with_test=with_test, cancel=cancel)
         data: dict[str, object] = {"role": role, "score": result.val}
         if with_test:
             data["test"] = result.test
@@ -162,12 +178,14 @@ class Engine:
             with lock:
                 candidates[0] += 1
                 k = candidates[0]
-            return self.score_candidate(source, f"{path}/c{k}", current, "candidate", with_test=False).val
+            return self.score_candidate(source, f"{path}/c{k}", current, "candidate", with_test=False,
+                                        cancel=utility.cancel).val
 
         utility = Utility(self.meta.displayed, s.meta_utility_budget, meta_utility)
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
         out = run_improver(current, current, utility, lm, limits=self.limits,
-                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel)
+                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=self.cancel,
+                           wall_limit=self._wall_limit(True))
         proposed = out.value if out.error is None else None
         check = self.score_candidate(proposed, f"{path}/check", current, "check", with_test=True)
         failed = out.error is not None or not proposed
@@ -226,7 +244,7 @@ class Engine:
             # them). A cap waits for them; a quit waits a little.
             self.lm.drain(timeout=stop.drain_timeout if stop is not None else 10.0)
             if stop is not None:  # a cap, or a failing LM server (lm/service.py)
-                self.emit(ev.PAUSED, "", **stop.pause_data(f"stop-tui run --resume {self.store.id}"))
+                self.emit(ev.PAUSED, "", **stop.pause_data(f"stop-tui run --resume {cli_name(self.store.folder)}"))
                 return "capped"
             self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
             return "cancelled"

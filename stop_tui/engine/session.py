@@ -12,10 +12,11 @@ from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Backend
 from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.store import SessionStore
-from stop_tui.engine.tasks import META, load_task
+from stop_tui.engine.store import SessionStore, cli_name, session_folder
+from stop_tui.engine.tasks import META, downstream_task, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
 
@@ -54,15 +55,20 @@ class Session:
     settings: Settings
     engine: Engine
     gate: Gate
+    lock: SessionLock | None = None  # this process runs the session (see engine/lock.py)
 
     @property
     def id(self) -> str:
         return self.store.id
 
     def close(self) -> None:
-        self.engine.lm.close()
-        self.engine.lm.backend.close()
-        self.store.close()
+        try:
+            self.engine.lm.close()
+            self.engine.lm.backend.close()
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
@@ -81,7 +87,7 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None) -> Session:
-    load_task(task_name)  # fail before creating anything
+    downstream_task(task_name)  # fail before creating anything
     if "/" in task_name or task_name.startswith("."):
         task_name = str(Path(task_name).resolve())  # a task folder: resumable from anywhere
     store = SessionStore.create(sessions_dir, {
@@ -90,6 +96,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
     })
     session = _wire(store, settings, task_name, backend, gate)
+    session.lock = acquire(store.folder)
     store.append(ev.Event(ev.SESSION_STARTED, "", {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
     _record_sandbox(store)
@@ -102,15 +109,38 @@ def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None
     """Reopen a saved session with its recorded settings (and model, unless one is given).
     `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings;
     `model` / `base_url` (run --resume --model / --base-url) replace the recorded ones, and the
-    change is recorded (meta, and an LM_CHANGED event). Nothing is contacted here."""
-    store = SessionStore.open(sessions_dir, session_id)
+    change is recorded (meta, and an LM_CHANGED event). Nothing is contacted here.
+    Takes the session's lock first: SessionBusy when another process runs it."""
+    folder = session_folder(sessions_dir, session_id)
+    check = SessionStore(folder, readonly=True)  # a damaged session: say so, and leave it as it is
+    try:
+        check.verify()
+    finally:
+        check.close()
+    lock = acquire(folder)
+    store: SessionStore | None = None
+    try:
+        store = SessionStore(lock.folder)
+        session = _open_locked(store, sessions_dir, backend=backend, gate=gate, overrides=overrides,
+                               model=model, base_url=base_url)
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    session.lock = lock
+    return session
+
+
+def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,
+                 gate: Gate | None, overrides: dict | None, model: str | None,
+                 base_url: str | None) -> Session:
     meta = store.meta()
     kind = meta.get("kind", "stop")
     if kind != "stop":
-        store.close()
         raise UserError(f"session {store.id} is a {kind} session: continue it with "
-                        f"`stop-tui {kind} --resume {store.id}`" if kind == "transfer" else
-                        f"session {store.id} is a {kind} session (see `stop-tui show {store.id}`)")
+                        f"`stop-tui {kind} --resume {cli_name(store.folder)}`" if kind == "transfer" else
+                        f"session {store.id} is a {kind} session (see `stop-tui show {cli_name(store.folder)}`)")
     settings = Settings.from_dict(meta.get("settings", {}))
     if overrides and any(v is not None for v in overrides.values()):
         settings = settings.with_overrides(**overrides)

@@ -43,6 +43,9 @@ class Settings:
     acceptance: str = "paper"  # paper: replace unless failed or 0; best: keep the better
     seed: int = 0
     improver_time_limit: float = 600.0  # seconds of an improver's own time (LM/utility waits excluded)
+    # Wall-clock seconds of a downstream improver run, everything counted (None: 10 x the
+    # own-time limit); an iteration's improver gets it once per meta-utility use, plus once.
+    improver_wall_limit: float | None = None
     memory_limit_mb: int = 4096
     output_limit_kb: int = 1024
     # The paper's safety experiment (PAPER.md section 8): improvers get a decorative `use_sandbox`

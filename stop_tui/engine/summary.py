@@ -6,7 +6,7 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.resume import effective_events
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
            "completion_tokens", "reasoning_tokens", "cost_usd")
@@ -32,6 +32,8 @@ def summarize(store: SessionStore) -> dict[str, Any]:
             resumes += 1
             state, paused = "running", None
         elif event.kind in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
+            if not isinstance(d.get("iteration"), int):
+                raise SessionUnreadable(store.id, f"event {event.seq} ({event.kind}) has no iteration number")
             per_iteration[d["iteration"]] = {
                 "iteration": d["iteration"], "accepted": event.kind == ev.ITERATION_ACCEPTED,
                 "candidate_val": d.get("val"), "candidate_test": d.get("test"),

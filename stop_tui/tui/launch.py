@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
-from stop_tui.engine.store import default_sessions_dir
+from stop_tui.engine.store import cli_name, default_sessions_dir
 
 # After the screen closes (itself within ~2 s of ctrl+q): how much longer the engine may take to
 # stop. The engine lets LM calls in flight finish and be recorded (up to 10 s on its side); we
@@ -57,7 +58,13 @@ def launch(args: argparse.Namespace) -> int:
 def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
     from stop_tui.tui.app import StopApp
 
-    app = StopApp(session, sessions_dir=sessions_dir, open_session_fn=open_session_fn)
+    if session is not None:
+        _interrupt_local_model_on_quit(session)
+    opened = None
+    if open_session_fn is not None:
+        def opened(sid: str):
+            return _interrupt_local_model_on_quit(open_session_fn(sid))
+    app = StopApp(session, sessions_dir=sessions_dir, open_session_fn=opened)
     try:
         code = app.run()
     finally:
@@ -67,31 +74,42 @@ def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
     if session is None:
         return code or 0
     worker = app._engine_worker
-    started = worker is not None
-    if started and not app.engine_done.is_set():
+    if worker is not None and not app.engine_done.is_set():
         print("stop-tui: stopping: letting the LM call in flight finish (a few seconds; ctrl+c leaves now)…",
               file=sys.stderr, flush=True)
         try:
             app.engine_done.wait(STOP_WAIT)
         except KeyboardInterrupt:
             pass
-    if started and not app.engine_done.is_set():
-        # An LM call is still generating. Everything that completed is committed (one SQLite
-        # transaction per event) and sandboxes die with this process; the abandoned call is
-        # asked again on resume. Leave now rather than wait for it.
-        print(f"stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).\n"
-              f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
-              file=sys.stderr, flush=True)
-        os._exit(0)
-    session.close()
-    print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {session.id}`",
+        if not app.engine_done.is_set():
+            # A server's answer is still on its way (the embedded model never gets here: its
+            # worker was killed on quit). Everything that completed is committed (one SQLite
+            # transaction per event) and sandboxes die with this process; the call is asked
+            # again on resume. A thread blocked on a socket cannot be interrupted, and the
+            # interpreter would join it at exit: leave now rather than wait for the server.
+            print(f"stop-tui: stopped; the LM call in flight was abandoned (it is redone on resume).\n"
+                  f"stop-tui: session {session.id} saved; resume with `stop-tui resume {cli_name(session.store.folder)}`",
+                  file=sys.stderr, flush=True)
+            os._exit(0)
+    session.close()  # kills the embedded model's worker, if it still runs
+    print(f"stop-tui: session {session.id} saved; resume with `stop-tui resume {cli_name(session.store.folder)}`",
           file=sys.stderr, flush=True)
-    if started:
-        # The session is closed and every event committed. A backend thread may still be
-        # generating an answer nobody waits for (the local model cannot be interrupted), and the
-        # interpreter would join it at exit (concurrent.futures joins even daemon workers).
-        # Sandboxes die with this process. Leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code or 0)
     return code or 0
+
+
+def _interrupt_local_model_on_quit(session):
+    """When the user quits (the gate is cancelled, and not by a cap), kill the embedded model's
+    worker at once: its calls cost nothing, and waiting for a generation nobody wants is what
+    made quitting slow. The call in flight is not recorded and is asked again on resume. Paid
+    backends keep the engine's drain (their answers are recorded)."""
+    from stop_tui.engine.lm.local_backend import LocalBackend
+
+    backend = session.engine.lm.backend
+    if isinstance(backend, LocalBackend):
+        def watch() -> None:
+            session.gate.cancel_event.wait()
+            if session.engine.lm.stop is None:  # a cap pauses the run: its calls are drained
+                backend.close()
+
+        threading.Thread(target=watch, name="local-model-quit", daemon=True).start()
+    return session

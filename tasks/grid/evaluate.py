@@ -6,7 +6,9 @@ grid_dist(s, t). The candidate's `algorithm(t, dist)` runs with the generators i
 they have after those draws. Score 1 for a string at exactly the target distance, else
 0.5 - |d - target| / (6 len(t)). A failing instance (an exception, a value that is not a
 string over "AB" of the right length, or over 0.1 s by the sandbox's Outcome.seconds) scores 0 and
-the evaluation goes on, as in the released code. Mean over 50 instances in both splits.
+the evaluation goes on, as in the released code. Mean over 50 instances in both splits. A
+program that fails to load (a syntax error, an exception in its top-level code, no
+`algorithm`) scores 0, as in the released code.
 """
 
 import random
@@ -15,6 +17,7 @@ import numpy as np
 
 SPLITS = {"val": (4321, 50), "test": (5678, 50)}  # (base seed, instances)
 TIME_LIMIT = 0.1
+LOAD_FAIL_SCORE = 0.0
 
 
 def grid_dist(s: str, t: str) -> int:
@@ -51,6 +54,8 @@ def evaluate(run, split: str):
     for i in range(n_instances):
         (t, target), rng = make_instance(base + i)
         out = run(t, target, time_limit=TIME_LIMIT, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.error is not None:
             problem, score = out.error, 0.0
         elif out.seconds > TIME_LIMIT:

@@ -9,6 +9,12 @@ and returns an outcome with `.value` (plain JSON data), `.error` (None or a reas
 Instances are drawn from `random.Random(seed)` and `np.random.RandomState(seed)`: the same
 streams as `random.seed(seed)` and `np.random.seed(seed)` followed by the module-level draws,
 without touching the engine's global generators (the engine evaluates in several threads).
+
+Failure scores, as in the released code: a program that fails to LOAD (a syntax error, an
+exception in its top-level code, no `algorithm`: the outcome's `.load_failed`) scores 0; one
+that fails while RUNNING on an instance (an exception, a timeout, unusable predictions) makes
+the whole score 1e-6. The difference matters: the paper's acceptance rule replaces the
+improver unless its meta-utility is 0.
 """
 
 import random
@@ -17,7 +23,8 @@ import numpy as np
 
 SPLITS = {"val": (4321, 20), "test": (5678, 50)}  # (base seed, instances)
 TIME_LIMIT = 2.0
-FAIL_SCORE = 1e-6  # any exception or timeout fails the whole evaluation
+LOAD_FAIL_SCORE = 0.0  # the program did not load
+FAIL_SCORE = 1e-6  # any exception or timeout while running fails the whole evaluation
 N_BITS, N_TRAIN, N_TEST = 10, 100, 20
 
 
@@ -38,6 +45,8 @@ def evaluate(run, split: str):
     for i in range(n_instances):
         inputs, test_parity, rng = make_instance(base + i)
         out = run(*inputs, time_limit=TIME_LIMIT, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.error is not None:
             return FAIL_SCORE, f"instance {i}: {out.error}"
         if out.seconds > TIME_LIMIT:

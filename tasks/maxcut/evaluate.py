@@ -11,6 +11,12 @@ code scored the mean cut weight / 10 (not in [0, 1]: a random partition scored ~
 returned 0.01 after an exception or a timeout and 0 after a wrong-length answer; here any of
 these (an exception, an answer that is not one hashable label per node, or over 0.1 s of the
 run time the sandbox reports) ends the evaluation with 0.
+
+A program that fails to load (a syntax error, an exception in its top-level code, no
+`algorithm`) scores 0 as well. The released code gave a load failure the same 0.01 as an
+exception while running (its rule: a program that does not load fails like one that raises);
+we keep that rule on our scale, where every failure scores 0. (0.01 was 0.1 % of a random
+partition's ~9.58 there; on [0, 1] it would look like a score.)
 """
 
 import random
@@ -20,6 +26,8 @@ import numpy as np
 SPLITS = {"val": (4321, 100), "test": (5678, 100)}  # (base seed, instances)
 TIME_LIMIT = 0.1
 P_EDGE, MAX_WEIGHT = 0.4, 10
+FAIL_SCORE = 0.0  # an exception, a timeout or an unusable answer on any graph
+LOAD_FAIL_SCORE = FAIL_SCORE  # as in the released code: a load failure scores like a run failure
 
 
 def make_instance(seed: int):
@@ -58,13 +66,15 @@ def evaluate(run, split: str):
     for i in range(n_instances):
         weights, rng = make_instance(base + i)
         out = run(weights, time_limit=TIME_LIMIT, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.error is not None:
-            return 0.0, f"instance {i}: {out.error}"
+            return FAIL_SCORE, f"instance {i}: {out.error}"
         if out.seconds > TIME_LIMIT:
-            return 0.0, f"instance {i}: took {out.seconds:.3f} s (limit {TIME_LIMIT} s)"
+            return FAIL_SCORE, f"instance {i}: took {out.seconds:.3f} s (limit {TIME_LIMIT} s)"
         side, problem = sides(out.value, len(weights))
         if problem:
-            return 0.0, f"instance {i}: {problem}"
+            return FAIL_SCORE, f"instance {i}: {problem}"
         cut, all_edges = cut_fraction(weights, side)
         total += cut / all_edges if all_edges else 1.0
     return total / n_instances, None

@@ -8,7 +8,8 @@ left it unseeded, which made scores irreproducible). objective = sum_ij F[i,j] D
 An answer that is not a permutation of range(15), a failure or a run over 0.5 s gives that
 instance an objective of 0 (the released code compared sets, so a longer list with repeats
 passed; ours must be exactly a permutation). Score = max(mean objective / 225, 0.01) over 10
-instances.
+instances. A program that fails to load (a syntax error, an exception in its top-level code,
+no `algorithm`) scores 0.01, as in the released code.
 
 As released, the score rewards a HIGHER objective although the problem (and the seed, which
 anneals) minimises it. We keep that semantics so that scores match the paper's.
@@ -23,6 +24,7 @@ N = 15
 WEIGHT = 0.5  # lambda
 TIME_LIMIT = 0.5
 FLOOR = 0.01
+LOAD_FAIL_SCORE = FLOOR
 
 
 def make_instance(seed: int):
@@ -55,6 +57,8 @@ def evaluate(run, split: str):
     for i in range(n_instances):
         (F, D, P), rng = make_instance(base + i)
         out = run(F, D, P, time_limit=TIME_LIMIT, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.error is not None:
             failures.append(f"instance {i}: {out.error}")
             continue

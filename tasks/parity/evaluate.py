@@ -8,7 +8,9 @@ in the state they have after the instance was drawn.
 Fix over the released code: predictions are flattened before they are compared, so an (n, 1)
 answer cannot broadcast into a 20 x 20 comparison (it scored 991 % there); no score exceeds 1.
 As in the released code, a failing instance scores 0 and the evaluation goes on; we also give
-an instance 2 s (the released code had no limit), past which it scores 0.
+an instance 2 s (the released code had no limit), past which it scores 0. A program that fails
+to load (a syntax error, an exception in its top-level code, no `algorithm`) scores 0, as in
+the released code.
 """
 
 import random
@@ -17,6 +19,7 @@ import numpy as np
 
 SPLITS = {"val": (4321, 20), "test": (5678, 20)}  # (base seed, instances)
 TIME_LIMIT = 2.0
+LOAD_FAIL_SCORE = 0.0
 N_BITS, N_TRAIN, N_TEST = 10, 100, 20
 
 
@@ -54,6 +57,8 @@ def evaluate(run, split: str):
     for i in range(n_instances):
         inputs, test_parity, rng = make_instance(base + i)
         out = run(*inputs, time_limit=TIME_LIMIT, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.error is not None:
             failures.append(f"instance {i}: {out.error}")
             continue

@@ -10,7 +10,9 @@ seed base + i here so that scores are reproducible).
 A satisfying answer within the time limit scores 1; a wrong answer, or one that took longer
 than the limit (the run's time as the sandbox reports it, Outcome.seconds), scores 0.01. As in the
 released code, an exception or an answer that cannot be checked (not a list or dict of truth
-values reaching index n) ends the evaluation with 0.01. Score = max(total / 30, 0.01).
+values reaching index n) ends the evaluation with 0.01, and so does a program that fails to
+load (a syntax error, an exception in its top-level code, no `algorithm`). Score =
+max(total / 30, 0.01).
 
 The time limit is the task setting `time_limit` (task.toml): 10 ms by default, as the paper
 says; the released code used 0.1 s. (The released code added 0, not 0.01, for an answer still
@@ -24,6 +26,7 @@ import numpy as np
 SPLITS = {"val": (4321, 30), "test": (5678, 30)}  # (base seed, instances)
 DEFAULT_TIME_LIMIT = 0.01
 FLOOR = 0.01
+LOAD_FAIL_SCORE = FLOOR
 
 
 def make_instance(seed: int):
@@ -74,6 +77,8 @@ def evaluate(run, split: str, settings: dict | None = None):
     for i in range(n_instances):
         formula, n, rng = make_instance(base + i)
         out = run(formula, time_limit=time_limit, rng=rng)
+        if out.load_failed:
+            return LOAD_FAIL_SCORE, f"the program failed to load: {out.error}"
         if out.seconds > time_limit:  # a late answer (or one killed for it) is a failed formula
             total += FLOOR
             late += 1

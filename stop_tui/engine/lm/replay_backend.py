@@ -12,7 +12,7 @@ from pathlib import Path
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.lm.base import Completions, LMRequestError
 from stop_tui.engine.lm.record import Book
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 PREFIX = "replay:"
 
@@ -22,7 +22,9 @@ class ReplayBackend:
 
     def __init__(self, session: str, sessions_dir: Path) -> None:
         try:
-            self.source = SessionStore.open(sessions_dir, session)
+            self.source = SessionStore.open(sessions_dir, session, readonly=True)
+        except SessionUnreadable:
+            raise
         except UserError:
             raise UserError(f"cannot replay {session!r}: no such session in {sessions_dir} "
                             "(see `stop-tui list`)") from None

@@ -239,8 +239,8 @@ def serve(sock):
         else:
             args = _decode(message["args"])
             if message.get("stage"):
-                # Inputs are decoded and the RNG set: the engine starts its clock at `go`, so
-                # a run's time is the call's own, not the transport of big inputs.
+                # Inputs are decoded and the RNG set. The engine's clock runs from the `call`
+                # (this process's code, the candidate's included, ran the decoding) to the result.
                 _send(sock, {"op": "ready", "n": message.get("n")})
                 go = _inbox.get()
                 if go.get("op") != "go" or go.get("n") != message.get("n"):

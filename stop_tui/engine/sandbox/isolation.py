@@ -78,6 +78,7 @@ DESCRIPTIONS = {
     "no_sockets": "seccomp: runs cannot create sockets (network, loopback and unix alike)",
     "no_namespaces": "seccomp: runs cannot create or join namespaces (unshare, setns, clone with CLONE_NEW*, clone3): no user namespace, no mounts of their own",
     "kernel_surface": "seccomp: runs cannot mount, chroot, pivot_root, ptrace, or use bpf, perf events, userfaultfd or kernel keyrings",
+    "no_shared_ipc": "seccomp: runs cannot use SysV shared memory, semaphores or message queues, nor POSIX message queues: nothing shared between runs, nothing left behind",
     "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
     "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
     "scratch_size_cap": "a run can write only to a size-capped tmpfs: the disk cannot be filled",

@@ -17,13 +17,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stop_tui.engine.sandbox import tempdirs
 from stop_tui.engine.sandbox.isolation import (
     DESCRIPTIONS,
     Launch,
@@ -127,6 +127,16 @@ def _remove_stale(base: Path) -> None:
             pass
 
 
+_cleaned = threading.Event()
+
+
+def _clean_once() -> None:
+    """The first pool of this process removes the temporary folders of dead engines."""
+    if not _cleaned.is_set():
+        _cleaned.set()
+        tempdirs.remove_stale()
+
+
 def _own_cgroups() -> dict[str, str]:
     own: dict[str, str] = {}
     try:
@@ -195,6 +205,7 @@ class Pool:
             if self._alive():
                 return
             self._stop()
+            _clean_once()
             self.failures = []
             for mode in candidate_modes(self.config):
                 try:
@@ -211,7 +222,7 @@ class Pool:
 
     def _launch(self, mode: str) -> None:
         if mode != "bwrap":
-            self._host_scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-scratch-"))
+            self._host_scratch = tempdirs.make("scratch")
             os.chmod(self._host_scratch, 0o711)
         launch: Launch = plan(mode, self.config, self._host_scratch)
         name = f"stop-tui-{os.getpid()}-{next(self._serial)}"
@@ -253,6 +264,7 @@ class Pool:
         protections["no_sockets"] = bool(checks.get("no_sockets"))
         protections["no_namespaces"] = bool(checks.get("no_namespaces"))
         protections["kernel_surface"] = bool(checks.get("kernel_surface"))
+        protections["no_shared_ipc"] = bool(checks.get("no_shared_ipc"))
         self.seccomp_note = checks.get("seccomp_error")
         protections["pool_cgroup"] = all(self._cgroups.active.values())
         protections["per_run_scratch"] = bool(checks.get("per_run_scratch"))

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from stop_tui.engine.errors import Cancelled
+from stop_tui.engine.sandbox import tempdirs
 from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-exported)
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
-STAGE_TIMEOUT = 30.0  # seconds to move and decode one call's inputs (not the candidate's time)
+KILL_GRACE = 1.0  # seconds past a call's time limit before the run is killed
 LOAD_TIMEOUT = 10.0  # seconds for the program's top-level code (imports, definitions)
 CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
@@ -58,6 +58,7 @@ class Outcome:
     value: Any = None
     error: str | None = None
     seconds: float = 0.0
+    load_failed: bool = False  # the program never loaded (set by scoring's `run` for evaluate.py)
 
 
 def encode(value: Any) -> Any:
@@ -107,6 +108,7 @@ class Sandbox:
         self._replies: queue.Queue = queue.Queue()
         self._send_lock = threading.Lock()
         self._busy_lock = threading.Lock()
+        self._idle = threading.Condition(self._busy_lock)  # notified when no proxy call is open
         self._inflight = 0
         self._busy_since = 0.0
         self._busy_total = 0.0
@@ -114,7 +116,7 @@ class Sandbox:
         self._dead = False
         self._calls = 0  # call numbers: a reply must name the call it answers
         # Engine-side only (the run never sees this folder): the run's stdout and stderr.
-        self.scratch = Path(tempfile.mkdtemp(prefix="stop-sandbox-"))
+        self.scratch = tempdirs.make("out")
         self.load_error: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -180,6 +182,17 @@ class Sandbox:
             self._sock.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def wait_rpcs(self, timeout: float) -> bool:
+        """Wait until no proxy call of this run is being served (False at the timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
     def output_tail(self, limit: int = 2000) -> str:
         try:
             data = (self.scratch / "output.txt").read_bytes()
@@ -195,24 +208,36 @@ class Sandbox:
             return Outcome(error=self.load_error or "sandbox is not running")
         self._calls += 1
         # Two steps: the inputs are sent and staged (decoded, RNG set) first, then `go` starts
-        # the clock. The time is still measured here, so the child cannot under-report it, but
-        # moving a big input is not charged to the candidate's limit.
+        # the call. Staging runs in the candidate's process, where its code could have hooked
+        # the decoding and compute there: so it is on the clock too. The run's time is the
+        # staging's plus the call's, measured here (the child cannot under-report it), and a
+        # run whose staging alone passes the limit never starts.
         self._send({"op": "call", "n": self._calls, "args": encode(list(args)),
                     "rng": rng_state(rng), "seed": seed, "stage": True})
-        staged = self._wait(STAGE_TIMEOUT, own_time=False, call=self._calls, until="ready")
+        staged = self._wait(time_limit + KILL_GRACE, own_time=False, call=self._calls, until="ready")
         if staged.error is not None:
             return staged
+        if staged.seconds > time_limit:
+            self.kill()
+            return Outcome(error=f"timed out after {time_limit:g} s (staging its inputs took "
+                                 f"{staged.seconds:.2f} s)", seconds=staged.seconds)
         self._send({"op": "go", "n": self._calls})
-        return self._wait(time_limit + 1.0, own_time=False, call=self._calls)
+        out = self._wait(time_limit + KILL_GRACE - staged.seconds, own_time=False, call=self._calls)
+        error = out.error
+        if error is not None and error.startswith("timed out after"):
+            error = f"timed out after {time_limit + KILL_GRACE:g} s"
+        return Outcome(value=out.value, error=error, seconds=out.seconds + staged.seconds)
 
-    def improve(self, spec: dict[str, Any], time_limit: float, *, seed: int | None = None) -> Outcome:
+    def improve(self, spec: dict[str, Any], time_limit: float, *, wall_limit: float | None = None,
+                seed: int | None = None) -> Outcome:
         """Run `improve_algorithm` with proxies; `time_limit` counts the improver's own time only
-        (time the engine spends serving its LM and utility calls is excluded)."""
+        (time the engine spends serving its LM and utility calls is excluded); `wall_limit`, if
+        given, counts everything (a call kept in flight does not stop that clock)."""
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
         self._calls += 1
         self._send({"op": "call", "n": self._calls, "improve": spec, "seed": seed})
-        return self._wait(time_limit, own_time=True, call=self._calls)
+        return self._wait(time_limit, own_time=True, call=self._calls, wall_limit=wall_limit)
 
     # -- internals ------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
@@ -229,7 +254,7 @@ class Sandbox:
             return self._busy_total + extra
 
     def _wait(self, limit: float, *, own_time: bool, call: int | None = None,
-              until: str = "result") -> Outcome:
+              until: str = "result", wall_limit: float | None = None) -> Outcome:
         """The reply to the message just sent. `seconds` is measured here, never taken from
         the child (which could lie about its run time)."""
         started = time.monotonic()
@@ -250,6 +275,11 @@ class Sandbox:
                 if elapsed > limit:
                     self.kill()
                     return Outcome(error=f"timed out after {limit:g} s", seconds=elapsed)
+                if wall_limit is not None and time.monotonic() - started > wall_limit:
+                    self.kill()
+                    return Outcome(error=f"ran past its wall-clock limit of {wall_limit:g} s (LM "
+                                         f"and utility waits included; own time {elapsed:.1f} s)",
+                                   seconds=elapsed)
                 continue
             op = message.get("op")
             if op in ("result", "error") and message.get("n") != call:
@@ -259,7 +289,7 @@ class Sandbox:
             if op == "loaded" and call is None:
                 return Outcome()
             if op == "ready" and until == "ready" and message.get("n") == call:
-                return Outcome()
+                return Outcome(seconds=took())
             if op == "result":
                 return Outcome(value=message.get("value"), seconds=took())
             if op == "error":
@@ -306,6 +336,10 @@ class Sandbox:
                         self._send({"op": "rpc_error", "id": message.get("id"),
                                     "error": f"too many concurrent calls (at most {MAX_RPC_IN_FLIGHT})"})
                         continue
+                    with self._busy_lock:  # counted before its thread starts (see wait_rpcs)
+                        if self._inflight == 0:
+                            self._busy_since = time.monotonic()
+                        self._inflight += 1
                     threading.Thread(target=self._serve, args=(message,), daemon=True,
                                      name="sandbox-rpc").start()
                 else:
@@ -315,10 +349,6 @@ class Sandbox:
         self._replies.put({"op": "eof"})
 
     def _serve(self, message: dict[str, Any]) -> None:
-        with self._busy_lock:
-            if self._inflight == 0:
-                self._busy_since = time.monotonic()
-            self._inflight += 1
         try:
             method = str(message.get("method"))
             params = message.get("params")
@@ -333,5 +363,6 @@ class Sandbox:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._busy_total += time.monotonic() - self._busy_since
+                    self._idle.notify_all()
             self._rpc_slots.release()
         self._send(reply)

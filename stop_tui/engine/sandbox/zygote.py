@@ -55,7 +55,10 @@ def _prctl(option, value):
 #   which is checked). A user namespace would hand the run root-like capabilities over its
 #   own mounts (a tmpfs past its scratch cap) and a much wider kernel surface;
 # - no mounts (old and new mount API), pivot_root, chroot, ptrace, bpf, perf events,
-#   userfaultfd or kernel keyrings: nothing a run needs, all kernel attack surface: EPERM.
+#   userfaultfd or kernel keyrings: nothing a run needs, all kernel attack surface: EPERM;
+# - no SysV shared memory, semaphores or message queues, no POSIX message queues (they live in
+#   the worker's IPC namespace, shared by all runs and outliving each one): EPERM. POSIX shared
+#   memory and semaphores are files in /dev/shm, which runs cannot write.
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -67,19 +70,32 @@ _SYSCALLS = {  # machine -> AUDIT_ARCH, x32 bit, syscall numbers
         "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
         "fspick": 433, "mount_setattr": 442, "ptrace": 101, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "add_key": 248, "request_key": 249, "keyctl": 250}),
+        "userfaultfd": 323, "add_key": 248, "request_key": 249, "keyctl": 250,
+        "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+        "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+        "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+        "mq_notify": 244, "mq_getsetattr": 245}),
     "aarch64": (0xC00000B7, False, {
         "socket": 198, "io_uring_setup": 425, "clone": 220, "clone3": 435, "unshare": 97,
         "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
         "fspick": 433, "mount_setattr": 442, "ptrace": 117, "bpf": 280, "perf_event_open": 241,
-        "userfaultfd": 282, "add_key": 217, "request_key": 218, "keyctl": 219}),
+        "userfaultfd": 282, "add_key": 217, "request_key": 218, "keyctl": 219,
+        "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193,
+        "semctl": 191, "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188,
+        "msgctl": 187, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182,
+        "mq_timedreceive": 183, "mq_notify": 184, "mq_getsetattr": 185}),
 }
 _REFUSED_EACCES = ("socket", "io_uring_setup")
 _REFUSED_EPERM = ("unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree",
                   "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
                   "ptrace", "bpf", "perf_event_open", "userfaultfd", "add_key", "request_key",
-                  "keyctl")
+                  "keyctl") + (
+    # SysV IPC and POSIX message queues live in the worker's IPC namespace, shared by every
+    # run and outliving each: a run could leave a big segment behind or read another's data.
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop", "msgget",
+    "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+    "mq_notify", "mq_getsetattr")
 
 
 # A private scratch per run: the forked run enters its own mount namespace and mounts its own
@@ -547,9 +563,10 @@ def _probe_filter():
     most of these would work, so each must fail with the filter's errno. The arguments are
     chosen so that nothing would change even if a call got through (an unknown file system
     type, a missing path, an invalid request). Fork and a thread must still work under the
-    filter. Returns {"no_sockets", "no_namespaces", "kernel_surface", "seccomp_error"}."""
+    filter. Returns {"no_sockets", "no_namespaces", "kernel_surface", "no_shared_ipc",
+    "seccomp_error"}."""
     result = {"no_sockets": False, "no_namespaces": False, "kernel_surface": False,
-              "seccomp_error": None}
+              "no_shared_ipc": False, "seccomp_error": None}
     spec = _SYSCALLS.get(os.uname().machine)
     if spec is None:
         result["seccomp_error"] = f"no seccomp filter for {os.uname().machine}"
@@ -599,6 +616,20 @@ def _probe_filter():
                     _syscall(nr["keyctl"], -1, 0, 0, 0, 0),
                 ]
                 found["kernel_surface"] = all(v == -1 and e == 1 for v, e in surface)
+                create = 0o1600  # IPC_CREAT | 0600, key IPC_PRIVATE (0)
+                ipc = {"shmget": _syscall(nr["shmget"], 0, 1 << 20, create),
+                       "semget": _syscall(nr["semget"], 0, 1, create),
+                       "msgget": _syscall(nr["msgget"], 0, create),
+                       "mq_open": _syscall(nr["mq_open"], b"stop-probe", os.O_RDWR | os.O_CREAT,
+                                           0o600, 0)}
+                found["no_shared_ipc"] = all(v == -1 and e == 1 for v, e in ipc.values())
+                # (whatever got through is removed again: IPC_RMID, mq_unlink)
+                for call, remove in (("shmget", "shmctl"), ("semget", "semctl"), ("msgget", "msgctl")):
+                    if ipc[call][0] >= 0:
+                        _syscall(nr[remove], ipc[call][0], 0, 0, 0)
+                if ipc["mq_open"][0] >= 0:
+                    os.close(ipc["mq_open"][0])
+                    _syscall(nr["mq_unlink"], b"stop-probe")
                 # what runs need must still work: fork, and threads (glibc: clone3 -> clone)
                 kid = os.fork()
                 if kid == 0:
@@ -611,6 +642,7 @@ def _probe_filter():
                 if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7) or ran != [1]:
                     found["seccomp_error"] = "fork or threads fail under the filter"
                     found["no_namespaces"] = found["kernel_surface"] = False
+                    found["no_shared_ipc"] = False
         except BaseException as exc:  # noqa: BLE001 - reported, never raised
             found["seccomp_error"] = f"{type(exc).__name__}: {exc}"
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
 from stop_tui.tui.palette import palette
 
@@ -41,7 +42,7 @@ class SessionHeader(Widget):
         out.append("  ")
         out.append(f" {self.state} ", style=f"bold {c['background']} on {colors.get(self.state, c['muted'])}")
         if self.detail:
-            out.append(f" {self.detail}", style=c["muted"])
+            out.append(f" {printable(self.detail)}", style=c["muted"])
         flying = md.in_flight() if self.state in ("running", "stepping", "stopping") else []
         if flying:
             out.append(f"  ⋯ LM call in flight: {flying[-1]}" + (f" (+{len(flying) - 1})" if len(flying) > 1 else ""),

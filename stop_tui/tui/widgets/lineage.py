@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.palette import palette
@@ -277,6 +278,6 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
         if n.flags:
             text.append(f"  ⚑{len(n.flags)}", style=f"bold {c['warning']}")
         if n.error and n.status in (m.FAILED, m.REJECTED):
-            err = n.error if len(n.error) <= 48 else n.error[:47] + "…"
+            err = printable(n.error if len(n.error) <= 48 else n.error[:47] + "…")
             text.append(f"  {err}", style=c["error"] if n.status == m.FAILED else c["muted"])
         return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import RichLog
 
+from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
 from stop_tui.tui.palette import palette
 
@@ -48,5 +49,5 @@ them all). Times are from the start of the session.
             text = Text(no_wrap=True, end="")
             text.append(f"{stamp} ", style=c["muted"])
             text.append(f"{line.path or 'session':<18} ", style=c["primary"])
-            text.append(line.text, style=colors.get(line.level, c["foreground"]))
+            text.append(printable(line.text), style=colors.get(line.level, c["foreground"]))
             self.write(text)

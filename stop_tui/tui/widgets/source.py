@@ -12,6 +12,7 @@ from textual.containers import ScrollableContainer
 from textual.widgets import Static
 
 from stop_tui.engine.extract import extract_code
+from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
 from stop_tui.tui.diffing import render_diff
 from stop_tui.tui.palette import palette, syntax_style
@@ -22,7 +23,9 @@ MAX_TEXT_CHARS = 20000
 
 
 def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more characters)"
+    """An LM text as shown: its first `limit` characters, control characters made visible."""
+    clipped = text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more characters)"
+    return printable(clipped, multiline=True)
 
 
 class SourcePane(ScrollableContainer):
@@ -121,10 +124,11 @@ The selected node's program, syntax highlighted.
         if node.test is not None:
             head.append(f"  test {node.test:.4f}", style=c["muted"])
         if node.error:
-            head.append(f"\n{node.error}", style=c["error"])
+            head.append(f"\n{printable(node.error)}", style=c["error"])
         for flag in node.flags:
             line = f" line {flag['line']}" if flag.get("line") else ""
-            head.append(f"\n⚑ {flag.get('kind', 'flag')}{line}: {flag.get('detail', '')}", style=c["warning"])
+            head.append(f"\n⚑ {printable(flag.get('kind', 'flag'))}{line}: {printable(flag.get('detail', ''))}",
+                        style=c["warning"])
         info.update(head)
         if self.mode == DIFF:
             body.update(self._diff(program, parent, parent_what, c))
@@ -136,6 +140,7 @@ The selected node's program, syntax highlighted.
     def _source(self, program: str | None, c: dict[str, str]) -> RenderableType:
         if program is None:
             return Text("(no program)", style=c["muted"])
+        program = printable(program, multiline=True)
         lines = program.splitlines()
         note = None
         if len(lines) > MAX_SOURCE_LINES:
@@ -151,7 +156,8 @@ The selected node's program, syntax highlighted.
             return Text("(no program to compare)", style=c["muted"])
         if parent is None:
             return Text("(no parent: this program has nothing to be compared with)", style=c["muted"])
-        return render_diff(parent, program, c, old_name=parent_what or "parent", new_name=self.path or "this")
+        return render_diff(printable(parent, multiline=True), printable(program, multiline=True), c,
+                           old_name=parent_what or "parent", new_name=self.path or "this")
 
     def _exchange(self, node: m.Node, program: str | None, c: dict[str, str]) -> RenderableType:
         if node.kind == m.CANDIDATE and node.role == "seed" or (node.kind == m.ITERATION and node.path == "it0"):
@@ -215,5 +221,5 @@ The selected node's program, syntax highlighted.
             out.append(Text(f"Reply {k + 1}", style=f"bold {c['accent']}"))
             out.append(Text(_clip(self.texts(h) or "(empty)"), style=c["foreground"]))
         if rep.get("error"):
-            out.append(Text(f"error: {rep['error']}", style=c["error"]))
+            out.append(Text(f"error: {printable(rep['error'])}", style=c["error"]))
         return out
