@@ -113,6 +113,28 @@ def test_a_hanging_server_times_out_pauses_and_resume_honours_base_url_and_model
     assert change.data["to"] == {"model": "scripted", "base_url": good.base_url, "replay_of": None}
 
 
+def test_a_server_breaking_mid_iteration_pauses_and_the_resume_scores_as_if_it_never_had(
+        sessions_dir, reference):
+    """It answers the seed's call and the iteration's own, then sends HTML: the candidates' runs
+    fail three calls in a row, the run pauses (nothing of the iteration is kept), and the resume
+    re-runs it: recorded answers reused, the failed calls asked again."""
+    with ScriptedLMServer(responder, broken="html", broken_after=2) as flaky:
+        line = paused_line(stop_tui(*run_args(flaky, sessions_dir)))
+    assert "failed 3 calls in a row: malformed reply" in line, line
+    session = only_session(sessions_dir)
+    decided = [e for e in events_of(sessions_dir, session)
+               if e.kind in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED) and e.path == "it1"]
+    assert not decided
+    with ScriptedLMServer(responder) as good:
+        done = stop_tui("run", "--resume", session, "--base-url", good.base_url,
+                        "--sessions-dir", str(sessions_dir), "--json")
+        asked = len(good.requests)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["meta_utility"] == reference["meta_utility"]
+    assert asked == reference["lm"]["requests"] - 2  # the two answered calls came from the record
+
+
 def test_an_unreachable_server_pauses_at_once(sessions_dir):
     proc = stop_tui("run", "--model", "some-model", "--base-url", "http://127.0.0.1:9/v1",
                     "--preset", "quick", "--sessions-dir", str(sessions_dir))
