@@ -21,7 +21,7 @@ choice (in completion_tokens, and in completion_tokens_details.reasoning_tokens)
 Broken servers, for every chat request: `broken="html"` (200, an HTML page), `"garbage"` (200,
 JSON cut in the middle), `"shape"` (200, a JSON object that is not a completion), `"list"` (200,
 `[1,2,3]`), `"500"` (always 500), `"hang"` (the connection is accepted and never answered,
-until the server is closed).
+until the server is closed); with `broken_after=N`, only once N chat requests were answered.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ScriptedLMServer:
                  fault_seed: int = 1, retry_after: str | None = "0",
                  reject_max_tokens: bool = False, models: list[str] | None = None,
                  ollama_names: bool = False, any_model: bool = False, reasoning: int | None = None,
-                 broken: str | None = None) -> None:
+                 broken: str | None = None, broken_after: int = 0) -> None:
         self.responder = responder
         self.model = model
         self.honour_n = honour_n
@@ -75,6 +75,7 @@ class ScriptedLMServer:
         self.reasoning_tokens = 0  # billed (inside completion_tokens)
         assert broken in (None, "html", "garbage", "shape", "list", "500", "hang"), broken
         self.broken = broken
+        self.broken_after = broken_after
         self.closing = threading.Event()  # set on exit: hanging handlers return
         self.gets = 0  # GET requests (/models) received
         self.inflight = 0
@@ -203,7 +204,7 @@ class ScriptedLMServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return
-                if server.broken is not None:
+                if server.broken is not None and server.answered >= server.broken_after:
                     with server.lock:
                         server.requests.append(body)
                     self._broken(server.broken)

@@ -121,6 +121,10 @@ class Engine:
         out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
                            time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
                            wall_limit=self._wall_limit(False))
+        if self.cancel.is_set():
+            # The run was stopped (quit, a cap, a failing LM server), also when `cancel` is a
+            # nested run's own event: what the improver made of its refused calls is no result.
+            raise Cancelled()
         solution = out.value if out.error is None else None
         if out.error is not None:
             val, test = 0.0, (0.0 if with_test else None)

@@ -118,10 +118,13 @@ class OpenAIBackend:
             self.answered += 1
             raise self._status_error(exc) from None
         except openai.APIConnectionError as exc:  # timeouts included
-            # A refused connection to a server that never answered is a wrong URL or a server
-            # that is not running: retrying will not help. Later (a restart), it is retried.
-            refused = not isinstance(exc, openai.APITimeoutError) and not self.answered
-            raise LMRequestError(_describe(exc), retryable=not refused) from None
+            # A server that never answered (a refused connection: a wrong URL or a server that
+            # is not running; or no answer within the timeout) will not answer a retry either.
+            # Once it has answered, both are retried (a restart, a slow moment).
+            message = _describe(exc)
+            if isinstance(exc, openai.APITimeoutError):
+                message = f"no answer within {self.timeout:g} s (--lm-timeout); {message}"
+            raise LMRequestError(message, retryable=bool(self.answered)) from None
         except openai.APIResponseValidationError as exc:
             self.answered += 1
             return _malformed(n, f"malformed reply: {exc}")
