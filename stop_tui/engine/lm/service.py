@@ -14,7 +14,8 @@ record lacks is requested (a request that failed when it was recorded is asked a
 
 Three guards stop spending that nobody granted or that cannot give a score:
 - every parameter an improver passes is checked before the use is counted (`check_temperature`,
-  `check_count`): NaN, infinities and non-numbers are an exception to the improver;
+  `check_count`, `check_text`): NaN, infinities, non-numbers, and prompt texts holding lone
+  surrogates (which no request can carry) are an exception to the improver;
 - a prompt estimated past `max_prompt_tokens` or the model's context (`backend.context_tokens`)
   is refused before it is sent: a recorded failed call, one use, an exception (`PromptTooLong`);
 - a server that fails is not a score: when FAILURE_STREAK calls in a row get no completion, or
@@ -116,6 +117,20 @@ def check_temperature(value: object) -> float:
     if not math.isfinite(t):
         raise ValueError(f"temperature must be a finite number, not {t}")
     return min(max(t, 0.0), MAX_TEMPERATURE)
+
+
+def check_text(value: object, what: str) -> str:
+    """An improver's prompt text (`what`: "expertise", "message", "message 2"): a str that can
+    be sent. A lone surrogate (a valid str that no encoding takes, e.g. "\\ud800") cannot be
+    put in a request: it is refused, not replaced, so that what is sent is what was asked."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} holds a lone surrogate (U+{ord(value[exc.start]):04X} at character "
+                         f"{exc.start + 1}), which no request can carry: nothing was sent") from None
+    return value
 
 
 def check_count(value: object, most: int) -> int:
@@ -258,6 +273,9 @@ class LMService:
 
     def _call(self, path: str, use: int, system: str, messages: list[str], temperature: float) -> list[str]:
         temperature = check_temperature(temperature)
+        check_text(system, "expertise")
+        for k, m in enumerate(messages, 1):
+            check_text(m, f"message {k}")
         limit = self.prompt_limit()
         if limit is not None:
             biggest = max(messages, key=len)
@@ -678,6 +696,9 @@ class LanguageModel:
             return []
         if not all(isinstance(m, str) for m in message_batch):
             raise TypeError("every message must be a string")
+        check_text(expertise, "expertise")
+        for k, m in enumerate(message_batch, 1):
+            check_text(m, f"message {k}")
         if len(message_batch) > self.max_responses_per_call:
             raise ValueError(f"at most {self.max_responses_per_call} messages per call "
                              f"(got {len(message_batch)})")
@@ -687,6 +708,8 @@ class LanguageModel:
     def prompt(self, expertise: str, message: str, n_responses: int = 1, temperature: float = 0.7) -> list[str]:
         if not isinstance(message, str) or not isinstance(expertise, str):
             raise TypeError("expertise and message must be strings")
+        check_text(expertise, "expertise")
+        check_text(message, "message")
         n_responses = check_count(n_responses, self.max_responses_per_call)
         temperature = check_temperature(temperature)  # before the use is counted
         use = self._accept()
