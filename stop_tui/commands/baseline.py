@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stop_tui.commands import lm_options
 from stop_tui.commands.transfer import mean_ci
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.lock import SessionLock
-from stop_tui.engine.store import SessionStore, default_sessions_dir
+from stop_tui.engine.store import SessionStore, cli_name, default_sessions_dir
 from stop_tui.engine.untrusted import printable
 
 KIND = "baseline"
@@ -136,11 +138,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--sessions-dir", type=Path, default=None,
                    help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
+    lm_options.add_lm_options(p)  # caps (a session's own apply to its baselines), timeout
+
+
+class BaselinePaused(Cancelled):
+    """The LM service paused the baseline (a failing server, a cap): `reason` is its line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def run_baseline(store: SessionStore, settings, task_name: str, method: str, backend,
-                 echo=None) -> dict[str, Any]:
-    """Run the baseline improver `settings.meta_runs` times; per-run scores come from the log."""
+                 echo=None, again: str = "stop-tui baseline") -> dict[str, Any]:
+    """Run the baseline improver `settings.meta_runs` times; per-run scores come from the log.
+    When the LM service pauses it, the PAUSED event is written and BaselinePaused raised;
+    `again` is the command that runs the baseline again (its line says it)."""
+    from stop_tui.commands.transfer import pause
     from stop_tui.engine.session import _wire
 
     session = _wire(store, settings, task_name, backend, None)
@@ -150,7 +164,13 @@ def run_baseline(store: SessionStore, settings, task_name: str, method: str, bac
             "role": f"baseline:{method}", "source": store.put_text(PROGRAMS[method]), "parent": None})).seq
         if echo:
             echo(f"baseline {method} on {task_name}: {settings.meta_runs} run(s)")
-        result = session.engine.meta_score(PROGRAMS[method], path, with_test=True)
+        try:
+            result = session.engine.meta_score(PROGRAMS[method], path, with_test=True)
+        except Cancelled:
+            reason = pause(session.engine.lm, store, again, switch="change --base-url URL / --model NAME")
+            if reason is None:
+                raise
+            raise BaselinePaused(reason) from None
         store.append(ev.Event(ev.CANDIDATE_SCORED, path, {
             "role": f"baseline:{method}", "score": result.val, "test": result.test,
             **({"error": result.errors[0], "failed_runs": len(result.errors)} if result.errors else {})}))
@@ -206,14 +226,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         settings = Settings.from_dict(parent_meta["settings"])
     else:
         settings = preset("quick" if (args.model or "local").startswith("local") else "paper")
-    settings = settings.with_overrides(seed=args.seed)
+    settings = settings.with_overrides(seed=args.seed, **lm_options.lm_overrides(args))
     if args.runs:
         settings = replace(settings, meta_runs=args.runs)
     model = args.model or parent_meta.get("model") or "local"
     base_url = args.base_url or (parent_meta.get("base_url") if not args.model else None)
     if args.session:  # the baseline is written into the session's folder: nobody may run it meanwhile
         lock = acquire(folder)
-    backend = make_backend(model, base_url)
+    backend = make_backend(model, base_url, max_concurrency=settings.max_concurrency,
+                           timeout=settings.lm_timeout)
+    lm_options.check_caps(settings, backend.price_key)
     meta = {"kind": KIND, "task": task_name, "method": args.method, "model": backend.model,
             "settings": settings.to_dict(), "base_url": base_url,
             # a session's baseline: its candidates' generators, so the scores compare
@@ -238,7 +260,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             print(printable(line), file=sys.stderr, flush=True)
 
     try:
-        result = run_baseline(store, settings, task_name, args.method, backend, echo)
+        result = run_baseline(store, settings, task_name, args.method, backend, echo,
+                              again=_again(args, folder if args.session else None, sessions_dir))
+    except BaselinePaused as exc:
+        lock.release()
+        print(f"stop-tui: paused: {printable(exc.reason)}", file=sys.stderr)
+        return lm_options.EXIT_CAPPED
     except (KeyboardInterrupt, Cancelled):
         echo("stopped")
         return 130
@@ -257,3 +284,19 @@ def cmd_baseline(args: argparse.Namespace) -> int:
               f"[95 % CI {100 * lo:.1f}, {100 * hi:.1f}] over {result['runs']} run(s); "
               f"val {100 * result['val_mean']:.1f} %  -> {target}")
     return 0
+
+
+def _again(args: argparse.Namespace, session: Path | None, sessions_dir: Path) -> str:
+    """The command that runs this baseline again, as the user gave it (it works when pasted)."""
+    words = ["stop-tui", "baseline", "--method", args.method]
+    for option in ("task", "model", "base_url", "preset", "seed", "runs", "max_cost", "max_tokens",
+                   "max_calls", "max_concurrency", "max_prompt_tokens", "lm_timeout"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", str(value)]
+    command = " ".join(shlex.quote(w) for w in words)
+    if session is not None:
+        return f"{command} --session {cli_name(session)}"  # with --sessions-dir when not default
+    if Path(sessions_dir).resolve() != default_sessions_dir().resolve():
+        command += f" --sessions-dir {shlex.quote(str(sessions_dir))}"
+    return command

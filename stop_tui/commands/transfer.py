@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stop_tui.commands.lm_options import EXIT_CAPPED
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, default_sessions_dir
@@ -362,6 +363,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     echo(f"transfer session {store.id}: improver {plan.improver_label}, tasks {','.join(plan.tasks)}, "
          f"{plan.runs} run(s)")
     outcome = 0
+    paused = None
     try:
         execute(store, plan, session.engine, settings, overrides=overrides, echo=echo)
         table = rows(store, plan)
@@ -374,7 +376,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         outcome = 130
         table = rows(store, plan)
     except Cancelled:
-        outcome = 130
+        paused = pause(session.engine.lm, store, f"stop-tui transfer --resume {cli_name(store.folder)}",
+                       switch="add --base-url URL")
+        outcome = EXIT_CAPPED if paused is not None else 130
         table = rows(store, plan)
     finally:
         session.close()
@@ -385,4 +389,19 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         sys.stdout.write(render_text(table, args.format))
+    if paused is not None:
+        print(f"stop-tui: paused: {printable(paused)}", file=sys.stderr)
     return outcome
+
+
+def pause(lm, store: SessionStore, resume: str, *, switch: str) -> str | None:
+    """After a Cancelled: when the LM service stopped the run (a cap, a failing server: see
+    lm/service.py), let the calls in flight be recorded, write the PAUSED event and return
+    its reason (the command's one `paused:` line, exit EXIT_CAPPED); None when it did not."""
+    stop = lm.stop
+    if stop is None:
+        return None
+    lm.drain(timeout=stop.drain_timeout)
+    data = stop.pause_data(resume, switch)
+    store.append(ev.Event(ev.PAUSED, "", data))
+    return str(data["reason"])

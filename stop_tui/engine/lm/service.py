@@ -47,6 +47,7 @@ from stop_tui.engine.lm.retry import RetryPolicy, with_retries
 DEFAULT_CONCURRENCY = 8
 FAILURE_STREAK = 3  # calls in a row with no completion that pause the run
 MAX_TEMPERATURE = 2.0
+SWITCH_SERVER = "add --base-url URL / --model NAME"  # how `run --resume` moves to another server
 STORED_REFUSED_CHARS = 4000  # of a refused prompt, what the record keeps (the head)
 
 
@@ -68,8 +69,10 @@ class LMStop(Cancelled):
     message: str
     drain_timeout: float | None = 10.0  # how long the calls still in flight may take to be recorded
 
-    def pause_data(self, resume: str) -> dict:
-        """The PAUSED event's data; `resume` is the command that continues the session."""
+    def pause_data(self, resume: str, switch: str = SWITCH_SERVER) -> dict:
+        """The PAUSED event's data (its "reason" is the one `paused:` line a command prints);
+        `resume` is the command that continues the session, `switch` how that command moves
+        to another server (a failing server's line says it)."""
         raise NotImplementedError
 
 
@@ -84,7 +87,7 @@ class CapReached(LMStop):
         self.option = option
         self.message = message
 
-    def pause_data(self, resume: str) -> dict:
+    def pause_data(self, resume: str, switch: str = "") -> dict:
         return {"cap": self.option,
                 "reason": f"{self.message}. Raise it and resume: {resume} {self.option} <higher>"}
 
@@ -98,11 +101,11 @@ class ServerFailing(LMStop):
         self.message = message
         self.hint = hint
 
-    def pause_data(self, resume: str) -> dict:
+    def pause_data(self, resume: str, switch: str = SWITCH_SERVER) -> dict:
         hint = f" {self.hint.rstrip('.')}." if self.hint else ""
         return {"lm_failed": True,
                 "reason": f"{self.message.rstrip('. ')}; nothing was scored from it.{hint} When it answers, "
-                          f"resume: {resume} (add --base-url URL / --model NAME to use another)"}
+                          f"resume: {resume} ({switch} to use another)"}
 
 
 class PromptTooLong(ValueError):
