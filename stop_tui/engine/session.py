@@ -10,7 +10,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
-from stop_tui.engine.lm.base import Backend
+from stop_tui.engine.lm.base import LEARNED_KEYS, Backend
 from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.lock import SessionLock, acquire
@@ -81,8 +81,7 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
                    max_concurrency=settings.max_concurrency,
                    caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls),
                    max_prompt_tokens=settings.max_prompt_tokens)
-    lm.on_learn = lambda honours: store.set_meta({"lm_honours_n": honours})
-    lm.on_fixed_temperature = lambda: store.set_meta({"lm_fixed_temperature": True})
+    lm.on_learn = store.set_meta  # what the backend learned about its server (LEARNED_KEYS)
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
 
 
@@ -168,10 +167,9 @@ def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | 
                                    check=False, max_concurrency=settings.max_concurrency,
                                    timeout=settings.lm_timeout)
             # What an earlier run learned about this server, kept so it is not asked again.
-            if getattr(backend, "honours_n", False) is None and meta.get("lm_honours_n") is not None:
-                backend.honours_n = bool(meta["lm_honours_n"])
-            if meta.get("lm_fixed_temperature") and hasattr(backend, "fixed_temperature"):
-                backend.fixed_temperature = True
+            recall = getattr(backend, "recall", None)
+            if recall is not None:
+                recall(meta)
     session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
     _record_sandbox(store)
     return session
@@ -179,7 +177,7 @@ def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | 
 
 def _change_lm(store: SessionStore, meta: dict, model: str | None, base_url: str | None) -> dict:
     """Switch a session to another model or server (given on resume), recorded as a change.
-    What was learned about the old server (n, temperatures) is forgotten."""
+    What was learned about the old server (LEARNED_KEYS) is forgotten."""
     old = {"model": meta.get("model"), "base_url": meta.get("base_url"),
            "replay_of": meta.get("replay_of")}
     new = dict(old)
@@ -193,7 +191,7 @@ def _change_lm(store: SessionStore, meta: dict, model: str | None, base_url: str
         new["base_url"] = base_url
     if new == old:
         return meta
-    store.set_meta({**new, "lm_honours_n": None, "lm_fixed_temperature": None})
+    store.set_meta({**new, **dict.fromkeys(LEARNED_KEYS)})
     store.append(ev.Event(ev.LM_CHANGED, "", {"from": old, "to": new}))
     return store.meta()
 

@@ -38,6 +38,16 @@ class LMRequestError(Exception):
         self.retry_after = retry_after
 
 
+# What a backend learns about its server and a session keeps in its meta, so that a resumed run
+# does not ask again (backends that learn something have `learned()` -> these entries and
+# `recall(meta)`); all forgotten when the session moves to another model or server.
+LEARNED_KEYS = (
+    "lm_honours_n",  # bool: one request with n returns n choices (llama.cpp's server: False)
+    "lm_fixed_temperature",  # True: the model refuses custom temperatures (reasoning models)
+    "lm_max_completion_tokens",  # True: the server refuses max_tokens (newer OpenAI models)
+)
+
+
 class Backend(Protocol):
     """A source of completions. Implementations must be safe to call from several threads."""
 

@@ -10,7 +10,8 @@ Constructing the backend contacts nothing (a session can be opened and viewed wi
 gone): the client is made at the first request, and what the server says then is the check.
 The model name is whatever the server serves (Ollama lists `name:latest` and serves `name`;
 llama.cpp's server serves any name): only a 404 on a request means the model does not exist,
-and then /models is asked what it offers. Servers' quirks are learned once and kept:
+and then /models is asked what it offers. Servers' quirks are learned once and kept (`learned`,
+`recall`: a session saves them, so a resumed run does not ask again): whether `n` is honoured,
 `max_completion_tokens` instead of `max_tokens`, and reasoning models (o-series, gpt-5) that
 refuse any temperature but their default (`fixed_temperature`).
 """
@@ -59,6 +60,27 @@ class OpenAIBackend:
         self.fixed_temperature = False
         self.answered = 0  # requests the server answered (any status but a refused connection)
         self._lock = threading.Lock()
+
+    def learned(self) -> dict[str, bool]:
+        """What this backend has learned about its server, as session meta entries
+        (base.LEARNED_KEYS; what is not known yet is left out)."""
+        facts: dict[str, bool] = {}
+        if self.honours_n is not None:
+            facts["lm_honours_n"] = self.honours_n
+        if self.fixed_temperature:
+            facts["lm_fixed_temperature"] = True
+        if self.tokens_param == "max_completion_tokens":
+            facts["lm_max_completion_tokens"] = True
+        return facts
+
+    def recall(self, meta: dict) -> None:
+        """Take back what an earlier run learned about this server (from the session's meta)."""
+        if meta.get("lm_honours_n") is not None:
+            self.honours_n = bool(meta["lm_honours_n"])
+        if meta.get("lm_fixed_temperature"):
+            self.fixed_temperature = True
+        if meta.get("lm_max_completion_tokens"):
+            self.tokens_param = "max_completion_tokens"
 
     @property
     def key_missing(self) -> bool:

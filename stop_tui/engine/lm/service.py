@@ -205,13 +205,12 @@ class LMService:
         self.source_book: Book | None = getattr(backend, "book", None)  # replay:SESSION
         self.max_prompt_tokens = max_prompt_tokens
         self.stop: LMStop | None = None  # set when a cap or a failing server paused the run
-        # Told once when the backend learns whether the server honours n (the session saves
-        # it, so a resumed run does not ask again).
-        self.on_learn: Callable[[bool], object] | None = None
-        self._learned = getattr(backend, "honours_n", None) is not None
-        # Told once when the model turns out to refuse custom temperatures (reasoning models).
-        self.on_fixed_temperature: Callable[[], object] | None = None
-        self._fixed_told = bool(getattr(backend, "fixed_temperature", False))
+        # Told what the backend learns about its server (base.LEARNED_KEYS: n honoured or not,
+        # a fixed temperature, max_completion_tokens), each fact once, as session meta entries:
+        # the session saves them, so a resumed run does not ask again.
+        self.on_learn: Callable[[dict], object] | None = None
+        self._told = self._learned()
+        self._learn_lock = threading.Lock()
         self._server_ok = False  # has the server given one completion to this process?
         self._streak = 0  # calls in a row that got no completion
         self._waiting: dict[int, tuple[str, float]] = {}  # request token -> (path, since)
@@ -260,9 +259,24 @@ class LMService:
         try:
             return self._call(path, use, system, messages, temperature)
         finally:
+            self._tell_learned()  # also when the call failed or paused the run
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
+
+    def _learned(self) -> dict:
+        learned = getattr(self.backend, "learned", None)
+        return dict(learned()) if learned is not None else {}
+
+    def _tell_learned(self) -> None:
+        """Tell `on_learn` what the backend learned since it was last told."""
+        with self._learn_lock:
+            new = {k: v for k, v in self._learned().items() if self._told.get(k) != v}
+            if not new:
+                return
+            self._told.update(new)
+            if self.on_learn is not None:
+                self.on_learn(new)
 
     def prompt_limit(self) -> tuple[int, str] | None:
         """(the most prompt tokens one request may carry, where that limit comes from)."""
@@ -337,14 +351,6 @@ class LMService:
             if worst is not None:
                 self._release(worst)
             raise
-        if not self._learned and getattr(self.backend, "honours_n", None) is not None:
-            self._learned = True
-            if self.on_learn is not None:
-                self.on_learn(bool(self.backend.honours_n))
-        if not self._fixed_told and getattr(self.backend, "fixed_temperature", False):
-            self._fixed_told = True
-            if self.on_fixed_temperature is not None:
-                self.on_fixed_temperature()
         # The reservation is released in the same step that adds the call's real spend.
         replies = self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed, worst)
         if fresh_parts:
