@@ -89,7 +89,7 @@ def test_settings_of_each_type_are_checked_and_passed(tmp_path):
     line = one_error_line(stop_tui("score", "--task", str(folder), "--set", "fast=yes", str(folder / "seed.py")))
     assert "task typed's setting fast is true or false (its default: False)" in line
     line = one_error_line(stop_tui("score", "--task", str(folder), "--set", "nope=1", str(folder / "seed.py")))
-    assert "task typed has no setting nope (its settings: n, fast, mode)" in line
+    assert "task typed has no setting nope (its settings: n, fast, mode, rng)" in line
     line = one_error_line(stop_tui("score", "--task", str(folder), "--set", "=1", str(folder / "seed.py")))
     assert "use KEY=VALUE" in line
 

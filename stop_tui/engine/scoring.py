@@ -185,14 +185,24 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
     done = threading.Event()
 
     def evaluate() -> None:
+        # EvaluationExpired is injected once, at any bytecode: also while the outcome is being
+        # recorded or the candidate closed. Both steps absorb it (closing is idempotent).
         try:
-            with output_to_stderr():
-                outcome["result"] = _call_evaluate(task, candidate.run, split, task_settings)
-        except BaseException as exc:  # SystemExit included: it is evaluate.py's error
-            outcome["exc"] = exc
+            try:
+                with output_to_stderr():
+                    outcome["result"] = _call_evaluate(task, candidate.run, split, task_settings)
+            except BaseException as exc:  # SystemExit included: it is evaluate.py's error
+                outcome["exc"] = exc
+        except EvaluationExpired:
+            pass
         finally:
-            candidate.close()
-            done.set()
+            while True:
+                try:
+                    candidate.close()
+                    done.set()
+                    break
+                except EvaluationExpired:
+                    continue
 
     thread = threading.Thread(target=evaluate, daemon=True, name=f"evaluate-{task.name}")
     thread.start()
