@@ -40,6 +40,8 @@ def describe(event: ev.Event) -> str | None:
         err = f" error: {d['error'][:80]}" if d.get("error") else ""
         return (f"{p}: LM reply, {d['prompt_tokens']} in / {d['completion_tokens']} out tokens,"
                 f" {d['latency']:.1f} s{err}")
+    if event.kind == ev.SCORING_CANCELLED:
+        return f"{p}: {d.get('reason')}"
     if event.kind == ev.RUN_FINISHED and d.get("error"):
         return f"{p}: improver run failed: {d['error'][:100]}"
     if event.kind == ev.LM_RETRY:

@@ -756,9 +756,38 @@ def test_killed_run_takes_its_daemons_along():
     assert wait_until(lambda: not marked_processes(marker)), "a daemon survived the kill"
 
 
+# Processes that stay until the engine dies: a new session whose leader stays (a true daemon,
+# its parent gone, is killed by the zygote's orphan sweep within 0.1 s: too briefly to be seen
+# reliably on a loaded machine) with a child, and a child in its own process group.
+SESSIONS_AND_HANG = r'''
+import os, sys, time
+
+def algorithm(marker):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)", marker]
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, sleeper)
+        os.execv(sys.executable, sleeper)
+    if os.fork() == 0:
+        os.setpgid(0, 0)
+        os.execv(sys.executable, sleeper)
+    time.sleep(600)
+'''
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 @needs_exec
 def test_nothing_survives_a_killed_engine(tmp_path):
-    """kill -9 of the engine mid-run: the worker, the run and its daemons all go with it."""
+    """kill -9 of the engine mid-run: the worker, the run and what it started in other
+    sessions and process groups all go with it."""
     import subprocess
     import sys
 
@@ -766,20 +795,25 @@ def test_nothing_survives_a_killed_engine(tmp_path):
     script = tmp_path / "engine.py"
     script.write_text(
         "import sys\n"
+        "from stop_tui.engine.sandbox.pool import default_pool\n"
         "from stop_tui.engine.sandbox.process import Sandbox\n"
-        f"SOURCE = {ESCAPE_AND_HANG!r}\n"
+        f"SOURCE = {SESSIONS_AND_HANG!r}\n"
         "box = Sandbox(SOURCE, 'algorithm')\nbox.start()\n"
-        "print('started', flush=True)\n"
-        f"box.call(({marker!r},), 60)\n")
+        "print('started', box.load_error or default_pool().worker_pid, flush=True)\n"
+        f"print(box.call(({marker!r},), 60), flush=True)\n")
     engine = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               cwd=ROOT)
     try:
-        assert engine.stdout.readline().strip() == "started"
-        assert wait_until(lambda: len(marked_processes(marker)) >= 2, 10), "the daemons never started"
+        started, worker = engine.stdout.readline().split(maxsplit=1)
+        assert started == "started" and worker.strip().isdigit(), worker
+        assert wait_until(lambda: len(marked_processes(marker)) >= 3 or engine.poll() is not None, 30)
+        ended = f"the engine ended: {engine.stdout.read()}" if engine.poll() is not None else ""
+        assert len(marked_processes(marker)) >= 3, f"the run's processes never started {ended}"
     finally:
         engine.kill()
         engine.wait()
-    assert wait_until(lambda: not marked_processes(marker), 10), "a daemon outlived the engine"
+    assert wait_until(lambda: not marked_processes(marker) and not _running(int(worker)), 10), \
+        f"outlived the engine: {describe(marked_processes(marker))}, worker running: {_running(int(worker))}"
 
 
 FORK_BOMB = r'''

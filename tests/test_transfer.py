@@ -126,10 +126,11 @@ def test_a_killed_run_resumes_without_repeating_recorded_work(sessions_dir):
             folder = None
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:  # wait until the I0 runs are recorded and IT waits on the LM
-                folders = list(sessions_dir.iterdir())
+                # A session's folder is made before its database (written whole, then renamed)
+                folders = [f for f in sessions_dir.iterdir() if (f / "session.db").exists()]
                 if folders:
                     folder = folders[0]
-                    store = SessionStore(folder)
+                    store = SessionStore(folder, readonly=True)  # the run is writing it
                     done = [e.data["who"] for e in store.events(kinds=(SCORED,))]
                     store.close()
                     if done.count("seed_improver") == 2 and len(server.requests) == 3:

@@ -32,6 +32,10 @@ CANDIDATE_PROPOSED = "candidate_proposed"  # {source: hash, parent: hash|None, r
 CANDIDATE_SCORED = "candidate_scored"  # {score, test?, error?, role}
 RUN_STARTED = "run_started"  # {improver: hash}
 RUN_FINISHED = "run_finished"  # {solution: hash|None, error?, seconds}
+# The improver run (RUN_STARTED) or candidate (CANDIDATE_PROPOSED) at this path ended unscored:
+# the improver run that asked for its scoring ended first. Not a score (readers count it as
+# neither scored nor failed); a stop of the engine (quit, cap) records nothing instead.
+SCORING_CANCELLED = "scoring_cancelled"  # {reason}
 # Downstream solutions
 SOLUTION_SCORED = "solution_scored"  # {source: hash|None, split, score, error?, seconds}
 # LM traffic

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from stop_tui.engine import candidate_rng
@@ -100,6 +102,19 @@ class Engine:
         return result.score
 
     # -- the meta-utility -----------------------------------------------------------------
+    @contextmanager
+    def _cancellation_recorded(self, path: str) -> Iterator[None]:
+        """A scoring at `path` (an improver run, a candidate) stopped because the improver run
+        that asked for it ended: record that it ended unscored (else it reads as running
+        forever). A stop of the engine records nothing: a resume re-executes the iteration."""
+        try:
+            yield
+        except Cancelled:
+            if not self.cancel.is_set():
+                self.emit(ev.SCORING_CANCELLED, path,
+                          reason="cancelled: the improver run that asked for this scoring ended")
+            raise
+
     def _wall_limit(self, meta_level: bool) -> float:
         """Wall-clock seconds of one improver run, waits included: a downstream run gets the
         setting (default WALL_FACTOR x its own-time limit); an iteration's improver, whose
@@ -118,19 +133,20 @@ class Engine:
                                                                cancel=utility.cancel),
                           parent=cancel)
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
-        out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
-                           time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
-                           wall_limit=self._wall_limit(False))
-        if self.cancel.is_set():
-            # The run was stopped (quit, a cap, a failing LM server), also when `cancel` is a
-            # nested run's own event: what the improver made of its refused calls is no result.
-            raise Cancelled()
-        solution = out.value if out.error is None else None
-        if out.error is not None:
-            val, test = 0.0, (0.0 if with_test else None)
-        else:
-            val = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel)
-            test = self.score_downstream(solution, f"{path}/final", "test", cancel=cancel) if with_test else None
+        with self._cancellation_recorded(path):
+            out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
+                               time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
+                               wall_limit=self._wall_limit(False))
+            if self.cancel.is_set():
+                # The run was stopped (quit, a cap, a failing LM server), also when `cancel` is a
+                # nested run's own event: what the improver made of its refused calls is no result.
+                raise Cancelled()
+            solution = out.value if out.error is None else None
+            if out.error is not None:
+                val, test = 0.0, (0.0 if with_test else None)
+            else:
+                val = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel)
+                test = self.score_downstream(solution, f"{path}/final", "test", cancel=cancel) if with_test else None
         self.emit(ev.RUN_FINISHED, path, solution=self.store.put_text(solution) if solution else None,
                   val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
                   lm_uses=lm.uses, utility_uses=utility.uses)
@@ -156,7 +172,8 @@ class Engine:
                   source=self.store.put_text(source) if source else None,
                   parent=self.store.put_text(parent) if parent else None)
         flag_candidate(self.store.append, source, path, "improver")  # static safety checks, before it runs
-        result = self.meta_score(source, path, with_test=with_test, cancel=cancel)
+        with self._cancellation_recorded(path):
+            result = self.meta_score(source, path, with_test=with_test, cancel=cancel)
         data: dict[str, object] = {"role": role, "score": result.val}
         if with_test:
             data["test"] = result.test

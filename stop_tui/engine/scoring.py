@@ -43,7 +43,6 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.evaluation_output import output_to_stderr
-from stop_tui.engine.sandbox.pool import PoolError, default_pool
 from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
@@ -169,12 +168,6 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
         return Score(0.0, "no solution (empty program)")
     if split not in task.splits:
         raise ValueError(f"task {task.name} has no split {split!r}")
-    try:
-        # Started here, not in the evaluation's short-lived thread: the zygote dies with the
-        # thread that launched it (PR_SET_PDEATHSIG, bwrap --die-with-parent are per thread).
-        default_pool().start()
-    except PoolError:
-        pass  # the sandbox reports it as the candidate's load failure ("sandbox unavailable")
     merged = {**task.settings, **(settings or {})}
     given = rng or candidate_rng.outside_session()
     generators = CandidateRng(candidate_rng.check_mode(merged.get(candidate_rng.SETTING, given.mode)),

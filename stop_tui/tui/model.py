@@ -17,8 +17,8 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.candidate_rng import reference_on
 
 ITERATION, CANDIDATE, RUN, SOLUTION = "iteration", "candidate", "run", "solution"
-PENDING, RUNNING, SCORED, FAILED, ACCEPTED, REJECTED = (
-    "pending", "running", "scored", "failed", "accepted", "rejected")
+PENDING, RUNNING, SCORED, FAILED, ACCEPTED, REJECTED, CANCELLED = (
+    "pending", "running", "scored", "failed", "accepted", "rejected", "cancelled")
 
 _ITER = re.compile(r"^it(\d+)$")
 _LM = re.compile(r"^lm(\d+)$")
@@ -320,6 +320,13 @@ class SessionModel:
                 self.changed.add(path)
             text = f"run finished: val {_num(d.get('val'))}" + (f" ({d['error']})" if d.get("error") else "")
             level = "bad" if d.get("error") else "dim"
+        elif k == ev.SCORING_CANCELLED:  # ended unscored: no score, not a failure
+            node = self._ensure(path)
+            if node is not None:
+                node.status, node.score, node.test = CANCELLED, None, None
+                node.error = d.get("reason")
+                self.changed.add(path)
+            text, level = f"{path}: {d.get('reason', 'cancelled')}", "dim"
         elif k == ev.SOLUTION_SCORED:
             node = self._ensure(path)
             if node is not None:

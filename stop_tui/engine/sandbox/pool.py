@@ -5,6 +5,13 @@ Starting a run costs a fork inside the sandbox, not a new interpreter, so isolat
 multiply the cost of an evaluation (bench/sandbox_pool.py measures it). When the zygote dies
 or stops answering, the pool kills its whole confinement (the pid namespace goes with it) and
 starts a new one on the next request.
+
+The zygote dies with the engine (bwrap --die-with-parent, setpriv --pdeathsig, the zygote's own
+PR_SET_PDEATHSIG). Linux sends that signal when the *thread* that forked the process exits, not
+the process: a zygote started from a short-lived thread (a meta-utility's run, an improver's
+proxy call, an evaluation) would die with it, and the next run would read "the sandbox worker
+died". So every zygote of a pool is started by the pool's own launcher thread, which lives as
+long as the engine process (or until the pool is closed).
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import atexit
 import itertools
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +70,46 @@ class Run:
     def wait_status(self, timeout: float) -> int | None:
         self.exited.wait(timeout)
         return self.status
+
+
+_Requests = queue.SimpleQueue  # of (argv, Popen options, Future for the Popen), or None: stop
+
+
+class _Launcher:
+    """One long-lived thread that starts every worker process of a pool (see the module text:
+    the worker's parent-death signal fires when the thread that started it exits)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._requests: _Requests | None = None  # the running thread's
+        self._lock = threading.Lock()
+
+    def popen(self, argv: list[str], **options: Any) -> subprocess.Popen:
+        """subprocess.Popen(argv, **options), called in the launcher thread."""
+        reply: Future = Future()
+        with self._lock:
+            if self._requests is None:
+                self._requests = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._requests,), daemon=True,
+                                 name=self._name).start()
+            self._requests.put((argv, options, reply))
+        return reply.result()
+
+    def stop(self) -> None:
+        """End the thread (once the pool has stopped every worker it started)."""
+        with self._lock:
+            if self._requests is not None:
+                self._requests.put(None)
+                self._requests = None
+
+    @staticmethod
+    def _serve(requests: _Requests) -> None:
+        while (request := requests.get()) is not None:
+            argv, options, reply = request
+            try:
+                reply.set_result(subprocess.Popen(argv, **options))
+            except BaseException as exc:  # handed to the caller, which raises it
+                reply.set_exception(exc)
 
 
 class _Cgroups:
@@ -187,6 +236,7 @@ class Pool:
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self._launcher = _Launcher("sandbox-launcher")
         self._ctrl: socket.socket | None = None
         self._runs: dict[int, Run] = {}
         self._ids = itertools.count(1)
@@ -216,6 +266,12 @@ class Pool:
                     self._stop()
             raise PoolError("no sandbox mode could start: " + "; ".join(self.failures))
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The process id of the running worker (its confinement's outermost process)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and self._ready.is_set() \
             and self._ctrl is not None
@@ -240,10 +296,10 @@ class Pool:
         self._generation += 1
         self._ready.clear()
         try:
-            self._proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), env={}, cwd="/",
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, start_new_session=True)
-        except OSError as exc:
+            self._proc = self._launcher.popen(argv, pass_fds=(child.fileno(),), env={}, cwd="/",
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, start_new_session=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: no new thread at interpreter exit
             parent.close()
             raise PoolError(f"cannot start ({exc})") from None
         finally:
@@ -324,6 +380,7 @@ class Pool:
         with self._lock:
             self._closed = True
             self._stop()
+            self._launcher.stop()
 
     def _fail_all(self, reason: str) -> None:
         runs, self._runs = self._runs, {}

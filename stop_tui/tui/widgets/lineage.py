@@ -19,7 +19,7 @@ from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.palette import palette
 
 GLYPHS = {m.PENDING: "○", m.RUNNING: "◔", m.SCORED: "●", m.FAILED: "✗", m.ACCEPTED: "★",
-          m.REJECTED: "◌"}
+          m.REJECTED: "◌", m.CANCELLED: "⊘"}
 
 
 def _score(x: object) -> str:
@@ -247,7 +247,8 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
     def label_for(self, n: m.Node) -> Text:
         c = self._colors or palette(self.app)
         status_color = {m.PENDING: c["muted"], m.RUNNING: c["primary"], m.SCORED: c["foreground"],
-                        m.FAILED: c["error"], m.ACCEPTED: c["success"], m.REJECTED: c["warning"]}
+                        m.FAILED: c["error"], m.ACCEPTED: c["success"], m.REJECTED: c["warning"],
+                        m.CANCELLED: c["muted"]}
         text = Text()
         text.append(GLYPHS.get(n.status, "?") + " ", style=status_color.get(n.status))
         if n.kind == m.ITERATION:
@@ -269,6 +270,8 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
             text.append(name, style="bold" if n.kind == m.CANDIDATE else "")
             if n.status in (m.PENDING, m.RUNNING):
                 text.append(f" {n.status}…", style=status_color[n.status])
+            elif n.status == m.CANCELLED:
+                text.append(" cancelled (unscored)", style=status_color[n.status])
             elif n.score is not None:
                 text.append(f"  {_score(n.score)}")
                 if n.test is not None:
