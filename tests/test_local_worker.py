@@ -182,6 +182,19 @@ def test_a_prompt_longer_than_the_context_is_a_failed_completion_not_a_crash():
         backend.close()
 
 
+def test_a_worker_that_died_while_idle_is_replaced_before_the_next_request():
+    backend = _backend()
+    try:
+        pid = backend.worker_pid
+        os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z")  # dead, not reaped
+        got = backend.request(SYSTEM, SHORT, n=1, temperature=0.0, max_tokens=8)
+        assert got.texts[0] and got.error is None
+        assert backend.restarts == 1 and backend.worker_pid != pid
+    finally:
+        backend.close()
+
+
 def test_a_bad_gguf_is_a_one_line_error(tmp_path, sessions_dir):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(4096))

@@ -64,6 +64,13 @@ def extra_bufts_setting() -> bool:
     raise UserError(f"{EXTRA_BUFTS_ENV} must be 1 or 0 (got {value!r})")
 
 
+def failure_hint(extra_bufts: bool) -> str:
+    """What to try when the local model keeps failing (one line)."""
+    return (f"run `stop-tui doctor` to test the local model, try another GGUF with --model "
+            f"local:PATH.gguf, or set {EXTRA_BUFTS_ENV}={int(not extra_bufts)} "
+            f"(llama.cpp's extra buffer types, now {'on' if extra_bufts else 'off'})")
+
+
 class WorkerDied(Exception):
     """The worker process ended (or broke the protocol); the message names how."""
 
@@ -84,7 +91,10 @@ class _Worker:
         self.killed = False
         self.timed_out = False
         self.info: dict[str, Any] = {}
-        write_message(self.proc.stdin, load)
+        try:
+            write_message(self.proc.stdin, load)
+        except OSError:  # it died at once (no Python, no stop_tui on its path)
+            raise WorkerDied(self.death_reason()) from None
         timer = threading.Timer(LOAD_TIMEOUT, self._too_slow)
         timer.start()
         try:
@@ -210,10 +220,7 @@ class LocalBackend:
 
     @property
     def failure_hint(self) -> str:
-        state = "on" if self.extra_bufts else "off"
-        return (f"run `stop-tui doctor` to test the local model, try another GGUF with --model "
-                f"local:PATH.gguf, or set {EXTRA_BUFTS_ENV}={int(not self.extra_bufts)} "
-                f"(llama.cpp's extra buffer types, now {state})")
+        return failure_hint(self.extra_bufts)
 
     @property
     def worker_pid(self) -> int | None:
@@ -226,9 +233,12 @@ class LocalBackend:
         with self._state:
             if self._closed:
                 raise Cancelled("the local model was closed")
-            if self._worker is not None:
+            if self._worker is not None and self._worker.proc.poll() is None:
                 self._busy = self._worker
                 return self._worker
+            dead, self._worker = self._worker, None  # it died while idle: start another
+        if dead is not None:
+            dead.release()
         try:
             worker = _Worker(self._load)
         except (UserError, WorkerDied) as exc:
