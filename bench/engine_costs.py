@@ -1,6 +1,6 @@
 """What the engine's safety and bookkeeping cost, measured side by side in one run.
 
-  python bench/engine_costs.py [--evals 10] [--tokens 128] [--rounds 5]
+  python bench/engine_costs.py [--evals 10] [--tokens 128] [--rounds 5] [--threads 2]
 
 1. Seconds per LPN utility evaluation (val, 20 instances) of the seed solution: through the
    sandbox (what the engine does) vs calling the function in this process.
@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved local-model rounds")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="llama.cpp threads, both sides (2 is the backend's default; 1 holds up "
+                             "better when other processes want the cores)")
     args = parser.parse_args()
 
     lpn = load_task("lpn")
@@ -67,10 +70,10 @@ def main() -> None:
     print(f"  sandboxed {sandboxed * 1000:8.1f} ms   in-process {direct * 1000:8.1f} ms   "
           f"ratio {sandboxed / direct:6.1f}x")
 
-    local_model(args.tokens, args.rounds)
+    local_model(args.tokens, args.rounds, args.threads)
 
 
-def local_model(tokens: int, rounds: int) -> None:
+def local_model(tokens: int, rounds: int, threads: int) -> None:
     """Greedy generations of the same prompt, interleaved: our layer (LMService recording into a
     session store, and LocalBackend alone, both through the worker process) vs llama-cpp-python
     in this process, loaded with the worker's options (and with the library's defaults)."""
@@ -81,7 +84,7 @@ def local_model(tokens: int, rounds: int) -> None:
         from stop_tui.engine.lm.local_worker import model_params_with
         from stop_tui.engine.lm.service import LMService
         from stop_tui.engine.store import SessionStore
-        backend = LocalBackend()
+        backend = LocalBackend(n_threads=threads)
     except (ImportError, UserError) as exc:
         print(f"local model: skipped ({exc})")
         return
@@ -89,8 +92,10 @@ def local_model(tokens: int, rounds: int) -> None:
     system, user = "You are a helpful programmer.", "Write a Python function that reverses a list, with comments."
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     with model_params_with(use_extra_bufts=info["use_extra_bufts"]):
-        same = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=info["n_threads"], verbose=False)
-    defaults = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=info["n_threads"], verbose=False)
+        same = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=threads,
+                     n_threads_batch=threads, verbose=False)
+    defaults = Llama(model_path=info["path"], n_ctx=info["n_ctx"], n_threads=threads,
+                     n_threads_batch=threads, verbose=False)
 
     def direct(llm) -> Callable[[], tuple[int, float]]:
         def one() -> tuple[int, float]:

@@ -148,7 +148,7 @@ def local_model_report(model: str = "local") -> dict[str, Any]:
         return {"ok": True, "installed": False, "error": str(exc)}
     except UserError as exc:  # a bad GGUF, or a worker that died loading it
         try:
-            hint = failure_hint(extra_bufts_setting())
+            hint = failure_hint(extra_bufts_setting()[0])
         except UserError:
             hint = None
         return {"ok": False, "installed": True, "error": str(exc), "hint": hint}

@@ -5,6 +5,10 @@ engine: a crash in native code (a CPU kernel's segfault, the OOM killer) costs o
 completion, not the engine, the TUI and every answer in flight. A request whose worker dies
 raises LMRequestError naming the cause ("local model worker killed by SIGSEGV"); the next
 request starts a new worker. Generations are serialised (one model, one at a time).
+
+llama.cpp's extra buffer types (repacked weights; the AMX kernels that segfault on some cloud
+CPUs) are off on CPUs that advertise AMX and on otherwise (STOP_TUI_LOCAL_EXTRA_BUFTS=1/0
+decides instead); a worker killed by a CPU fault with them on is replaced by one without them.
 `close()` kills the worker at once: a request in flight raises Cancelled (the run is stopping;
 nothing is recorded for it, so a resume asks again).
 """
@@ -53,15 +57,29 @@ def default_model_path() -> Path:
     return path
 
 
-def extra_bufts_setting() -> bool:
-    """STOP_TUI_LOCAL_EXTRA_BUFTS: 1 turns llama.cpp's extra buffer types (repacked weights,
-    AMX kernels) on, 0 or unset leaves them off."""
-    value = os.environ.get(EXTRA_BUFTS_ENV, "0").strip().lower()
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Does the CPU advertise Intel AMX (the `amx_*` flags of /proc/cpuinfo)?"""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return any(flag.startswith("amx") for line in cpuinfo.splitlines() if line.startswith("flags")
+               for flag in line.partition(":")[2].split())
+
+
+def extra_bufts_setting() -> tuple[bool, bool]:
+    """(use llama.cpp's extra buffer types?, was that forced by STOP_TUI_LOCAL_EXTRA_BUFTS?).
+    Unset or `auto`: on (repacked weights: ~20% more tokens/s with SmolLM2 on an AVX2 CPU),
+    except on CPUs that advertise AMX, whose extra buffer type segfaults on some of them."""
+    value = os.environ.get(EXTRA_BUFTS_ENV, "auto").strip().lower()
     if value in ("1", "on", "true", "yes"):
-        return True
-    if value in ("", "0", "off", "false", "no"):
-        return False
-    raise UserError(f"{EXTRA_BUFTS_ENV} must be 1 or 0 (got {value!r})")
+        return True, True
+    if value in ("0", "off", "false", "no"):
+        return False, True
+    if value in ("", "auto"):
+        return not cpu_has_amx(), False
+    raise UserError(f"{EXTRA_BUFTS_ENV} must be 1, 0 or auto (got {value!r})")
 
 
 def failure_hint(extra_bufts: bool) -> str:
@@ -203,7 +221,10 @@ class LocalBackend:
             raise LocalModelMissing(f"the local model needs llama-cpp-python: {INSTALL_HINT}")
         self.path = path
         self.model = "local" if model_path is None else f"local:{path}"
-        self.extra_bufts = extra_bufts_setting() if extra_bufts is None else bool(extra_bufts)
+        if extra_bufts is None:
+            self.extra_bufts, self._bufts_forced = extra_bufts_setting()
+        else:
+            self.extra_bufts, self._bufts_forced = bool(extra_bufts), True
         self._load = {"op": "load", "path": str(path), "n_ctx": int(n_ctx),
                       "n_threads": int(n_threads), "extra_bufts": self.extra_bufts}
         self._generating = threading.Lock()  # one generation at a time
@@ -266,10 +287,22 @@ class LocalBackend:
             worker.release()
             if closed:
                 raise Cancelled("the local model was closed") from None
-            raise LMRequestError(str(exc), retryable=False) from None
+            raise LMRequestError(str(exc) + self._fall_back(worker), retryable=False) from None
         finally:
             with self._state:
                 self._busy = None
+
+    def _fall_back(self, worker: _Worker) -> str:
+        """A worker killed by a CPU fault (SIGSEGV, SIGILL, SIGBUS) with the extra buffer types
+        on, which nobody forced: the next worker loads without them (they hold the CPU-specific
+        kernels, e.g. AMX). Returns what to add to the failure's reason."""
+        faults = (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS)
+        code = worker.proc.returncode
+        if not self.extra_bufts or self._bufts_forced or code is None or -code not in faults:
+            return ""
+        with self._state:
+            self.extra_bufts = self._load["extra_bufts"] = False
+        return "; the next worker loads without llama.cpp's extra buffer types"
 
     def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                 seed: int | None = None) -> Completions:
