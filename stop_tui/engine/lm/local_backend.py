@@ -70,8 +70,8 @@ def cpu_has_amx(cpuinfo: str | None = None) -> bool:
 
 def extra_bufts_setting() -> tuple[bool, bool]:
     """(use llama.cpp's extra buffer types?, was that forced by STOP_TUI_LOCAL_EXTRA_BUFTS?).
-    Unset or `auto`: on (repacked weights: ~20% more tokens/s with SmolLM2 on an AVX2 CPU),
-    except on CPUs that advertise AMX, whose extra buffer type segfaults on some of them."""
+    Unset or `auto`: on (llama.cpp repacks the weights of some quantisations for faster CPU
+    kernels), except on CPUs that advertise AMX, whose extra buffer type segfaults on some."""
     value = os.environ.get(EXTRA_BUFTS_ENV, "auto").strip().lower()
     if value in ("1", "on", "true", "yes"):
         return True, True
