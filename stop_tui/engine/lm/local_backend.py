@@ -110,6 +110,14 @@ class _Worker:
         self.timed_out = False
         self.info: dict[str, Any] = {}
         try:
+            self.info = self._loaded(load)
+        except BaseException:
+            self.release()
+            raise
+
+    def _loaded(self, load: dict[str, Any]) -> dict[str, Any]:
+        """Send `load`, wait for the worker to answer; what it loaded."""
+        try:
             write_message(self.proc.stdin, load)
         except OSError:  # it died at once (no Python, no stop_tui on its path)
             raise WorkerDied(self.death_reason()) from None
@@ -120,16 +128,13 @@ class _Worker:
         finally:
             timer.cancel()
         if reply.get("op") == "error":
-            self.kill()
-            kind = reply.get("kind")
             error = str(reply.get("error"))
-            if kind == "import":
+            if reply.get("kind") == "import":
                 raise LocalModelMissing(f"the local model needs llama-cpp-python ({error}): {INSTALL_HINT}")
             raise UserError(f"cannot load the GGUF model {load['path']}: {error}")
         if reply.get("op") != "ready":
-            self.kill()
             raise WorkerDied(f"local model worker protocol violation ({reply.get('op')!r})")
-        self.info = dict(reply.get("info") or {})
+        return dict(reply.get("info") or {})
 
     def _too_slow(self) -> None:
         self.timed_out = True
