@@ -15,7 +15,12 @@ from conftest import ROOT, stop_tui
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
-from stop_tui.engine.lm.local_backend import SMOLLM2_FILE, LocalBackend
+from stop_tui.engine.lm.local_backend import (
+    SMOLLM2_FILE,
+    LocalBackend,
+    cpu_has_amx,
+    extra_bufts_setting,
+)
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.store import SessionStore
 
@@ -60,11 +65,20 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def _dead(pid: int) -> bool:
+    """Every thread of `pid` has exited; the process waits to be reaped."""
+    proc = Path(f"/proc/{pid}")
+    return (proc / "stat").read_text().rsplit(") ", 1)[1][0] == "Z" and os.listdir(proc / "task") == [str(pid)]
+
+
 def _generating(store: SessionStore, thread: threading.Thread) -> None:
     """Wait until the call is sent, then a little into its generation."""
     _wait_for(lambda: any(True for _ in store.events(kinds=(ev.LM_REQUEST,))))
     time.sleep(0.4)
     assert thread.is_alive(), "the generation ended before the test could interrupt it"
+
+
+FALLBACK = "; the next worker loads without llama.cpp's extra buffer types"
 
 
 @pytest.mark.parametrize("signum, reason", [
@@ -77,6 +91,10 @@ def test_a_worker_killed_mid_generation_is_a_recorded_failed_completion_then_the
     store, service = _service(tmp_path, backend)
     handle = service.handle("it1/c1", budget=5, max_responses_per_call=2)
     first_pid = backend.worker_pid
+    # A CPU fault with the extra buffer types on (the AMX crash) turns them off for the next
+    # worker; an OOM kill does not.
+    fell_back = signum == signal.SIGSEGV and backend.load_info["use_extra_bufts"]
+    reason += FALLBACK if fell_back else ""
     try:
         thread, out = _in_thread(lambda: handle.prompt(SYSTEM, LONG, 1, 0.7))
         _generating(store, thread)
@@ -94,6 +112,7 @@ def test_a_worker_killed_mid_generation_is_a_recorded_failed_completion_then_the
         replies = handle.prompt(SYSTEM, SHORT, 2, 0.7)  # a new worker, transparently
         assert len(replies) == 2 and all(r.strip() for r in replies)
         assert backend.worker_pid not in (None, first_pid) and backend.restarts == 1
+        assert backend.load_info["use_extra_bufts"] is (not fell_back and backend.extra_bufts)
         with pytest.raises(ProcessLookupError):
             os.kill(first_pid, 0)  # the dead worker was reaped
         last = [e.data for e in store.events(kinds=(ev.LM_REPLY,))][-1]
@@ -128,22 +147,45 @@ def test_close_during_a_generation_returns_at_once_and_records_nothing_for_the_c
     store.close()
 
 
-def test_the_model_loads_without_extra_buffer_types_and_generates_like_llama_cpp_in_process():
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 {extra} avx512f\nbugs\t\t: spectre_v1\n"
+
+
+def test_extra_buffer_types_are_off_on_amx_cpus_and_the_environment_decides(monkeypatch):
+    assert cpu_has_amx(CPUINFO.format(extra="amx_bf16 amx_tile amx_int8"))
+    assert not cpu_has_amx(CPUINFO.format(extra="")) and not cpu_has_amx("")
+    monkeypatch.delenv("STOP_TUI_LOCAL_EXTRA_BUFTS", raising=False)
+    assert extra_bufts_setting() == (not cpu_has_amx(), False)  # auto: this machine's CPU
+    for value, want in (("0", False), ("1", True)):
+        monkeypatch.setenv("STOP_TUI_LOCAL_EXTRA_BUFTS", value)
+        backend = _backend()
+        try:
+            assert backend.load_info["use_extra_bufts"] is want  # as the model was loaded
+            assert f"STOP_TUI_LOCAL_EXTRA_BUFTS={int(not want)}" in backend.failure_hint
+            assert backend.request(SYSTEM, SHORT, n=1, temperature=0.0, max_tokens=16).texts[0]
+        finally:
+            backend.close()
+    monkeypatch.setenv("STOP_TUI_LOCAL_EXTRA_BUFTS", "maybe")
+    with pytest.raises(UserError, match="STOP_TUI_LOCAL_EXTRA_BUFTS must be 1, 0 or auto"):
+        _backend()
+
+
+@pytest.mark.parametrize("extra_bufts", [False, True])
+def test_the_worker_generates_what_llama_cpp_generates_in_process(extra_bufts):
     from llama_cpp import Llama
 
     from stop_tui.engine.lm.local_worker import model_params_with
 
-    backend = _backend()
+    backend = _backend(extra_bufts=extra_bufts)
     try:
         info = backend.load_info
-        assert info["use_extra_bufts"] is False and info["n_gpu_layers"] == 0  # the AMX fix
+        assert info["use_extra_bufts"] is extra_bufts and info["n_gpu_layers"] == 0
         assert info["pid"] == backend.worker_pid != os.getpid()
         assert backend.context_tokens == info["n_ctx"] == 8192 and info["n_threads"] == 1
-        assert "stop-tui doctor" in backend.failure_hint and "STOP_TUI_LOCAL_EXTRA_BUFTS=1" in backend.failure_hint
+        assert "stop-tui doctor" in backend.failure_hint
         got = backend.request(SYSTEM, SHORT, n=2, temperature=0.0, max_tokens=24, seed=3)
     finally:
         backend.close()
-    with model_params_with(use_extra_bufts=False):
+    with model_params_with(use_extra_bufts=extra_bufts):
         llm = Llama(model_path=info["path"], n_ctx=8192, n_threads=1, n_threads_batch=1, verbose=False)
     want = llm.create_chat_completion(
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": SHORT}],
@@ -156,18 +198,16 @@ def test_the_model_loads_without_extra_buffer_types_and_generates_like_llama_cpp
     assert got.requests == 1 and got.error is None
 
 
-def test_extra_buffer_types_can_be_turned_back_on(monkeypatch):
-    monkeypatch.setenv("STOP_TUI_LOCAL_EXTRA_BUFTS", "1")
-    backend = _backend()
+def test_the_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STOP_TUI_LOCAL_THREADS", "1")
+    backend = LocalBackend()
     try:
-        assert backend.load_info["use_extra_bufts"] is True
-        assert "STOP_TUI_LOCAL_EXTRA_BUFTS=0" in backend.failure_hint
-        assert backend.request(SYSTEM, SHORT, n=1, temperature=0.0, max_tokens=16).texts[0]
+        assert backend.load_info["n_threads"] == 1
     finally:
         backend.close()
-    monkeypatch.setenv("STOP_TUI_LOCAL_EXTRA_BUFTS", "maybe")
-    with pytest.raises(UserError, match="STOP_TUI_LOCAL_EXTRA_BUFTS must be 1 or 0"):
-        _backend()
+    monkeypatch.setenv("STOP_TUI_LOCAL_THREADS", "0")
+    with pytest.raises(UserError, match="STOP_TUI_LOCAL_THREADS must be a whole number"):
+        LocalBackend()
 
 
 def test_a_prompt_longer_than_the_context_is_a_failed_completion_not_a_crash():
@@ -178,6 +218,19 @@ def test_a_prompt_longer_than_the_context_is_a_failed_completion_not_a_crash():
         assert got.texts == [None] and got.finish_reasons == ["error"]
         assert "context" in got.error.lower()
         assert backend.worker_pid == pid  # the worker lives on
+    finally:
+        backend.close()
+
+
+def test_a_worker_that_died_while_idle_is_replaced_before_the_next_request():
+    backend = _backend()
+    try:
+        pid = backend.worker_pid
+        os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: _dead(pid))
+        got = backend.request(SYSTEM, SHORT, n=1, temperature=0.0, max_tokens=8)
+        assert got.texts[0] and got.error is None
+        assert backend.restarts == 1 and backend.worker_pid != pid
     finally:
         backend.close()
 
@@ -202,10 +255,11 @@ def test_doctor_reports_the_local_model():
 
     local = local_model_report()
     assert local["ok"] and local["installed"] and local["path"].endswith(SMOLLM2_FILE)
-    assert local["size"] > 10**7 and local["use_extra_bufts"] is False
+    assert local["size"] > 10**7 and local["use_extra_bufts"] is (not cpu_has_amx())
     assert local["generated_tokens"] > 0 and local["tokens_per_second"] > 0
     proc = stop_tui("doctor")
-    assert f"local model: {local['path']} (" in proc.stdout and "extra buffer types off" in proc.stdout
+    state = "on" if local["use_extra_bufts"] else "off"
+    assert f"local model: {local['path']} (" in proc.stdout and f"extra buffer types {state}" in proc.stdout
     assert "tokens/s" in proc.stdout and "FAILED" not in proc.stdout
 
 

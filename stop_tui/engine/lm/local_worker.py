@@ -13,12 +13,12 @@ bytes of UTF-8 JSON (one object). The engine sends `load` first; the worker answ
 longer than the context). The worker's own stdout is moved to stderr at start, so nothing
 native can write into the protocol. EOF on stdin, or the engine's death, ends the worker.
 
-Extra buffer types (llama.cpp's repacked CPU weights and its AMX kernels) are off unless
-STOP_TUI_LOCAL_EXTRA_BUFTS=1: the AMX kernel faults (SIGSEGV at `ldtilecfg`) on some cloud
-CPUs that advertise AMX. llama-cpp-python 0.3 has no keyword for
-`llama_model_params.use_extra_bufts`, so the worker sets the field on the params struct
-`Llama` builds, before the model loads (`model_params_with`), and reports the value the model
-was loaded with.
+The engine says whether to use llama.cpp's extra buffer types (its repacked CPU weights and
+its AMX kernels, which fault with SIGSEGV at `ldtilecfg` on some cloud CPUs that advertise AMX;
+local_backend.py decides). llama-cpp-python 0.3 has no keyword for
+`llama_model_params.use_extra_bufts`, so the worker sets the field on the params struct `Llama`
+builds, before the model loads (`model_params_with`), and reports the value the model was
+loaded with.
 """
 
 from __future__ import annotations
