@@ -41,30 +41,49 @@ def launch(args: argparse.Namespace) -> int:
         session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
                               gate=Gate(running=not args.step))
         return _run(session=session)
+    # Reopening views the session read-only: nothing contacts an LM server and nothing is
+    # locked until the user runs or steps it (then `take_over` opens it with an engine). A
+    # session another process runs is followed live until that process ends.
+    def take_over(session: str):
+        return open_session(sessions_dir, session, gate=Gate(running=False),
+                            overrides=lm_options.lm_overrides(args))
+
     if args.session:
-        session = open_session(sessions_dir, args.session, gate=Gate(running=False),
-                               overrides=lm_options.lm_overrides(args))
-        return _run(session=session)
+        return _run(store=viewing_store(sessions_dir, args.session), open_session_fn=take_over)
     if not sys.stdin.isatty():
         raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
     if not sessions_dir.is_dir():
         raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
-    return _run(session=None, sessions_dir=sessions_dir,
-                open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False),
-                                                         overrides=lm_options.lm_overrides(args)))
+    return _run(session=None, sessions_dir=sessions_dir, open_session_fn=take_over)
 
 
-def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
+def viewing_store(sessions_dir, session: str):
+    """The session's store opened read-only, for the TUI to view and follow."""
+    from stop_tui.engine.store import SessionStore
+
+    store = SessionStore.open(sessions_dir, session, readonly=True)
+    kind = store.meta().get("kind", "stop")
+    if kind != "stop":
+        store.close()
+        hint = f"continue it with `stop-tui {kind} --resume {store.id}`" if kind == "transfer" else \
+            f"see `stop-tui show {store.id}`"
+        raise UserError(f"session {store.id} is a {kind} session: {hint}")
+    return store
+
+
+def _run(*, session=None, store=None, sessions_dir=None, open_session_fn=None) -> int:
     from stop_tui.tui.app import StopApp
 
-    app = StopApp(session, sessions_dir=sessions_dir, open_session_fn=open_session_fn)
+    app = StopApp(session, store=store, sessions_dir=sessions_dir, open_session_fn=open_session_fn)
     try:
         code = app.run()
     finally:
         session = app.session
         if session is not None:
             session.gate.cancel()
-    if session is None:
+    if session is None:  # only viewed: nothing to save
+        if app.store is not None:
+            app.store.close()
         return code or 0
     worker = app._engine_worker
     started = worker is not None

@@ -48,7 +48,7 @@ class MainScreen(Screen[None]):
         yield SessionHeader(st.model, id="header")
         with Horizontal(id="top"):
             yield LineagePane(st.model, id="lineage")
-            yield SourcePane(st.model, st.texts, st.seed_solution, id="source")
+            yield SourcePane(st.model, st.texts, st.seed_solution, st.seed_improver, id="source")
         with Horizontal(id="middle"):
             yield ScoresPane(st.model, st.session_dir, id="scores")
             yield BudgetPane(st.model, id="budget")
@@ -87,6 +87,9 @@ class MainScreen(Screen[None]):
         self.query_one(BudgetPane).refresh()
         self.query_one(SessionHeader).refresh()
         self.query_one(LogPane).add_lines(log_lines, self.st.model.t0)
+
+    def meta_changed(self) -> None:
+        self.query_one(SessionHeader).refresh()
 
     def theme_changed(self) -> None:
         self.query_one(LineagePane).theme_changed()

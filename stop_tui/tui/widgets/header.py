@@ -8,7 +8,8 @@ from textual.widget import Widget
 from stop_tui.tui import model as m
 from stop_tui.tui.palette import palette
 
-STATES = ("running", "paused", "stepping", "finished", "stopping", "viewing", "new")
+STATES = ("running", "paused", "stepping", "finished", "stopping", "viewing", "watching", "opening", "new")
+FIXED_TEMPERATURE = "temperature fixed by the model: the paper's temperatures are not honoured"
 
 
 class SessionHeader(Widget):
@@ -27,7 +28,8 @@ class SessionHeader(Widget):
         c = palette(self.app)
         md = self.model
         colors = {"running": c["success"], "paused": c["warning"], "stepping": c["accent"],
-                  "finished": c["primary"], "stopping": c["error"], "viewing": c["muted"], "new": c["muted"]}
+                  "finished": c["primary"], "stopping": c["error"], "viewing": c["muted"],
+                  "watching": c["secondary"], "opening": c["accent"], "new": c["muted"]}
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         out.append(" STOP ", style=f"bold {c['background']} on {c['primary']}")
         out.append(f" {md.session_id}", style="bold")
@@ -46,6 +48,8 @@ class SessionHeader(Widget):
         if flying:
             out.append(f"  ⋯ LM call in flight: {flying[-1]}" + (f" (+{len(flying) - 1})" if len(flying) > 1 else ""),
                        style=c["accent"])
+        if md.fixed_temperature:
+            out.append(f"  ⚠ {FIXED_TEMPERATURE}", style=f"bold {c['warning']}")
         if md.sandbox_missing:
             out.append("  ⚠ sandbox missing: " + ", ".join(md.sandbox_missing),
                        style=f"bold {c['warning']}")
