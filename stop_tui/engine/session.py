@@ -14,7 +14,8 @@ from stop_tui.engine.lm.caps import Caps
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.lock import SessionLock, acquire
+from stop_tui.engine.store import SessionStore, session_folder
 from stop_tui.engine.tasks import META, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
@@ -50,15 +51,20 @@ class Session:
     settings: Settings
     engine: Engine
     gate: Gate
+    lock: SessionLock | None = None  # this process runs the session (see engine/lock.py)
 
     @property
     def id(self) -> str:
         return self.store.id
 
     def close(self) -> None:
-        self.engine.lm.close()
-        self.engine.lm.backend.close()
-        self.store.close()
+        try:
+            self.engine.lm.close()
+            self.engine.lm.backend.close()
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
@@ -84,6 +90,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
     })
     session = _wire(store, settings, task_name, backend, gate)
+    session.lock = acquire(store.folder)
     store.append(ev.Event(ev.SESSION_STARTED, "", {
         "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
     _record_sandbox(store)
@@ -93,12 +100,27 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
 def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None = None,
                  gate: Gate | None = None, overrides: dict | None = None) -> Session:
     """Reopen a saved session with its recorded settings (and model, unless one is given).
-    `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings."""
-    store = SessionStore.open(sessions_dir, session_id)
+    `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings.
+    Takes the session's lock first: SessionBusy when another process runs it."""
+    lock = acquire(session_folder(sessions_dir, session_id))
+    store: SessionStore | None = None
+    try:
+        store = SessionStore(lock.folder)
+        session = _open_locked(store, sessions_dir, backend=backend, gate=gate, overrides=overrides)
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    session.lock = lock
+    return session
+
+
+def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,
+                 gate: Gate | None, overrides: dict | None) -> Session:
     meta = store.meta()
     kind = meta.get("kind", "stop")
     if kind != "stop":
-        store.close()
         raise UserError(f"session {store.id} is a {kind} session: continue it with "
                         f"`stop-tui {kind} --resume {store.id}`" if kind == "transfer" else
                         f"session {store.id} is a {kind} session (see `stop-tui show {store.id}`)")
