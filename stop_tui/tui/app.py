@@ -109,10 +109,11 @@ class StopApp(App[int]):
         self._waiting_at: str | None = None
         # following (no engine here): who runs the session, and the follower thread's progress
         self.holder: Holder | None = None
+        self.follower: Follower | None = None
         self._follow_worker: Worker | None = None
         self._follow_done = threading.Event()
-        self._follow_after = 0
         self._opening: str | None = None  # a take-over in progress: the action to do once open
+        self._after_open: str | None = None
         self.syntax_styles: dict[str, str] = {}
         self.theme_names: list[str] = []
         for tf in discover_themes():
@@ -155,6 +156,8 @@ class StopApp(App[int]):
         self._open_store()
 
     def _text(self, digest: str | None) -> str | None:
+        if self.follower is not None:
+            return self.follower.text(digest)
         return self.store.text(digest) if self.store is not None else None
 
     def _open_store(self) -> None:
@@ -178,8 +181,7 @@ class StopApp(App[int]):
             if model.state != "finished":
                 self._engine_started()
         else:
-            self._follow_after = events[-1].seq if events else 0
-            self.holder = None
+            self.follower = Follower(store.folder, events[-1].seq if events else 0)
             self._start_following()
             self.update_state()
 
@@ -195,30 +197,26 @@ class StopApp(App[int]):
 
     # -- following a session another process runs ----------------------------------------
     def _start_following(self) -> None:
-        assert self.store is not None
         self._follow_done.clear()
-        self._follow_worker = self._follow(self.store.folder, self._follow_after)
+        self._follow_worker = self._follow()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="follow", name="follow")
-    def _follow(self, folder: Path, after: int) -> None:
-        """Poll the log for events committed after `after` and the lock for its holder; the
-        events go through the same queue as a live engine's, the holder in a message."""
+    def _follow(self) -> None:
+        """Poll the log for new events and the lock for its holder; the events go through the
+        same queue as a live engine's, the holder in a message."""
         worker = get_current_worker()
+        follower = self.follower
+        assert follower is not None
         try:
-            follower = Follower(folder, after)
-            try:
-                seen: tuple | None = None
-                while not worker.is_cancelled:
-                    poll = follower.poll()
-                    for event in poll.events:
-                        self._listener(event)
-                    self._follow_after = follower.after
-                    if seen != (poll.holder, poll.meta):
-                        seen = (poll.holder, poll.meta)
-                        self.post_message(FollowState(poll.holder, poll.meta))
-                    worker.cancelled_event.wait(POLL_SECONDS)
-            finally:
-                follower.close()
+            seen: tuple | None = None
+            while not worker.is_cancelled:
+                poll = follower.poll()
+                for event in poll.events:
+                    self._listener(event)
+                if seen != (poll.holder, poll.meta):
+                    seen = (poll.holder, poll.meta)
+                    self.post_message(FollowState(poll.holder, poll.meta))
+                worker.cancelled_event.wait(POLL_SECONDS)
         finally:
             self._follow_done.set()
 
@@ -274,21 +272,19 @@ class StopApp(App[int]):
         self._opening = None
         while self._queue:
             self.drain()
-        viewing = self.store
+        viewing, follower = self.store, self.follower
         self.session, self.store, self.engine_on, self.holder = session, session.store, True, None
+        self.follower = None
         session.store.subscribe(self._listener)
         session.gate.on_wait = lambda point: self.post_message(GateWaiting(point))
-        self.inject(list(session.store.events(after=self._follow_after)))
+        self.inject(list(session.store.events(after=follower.after if follower else 0)))
+        if follower is not None:
+            follower.close()
         if viewing is not None and viewing is not session.store:
             viewing.close()
         if self.view is not None:
             self.view.model.apply_meta(session.store.meta())
-        if then == "run":
-            session.gate.run()
-        elif then == "step_iteration":
-            session.gate.step_iteration()
-        elif then == "step_call":
-            session.gate.step_call()
+        self._after_open = then or None  # done once the engine waits at its first gate
         self.notify(f"Session {session.id} is run here now.", timeout=5)
         self._engine_started()
         self.update_state()
@@ -362,6 +358,9 @@ class StopApp(App[int]):
 
     def on_gate_waiting(self, message: GateWaiting) -> None:
         self._waiting_at = message.point
+        action, self._after_open = self._after_open, None
+        if action is not None:  # the key that took the session over: it acts now
+            getattr(self, f"action_{'toggle_run' if action == 'run' else action}")()
         self.update_state()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.store import default_sessions_dir
+
+if TYPE_CHECKING:
+    from stop_tui.engine.session import Session
+    from stop_tui.engine.store import SessionStore
+    from stop_tui.tui.app import StopApp
 
 # After the screen closes (itself within ~2 s of ctrl+q): how much longer the engine may take to
 # stop. The engine lets LM calls in flight finish and be recorded (up to 10 s on its side); we
@@ -18,7 +25,7 @@ STOP_WAIT = 3.0
 
 def launch(args: argparse.Namespace) -> int:
     from stop_tui.commands import lm_options
-    from stop_tui.engine.session import make_backend, new_session, open_session
+    from stop_tui.engine.session import make_backend, new_session
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.command == "new":
@@ -40,24 +47,34 @@ def launch(args: argparse.Namespace) -> int:
         lm_options.check_caps(settings, backend.price_key)
         session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
                               gate=Gate(running=not args.step))
-        return _run(session=session)
-    # Reopening views the session read-only: nothing contacts an LM server and nothing is
-    # locked until the user runs or steps it (then `take_over` opens it with an engine). A
-    # session another process runs is followed live until that process ends.
-    def take_over(session: str):
-        return open_session(sessions_dir, session, gate=Gate(running=False),
-                            overrides=lm_options.lm_overrides(args))
+        from stop_tui.tui.app import StopApp
 
-    if args.session:
-        return _run(store=viewing_store(sessions_dir, args.session), open_session_fn=take_over)
-    if not sys.stdin.isatty():
-        raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
-    if not sessions_dir.is_dir():
-        raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
-    return _run(session=None, sessions_dir=sessions_dir, open_session_fn=take_over)
+        return _run(StopApp(session))
+    if not args.session:
+        if not sys.stdin.isatty():
+            raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
+        if not sessions_dir.is_dir():
+            raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
+    return _run(resume_app(sessions_dir, args.session, lm_options.lm_overrides(args)))
 
 
-def viewing_store(sessions_dir, session: str):
+def resume_app(sessions_dir: Path, session: str | None, overrides: dict | None = None) -> StopApp:
+    """`stop-tui resume [SESSION]`: the session (or a picker) viewed read-only. Nothing contacts
+    an LM server and nothing is locked until the user runs or steps it; then `take_over` opens
+    it with an engine (its lock, its backend, `overrides` saved into its settings). A session
+    another process runs is followed live until that process ends."""
+    from stop_tui.engine.session import open_session
+    from stop_tui.tui.app import StopApp
+
+    def take_over(folder: str) -> Session:
+        return open_session(sessions_dir, folder, gate=Gate(running=False), overrides=overrides)
+
+    if session:
+        return StopApp(store=viewing_store(sessions_dir, session), open_session_fn=take_over)
+    return StopApp(sessions_dir=sessions_dir, open_session_fn=take_over)
+
+
+def viewing_store(sessions_dir: Path, session: str) -> SessionStore:
     """The session's store opened read-only, for the TUI to view and follow."""
     from stop_tui.engine.store import SessionStore
 
@@ -71,10 +88,7 @@ def viewing_store(sessions_dir, session: str):
     return store
 
 
-def _run(*, session=None, store=None, sessions_dir=None, open_session_fn=None) -> int:
-    from stop_tui.tui.app import StopApp
-
-    app = StopApp(session, store=store, sessions_dir=sessions_dir, open_session_fn=open_session_fn)
+def _run(app: StopApp) -> int:
     try:
         code = app.run()
     finally:
@@ -82,6 +96,8 @@ def _run(*, session=None, store=None, sessions_dir=None, open_session_fn=None) -
         if session is not None:
             session.gate.cancel()
     if session is None:  # only viewed: nothing to save
+        if app.follower is not None:
+            app.follower.close()
         if app.store is not None:
             app.store.close()
         return code or 0
