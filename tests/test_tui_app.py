@@ -481,8 +481,43 @@ def test_the_header_says_when_the_model_fixes_the_temperature(tmp_path):
             header = app.screen.query_one(SessionHeader)
             assert FIXED_TEMPERATURE not in str(header.render())
             await pilot.press("space")  # T=0: the seed's run makes one LM call
-            await wait_for(pilot, lambda: FIXED_TEMPERATURE in str(header.render()), 60)
+            await wait_for(pilot, lambda: FIXED_TEMPERATURE in str(header.render()), 60)  # all of it at 160 columns
             await pilot.press("ctrl+q")
 
     asyncio.run(go())
     session.close()
+
+
+def test_a_finished_session_in_a_small_terminal(tmp_path):
+    """80x24: lineage scores are whole, the holder of a watched session stays in the header,
+    help fits, and the LM exchange wraps instead of running off the pane."""
+    from stop_tui.tui.follow import Holder
+    from stop_tui.tui.messages import FollowState
+
+    store = write_session(tmp_path, "20260102-090000-lpn", iterations=2, planned=2, finished=True)
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            model = app.view.model
+            text = screen_text(app)
+            for t in (1, 2):  # each iteration's score is shown whole, not cut at the pane's edge
+                assert f"T={t}  val {model.nodes[f'it{t}'].score:.3f}" in text
+            assert "1.00 ┤" in text and "0.50 ┤" in text  # a [0, 1] axis with its middle
+            app.post_message(FollowState(Holder(4242, "somehost", "2026-01-02 09:00:00 UTC"), store.meta()))
+            await pilot.pause()
+            header = screen_text(app).splitlines()[0]
+            assert "watching" in header and "read-only: run by pid 4242 on somehost" in header
+            await pilot.press("space")
+            await pilot.pause()
+            assert "read-only: session is run by pid 4242 on somehost" in [n.message for n in app._notifications]
+            await pilot.press("e")  # T=0: the seed improver's (prose) note wraps inside the pane
+            await pilot.pause()
+            assert "LM exchange produced it." in screen_text(app)
+            await pilot.press("f1")
+            await pilot.pause()
+            assert "escape to close" in screen_text(app)
+
+    asyncio.run(go())
+    store.close()

@@ -243,7 +243,9 @@ def test_meta_learned_by_the_runner_reaches_the_header(tmp_path, monkeypatch):
             con.execute("INSERT OR REPLACE INTO meta VALUES ('lm_fixed_temperature', 'true')")
             con.commit()
             try:
-                await until(pilot, lambda: FIXED_TEMPERATURE in header_text(app), 3)
+                await until(pilot, lambda: "temperature fixed by the model" in header_text(app), 3)
+                header = app.main.query_one(SessionHeader)
+                assert FIXED_TEMPERATURE in header_text(app) or FIXED_TEMPERATURE in header.tooltip
             finally:
                 con.close()
             await pilot.press("ctrl+q")

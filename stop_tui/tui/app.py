@@ -437,7 +437,11 @@ class StopApp(App[int]):
         if self.view.model.state == "finished":
             self.notify("This session is finished.", severity="information")
             return False
-        if self.stopping or self._opening is not None:
+        if self._opening is not None:  # still taking it over: this key acts once it is open
+            self._opening = action
+            self.notify("Opening the session; the key acts once it is open.", timeout=3)
+            return False
+        if self.stopping:
             return False
         if not self.engine_on or self.session is None:
             if self.open_session_fn is not None:

@@ -17,6 +17,7 @@ from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import DIFF, EXCHANGE, SourcePane
 
 INITIAL_LOG_LINES = 200
+COMPACT_FOOTER = 120  # terminal columns below which the footer drops its padding
 
 
 def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,
@@ -61,6 +62,9 @@ class MainScreen(Screen[None]):
         self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
         self.query_one(LineagePane).focus()
         self.call_after_refresh(self.app.update_state)
+
+    def on_resize(self) -> None:
+        self.query_one(Footer).compact = self.size.width < COMPACT_FOOTER  # every key still fits
 
     def on_node_selected(self, message: NodeSelected) -> None:
         self.query_one(SourcePane).show(message.path)

@@ -168,7 +168,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
             put(row_of(v), col_of(t), "●", c["success"])
         out = Text(no_wrap=True, overflow="crop", end="")
         ticks = {0: hi, plot_h - 1: lo}
-        if plot_h > 4:
+        if plot_h >= 3:  # a middle tick whenever there is a row between the ends
             ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
         for r in range(plot_h):
             label = f"{ticks[r]:5.2f}" if r in ticks else "     "

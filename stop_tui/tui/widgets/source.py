@@ -120,6 +120,7 @@ The selected node's program, syntax highlighted.
         if not force and key == self._shown:
             return
         self._shown = key
+        body.set_class(self.mode == EXCHANGE, "prose")
         c = palette(self.app)
         if node is None:
             info.update(Text("Select a node in the Lineage to see its program.", style=c["muted"]))
