@@ -326,12 +326,12 @@ def test_keys_can_be_remapped_by_binding_id(tmp_path):
 def test_resume_picker_opens_the_chosen_session(tmp_path):
     sessions = tmp_path / "sessions"
     write_session(sessions, "20260101-090000-lpn", iterations=1, finished=True).close()
-    write_session(sessions, "20260102-090000-lpn", iterations=2, planned=2, finished=True).close()
+    write_session(sessions, "20260102-090000-lpn", iterations=1, planned=2).close()
     opened = []
 
-    def open_fn(sid: str):
-        opened.append(sid)
-        return open_session(sessions, sid, backend=ScriptedBackend(), gate=Gate(running=False))
+    def open_fn(folder: str):
+        opened.append(Path(folder).name)
+        return open_session(sessions, folder, backend=ScriptedBackend(), gate=Gate(running=False))
 
     async def go():
         app = StopApp(sessions_dir=sessions, open_session_fn=open_fn, theme="dark", remember_theme=False)
@@ -341,9 +341,13 @@ def test_resume_picker_opens_the_chosen_session(tmp_path):
             assert "20260101-090000-lpn" in text and "20260102-090000-lpn" in text
             await pilot.press("enter")  # the newest is first
             await pilot.pause(0.3)
+            assert "T=1 accepted" in screen_text(app)
+            assert opened == [] and app.session is None  # viewed: no engine, no backend yet
+            assert "r runs, space steps" in screen_text(app)
+            await pilot.press("space")  # stepping takes it over: now it is opened with an engine
+            await wait_for(pilot, lambda: app.session is not None and 2 in app.view.model.verdicts, 120)
             assert opened == ["20260102-090000-lpn"]
-            assert "T=2 accepted" in screen_text(app)
-            assert "finished" in screen_text(app)
+            await pilot.press("ctrl+q")
         return app
 
     app = asyncio.run(go())
@@ -365,16 +369,157 @@ def test_cli_new_and_resume_reach_launch(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(*, session=None, sessions_dir=None, open_session_fn=None):
-        seen["gate_mode"] = session.gate.mode
-        seen["id"] = session.id
-        session.close()
+    def fake_run(app):
+        if app.session is not None:
+            seen["gate_mode"] = app.session.gate.mode
+            seen["id"] = app.session.id
+            app.session.close()
+        else:  # resume: viewed read-only; the engine comes when the user runs or steps
+            seen["viewed"] = (app.store.id, app.store.readonly, app.open_session_fn is not None)
+            app.store.close()
         return 0
 
+    made = []
     monkeypatch.setattr(launch_mod, "_run", fake_run)
-    monkeypatch.setattr("stop_tui.engine.session.make_backend", lambda *a, **k: ScriptedBackend())
+    monkeypatch.setattr("stop_tui.engine.session.make_backend", lambda *a, **k: made.append(a) or ScriptedBackend())
     rc = cli.main(["new", "--task", "lpn", "--preset", "quick", "--step", "--sessions-dir", str(tmp_path)])
-    assert rc == 0 and seen["gate_mode"] == "pause"
+    assert rc == 0 and seen["gate_mode"] == "pause" and len(made) == 1
     rc = cli.main(["resume", seen["id"], "--sessions-dir", str(tmp_path)])
-    assert rc == 0 and seen["gate_mode"] == "pause"
+    assert rc == 0 and seen["viewed"] == (seen["id"], True, True)
+    assert len(made) == 1  # reopening made no backend
     assert Path(tmp_path, seen["id"], "session.db").exists()
+
+
+SEED_IMPROVER = (Path(__file__).resolve().parent.parent / "tasks" / "meta" / "seed.py").read_text()
+
+
+@pytest.mark.parametrize("step", [True, False])
+def test_a_new_session_shows_the_seed_improver_from_the_first_frame(tmp_path, step):
+    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), ScriptedBackend(),
+                          gate=Gate(running=not step))
+    frames = []
+
+    class FirstFrame(StopApp):
+        def _open_store(self) -> None:
+            super()._open_store()
+            self.call_after_refresh(lambda: frames.append(screen_text(self)))
+
+    async def go():
+        app = FirstFrame(session, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: frames, 10)
+            source = app.screen.query_one(SourcePane)
+            assert source.path == "it0"
+            first_line = SEED_IMPROVER.strip().splitlines()[0]
+            assert first_line in frames[0] and "def improve_algorithm" in frames[0]
+            assert "pending: nothing has run here yet" not in frames[0]
+            # With --step nothing has started; without it T=0 may already be under way.
+            assert "the seed improver: T=0 scores it" in frames[0] or (
+                not step and "the improver this iteration runs" in frames[0])
+            await pilot.press("ctrl+q")
+
+    asyncio.run(go())
+    session.close()
+
+
+def test_a_pending_iteration_shows_the_improver_accepted_so_far(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=1, planned=2)
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.screen.query_one(LineagePane).select_path("it2")
+            await pilot.pause()
+            text = screen_text(app)
+            assert "pending: it will run the improver accepted by then (now: T=1's)" in text
+            improver = store.text(app.view.model.accepted[1][2])
+            marker = next(line for line in improver.splitlines() if "# variant" in line).strip()
+            assert marker in text  # T=1's improver, not the seed
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_scores_axis_of_scores_in_zero_one_ends_at_one(tmp_path):
+    store = write_session(tmp_path, "demo", iterations=0, planned=1)
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.post_message(EngineEvents((ev.Event(ev.ITERATION_STARTED, "it1", {"iteration": 1}, seq=90_001),
+                                           ev.Event(ev.ITERATION_ACCEPTED, "it1", {
+                                               "iteration": 1, "val": 1.0, "test": 1.0}, seq=90_002))))
+            await pilot.pause()
+            chart = str(app.screen.query_one(ScoresPane).render())
+            ticks = [line.split("┤")[0].strip() for line in chart.splitlines() if "┤" in line]
+            assert ticks[0] == "1.00" and ticks[-1] == "0.00", ticks
+            assert "2.00" not in chart
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_the_header_says_when_the_model_fixes_the_temperature(tmp_path):
+    """The LM layer records `lm_fixed_temperature` in the session's meta when the model
+    refuses custom temperatures; the header says so once a reply arrives."""
+    from stop_tui.tui.widgets.header import FIXED_TEMPERATURE, SessionHeader
+
+    class FixedTemperature(ScriptedBackend):
+        def complete(self, *args, **kwargs):
+            session.store.set_meta({"lm_fixed_temperature": True})
+            return super().complete(*args, **kwargs)
+
+    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), FixedTemperature(),
+                          gate=Gate(running=False))
+
+    async def go():
+        app = StopApp(session, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            header = app.screen.query_one(SessionHeader)
+            assert FIXED_TEMPERATURE not in str(header.render())
+            await pilot.press("space")  # T=0: the seed's run makes one LM call
+            await wait_for(pilot, lambda: "temperature fixed by the model" in str(header.render()), 60)
+            # all of it when it fits, else on hover (the state and its detail keep their room)
+            assert FIXED_TEMPERATURE in str(header.render()) or FIXED_TEMPERATURE in header.tooltip
+            await pilot.press("ctrl+q")
+
+    asyncio.run(go())
+    session.close()
+
+
+def test_a_finished_session_in_a_small_terminal(tmp_path):
+    """80x24: lineage scores are whole, the holder of a watched session stays in the header,
+    help fits, and the LM exchange wraps instead of running off the pane."""
+    from stop_tui.tui.follow import Holder
+    from stop_tui.tui.messages import FollowState
+
+    store = write_session(tmp_path, "20260102-090000-lpn", iterations=2, planned=2, finished=True)
+
+    async def go():
+        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            model = app.view.model
+            text = screen_text(app)
+            for t in (1, 2):  # each iteration's score is shown whole, not cut at the pane's edge
+                assert f"T={t}  val {model.nodes[f'it{t}'].score:.3f}" in text
+            assert "1.00 ┤" in text and "0.50 ┤" in text  # a [0, 1] axis with its middle
+            app.post_message(FollowState(Holder(4242, "somehost", "2026-01-02 09:00:00 UTC"), store.meta()))
+            await pilot.pause()
+            header = screen_text(app).splitlines()[0]
+            assert "watching" in header and "read-only: run by pid 4242 on somehost" in header
+            await pilot.press("space")
+            await pilot.pause()
+            assert "read-only: session is run by pid 4242 on somehost" in [n.message for n in app._notifications]
+            await pilot.press("e")  # T=0: the seed improver's (prose) note wraps inside the pane
+            await pilot.pause()
+            assert "LM exchange produced it." in screen_text(app)
+            await pilot.press("f1")
+            await pilot.pause()
+            assert "escape to close" in screen_text(app)
+
+    asyncio.run(go())
+    store.close()

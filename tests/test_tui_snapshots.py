@@ -38,3 +38,10 @@ def test_diff_view(snap_compare, tmp_path):
     # T=1 -> its first candidate, then the diff against the improver that proposed it.
     assert snap_compare(_app(tmp_path, "dark"), terminal_size=SIZE,
                         press=["down", "right", "down", "d"])
+
+
+def test_new_session_first_frame(snap_compare, tmp_path):
+    # Nothing has run: T=0 is selected and Source shows the seed improver it will score.
+    store = write_session(tmp_path / "sessions", "new", iterations=0, planned=2, seed_scored=False)
+    assert snap_compare(StopApp(store=store, engine=False, theme="dark", remember_theme=False),
+                        terminal_size=SIZE)

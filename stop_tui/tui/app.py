@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
+from stop_tui.engine import events as ev
 from stop_tui.engine.events import Event
 from stop_tui.engine.resume import effective
 from stop_tui.engine.store import SessionStore
 from stop_tui.tui.commands import StopCommands
-from stop_tui.tui.messages import EngineEvents, EventsReady, GateWaiting
+from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
+from stop_tui.tui.messages import EngineEvents, EventsReady, FollowState, GateWaiting
 from stop_tui.tui.model import SessionModel
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
+from stop_tui.tui.screens.takeover import TakeOverScreen
 from stop_tui.tui.theming import DEFAULT_THEME, discover_themes, load_config, save_config
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ class ViewState:
     texts: Callable[[str | None], str | None]
     seed_solution: str | None
     session_dir: Path | None
+    seed_improver: str | None = None
 
 
 def _seed_solution(task_name: str) -> str | None:
@@ -62,7 +66,23 @@ def _seed_solution(task_name: str) -> str | None:
         return None
 
 
+def _seed_improver(settings: dict) -> str | None:
+    """The improver T=0 scores (the meta task's seed), known before anything runs."""
+    try:
+        from stop_tui.engine.session import META_SANDBOX
+        from stop_tui.engine.tasks import META, load_task
+
+        return load_task(META_SANDBOX if settings.get("sandbox_flag_experiment") else META).seed
+    except Exception:  # noqa: BLE001 - a broken install only loses the first frame's source
+        return None
+
+
 class StopApp(App[int]):
+    """`session`: a session this process runs (the engine starts at once, paused or not).
+    `store`: a session to view, read-only and followed live while another process runs it;
+    with `open_session_fn` (session id -> Session, which takes the session's lock and makes the
+    LM backend) run and step keys take it over. Nothing contacts an LM server before that."""
+
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "stop-tui"
     COMMANDS = App.COMMANDS | {StopCommands}
@@ -75,7 +95,7 @@ class StopApp(App[int]):
         self.session = session
         self.store = session.store if session is not None else store
         self.sessions_dir = sessions_dir
-        self.open_session_fn = open_session_fn
+        self.open_session_fn = open_session_fn if engine else None
         self.engine_on = engine and session is not None
         self.remember_theme = remember_theme
         self.view: ViewState | None = None
@@ -87,6 +107,13 @@ class StopApp(App[int]):
         self.engine_outcome: str | None = None
         self.stopping = False
         self._waiting_at: str | None = None
+        # following (no engine here): who runs the session, and the follower thread's progress
+        self.holder: Holder | None = None
+        self.follower: Follower | None = None
+        self._follow_worker: Worker | None = None
+        self._follow_done = threading.Event()
+        self._opening: str | None = None  # a take-over in progress: the action to do once open
+        self._after_open: str | None = None
         self.syntax_styles: dict[str, str] = {}
         self.theme_names: list[str] = []
         for tf in discover_themes():
@@ -105,6 +132,8 @@ class StopApp(App[int]):
 
     # -- startup --------------------------------------------------------------------------
     def on_mount(self) -> None:
+        asyncio.get_running_loop().set_default_executor(
+            _NoWaitExecutor(max_workers=4, thread_name_prefix="stop-tui"))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         if self.store is not None:
             self._open_store()
@@ -118,15 +147,18 @@ class StopApp(App[int]):
             self.exit(0)
             return
         try:
-            assert self.open_session_fn is not None
-            self.session = self.open_session_fn(session_id)
+            assert self.sessions_dir is not None
+            self.store = SessionStore.open(self.sessions_dir, session_id, readonly=True)
         except Exception as exc:  # noqa: BLE001 - show it, stay in the picker
             self.notify(f"cannot open {session_id}: {exc}", severity="error", timeout=8)
             self.push_screen(PickerScreen(self.sessions_dir), callback=self._picked)
             return
-        self.store = self.session.store
-        self.engine_on = True
         self._open_store()
+
+    def _text(self, digest: str | None) -> str | None:
+        if self.follower is not None:
+            return self.follower.text(digest)
+        return self.store.text(digest) if self.store is not None else None
 
     def _open_store(self) -> None:
         store = self.store
@@ -136,29 +168,138 @@ class StopApp(App[int]):
             if self.session is not None:
                 self.session.gate.on_wait = lambda point: self.post_message(GateWaiting(point))
         meta = store.meta()
+        events = list(store.events())
         model = SessionModel(meta, store.id)
-        model.ingest_all(effective(store.events()))
+        model.ingest_all(effective(events))
         model.take_changes()
-        self.view = ViewState(model, store.text, _seed_solution(model.task), store.folder)
+        self.view = ViewState(model, self._text, _seed_solution(model.task), store.folder,
+                              _seed_improver(model.settings))
         self.main = MainScreen(self.view)
         self.push_screen(self.main)
-        self.update_state()
-        if self.engine_on and model.state != "finished":
-            if self.session is not None:  # the worst case of what is left, before anything is spent
-                from stop_tui.engine.lm.caps import engine_projection
+        if self.engine_on:
+            self.update_state()
+            if model.state != "finished":
+                self._engine_started()
+        else:
+            self.follower = Follower(store.folder, events[-1].seq if events else 0)
+            self._start_following()
+            self.update_state()
 
-                engine = self.session.engine
-                self.notify(engine_projection(engine, engine.settings.iterations),
-                            title="Worst case", timeout=10)
-            self.start_engine()
+    def _engine_started(self) -> None:
+        """Start the engine worker (the gate decides whether anything runs), after telling the
+        user the worst case of what is left, before anything is spent."""
+        if self.session is not None:
+            from stop_tui.engine.lm.caps import engine_projection
+
+            engine = self.session.engine
+            self.notify(engine_projection(engine, engine.settings.iterations), title="Worst case", timeout=10)
+        self.start_engine()
+
+    # -- following a session another process runs ----------------------------------------
+    def _start_following(self) -> None:
+        self._follow_done.clear()
+        self._follow_worker = self._follow()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="follow", name="follow")
+    def _follow(self) -> None:
+        """Poll the log for new events and the lock for its holder; the events go through the
+        same queue as a live engine's, the holder in a message."""
+        worker = get_current_worker()
+        follower = self.follower
+        assert follower is not None
+        try:
+            seen: tuple | None = None
+            while not worker.is_cancelled:
+                poll = follower.poll()
+                for event in poll.events:
+                    self._listener(event)
+                if seen != (poll.holder, poll.meta):
+                    seen = (poll.holder, poll.meta)
+                    self.post_message(FollowState(poll.holder, poll.meta))
+                worker.cancelled_event.wait(POLL_SECONDS)
+        finally:
+            self._follow_done.set()
+
+    def on_follow_state(self, message: FollowState) -> None:
+        while self._queue:  # its events first: the holder's last ones come before "it left"
+            self.drain()
+        before, self.holder = self.holder, message.holder
+        if self.view is not None:
+            self.view.model.apply_meta(message.meta)
+        if before is not None and self.holder is None:
+            self._holder_left(before)
+        elif self.holder is not None and isinstance(self.screen, TakeOverScreen):
+            self.screen.dismiss(False)  # someone took it again
+        self.update_state()
+        if self.main is not None and self.main.is_mounted:
+            self.main.meta_changed()
+
+    def _holder_left(self, before: Holder) -> None:
+        model = self.view.model if self.view is not None else None
+        if model is not None and model.state == "finished":
+            self.notify(f"The run by {before.who} finished.", title="Session finished", timeout=10)
+            return
+        if self.open_session_fn is None:
+            self.notify(f"{before.who} stopped running this session.", timeout=10)
+            return
+        reason = model.pause_reason if model is not None and model.state == "paused" else None
+        self.push_screen(TakeOverScreen(before, reason), callback=self._take_over_answer)
+
+    def _take_over_answer(self, take: bool | None) -> None:
+        if take:
+            self.take_over(None)
+
+    def take_over(self, then: str | None) -> None:
+        """Open the session with an engine here (its lock and LM backend), then do `then`
+        (`run`, `step_iteration`, `step_call` or None: stay paused). Off the UI thread."""
+        if self._opening is not None or self.store is None or self.open_session_fn is None:
+            return
+        self._opening = then or ""
+        if self._follow_worker is not None:
+            self._follow_worker.cancel()
+        self.update_state()
+        self._open_for_engine(str(self.store.folder))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open", name="open")
+    def _open_for_engine(self, session: str) -> Session:
+        self._follow_done.wait(5)  # the follower has stopped: its last seq is final
+        assert self.open_session_fn is not None
+        return self.open_session_fn(session)
+
+    def _adopt(self, session: Session) -> None:
+        """The session is ours now: catch up on the log, switch to its store, start the engine."""
+        then = self._opening
+        self._opening = None
+        while self._queue:
+            self.drain()
+        viewing, follower = self.store, self.follower
+        self.session, self.store, self.engine_on, self.holder = session, session.store, True, None
+        self.follower = None
+        session.store.subscribe(self._listener)
+        session.gate.on_wait = lambda point: self.post_message(GateWaiting(point))
+        self.inject(list(session.store.events(after=follower.after if follower else 0)))
+        if follower is not None:
+            follower.close()
+        if viewing is not None and viewing is not session.store:
+            viewing.close()
+        if self.view is not None:
+            self.view.model.apply_meta(session.store.meta())
+        self._after_open = then or None  # done once the engine waits at its first gate
+        self.notify(f"Session {session.id} is run here now.", timeout=5)
+        self._engine_started()
+        self.update_state()
+
+    def _open_failed(self, error: BaseException | None) -> None:
+        self._opening = None
+        self.notify(f"cannot take the session over: {error}", severity="error", timeout=10)
+        self._start_following()
+        self.update_state()
 
     # -- the engine worker ---------------------------------------------------------------
     def start_engine(self) -> None:
         if self._engine_worker is not None and self._engine_worker.state in (WorkerState.PENDING,
                                                                              WorkerState.RUNNING):
             return
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(_NoWaitExecutor(max_workers=2, thread_name_prefix="stop-tui"))
         self.engine_done.clear()
         self._engine_worker = self._drive()
 
@@ -171,7 +312,8 @@ class StopApp(App[int]):
             self.engine_done.set()
 
     def _listener(self, event: Event) -> None:
-        """Called in engine threads after each commit: queue it, wake the app once per burst."""
+        """Called in engine (or follower) threads after each commit: queue it, wake the app
+        once per burst."""
         self._queue.append(event)
         if not self._pending.is_set():
             self._pending.set()
@@ -201,8 +343,14 @@ class StopApp(App[int]):
         if self.view is None:
             return
         model = self.view.model
+        lm_replied = False
         for event in events:
             model.ingest(event)
+            lm_replied = lm_replied or event.kind == ev.LM_REPLY
+        if lm_replied and self.engine_on and self.store is not None and not model.fixed_temperature:
+            model.apply_meta(self.store.meta())  # the LM service records what it learns there
+            if model.fixed_temperature and self.main is not None and self.main.is_mounted:
+                self.main.meta_changed()
         added, changed, reset, log_lines = model.take_changes()
         if self.main is not None and self.main.is_mounted:
             self.main.apply_changes(added, changed, reset, log_lines)
@@ -210,10 +358,25 @@ class StopApp(App[int]):
 
     def on_gate_waiting(self, message: GateWaiting) -> None:
         self._waiting_at = message.point
+        action, self._after_open = self._after_open, None
+        if action is not None:  # the key that took the session over: it acts now
+            getattr(self, f"action_{'toggle_run' if action == 'run' else action}")()
         self.update_state()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "engine":
+        group = event.worker.group
+        if group == "open":
+            if event.state == WorkerState.SUCCESS:
+                self._adopt(event.worker.result)
+            elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+                self._open_failed(event.worker.error)
+            return
+        if group == "follow":
+            if event.state == WorkerState.ERROR:
+                self.notify(f"stopped following the session: {event.worker.error}", severity="error",
+                            timeout=15)
+            return
+        if group != "engine":
             return
         if event.state == WorkerState.SUCCESS:
             self.engine_outcome = event.worker.result
@@ -228,12 +391,19 @@ class StopApp(App[int]):
         if self.view is None:
             return "new", ""
         model = self.view.model
+        if self.holder is not None and not self.engine_on:
+            return "watching", f"read-only: {self.holder.describe()}"
         if model.state == "finished":
             return "finished", ""
         if self.stopping:
             return "stopping", "finishing the work in flight"
+        if self._opening is not None:
+            return "opening", "taking the session over"
         if not self.engine_on or self.session is None:
-            return "viewing", "engine off"
+            if self.open_session_fn is None:
+                return "viewing", "engine off"
+            why = f"paused: {model.pause_reason}; " if model.state == "paused" and model.pause_reason else ""
+            return "paused", why + "r runs, space steps"
         worker = self._engine_worker
         if worker is None or worker.state not in (WorkerState.PENDING, WorkerState.RUNNING):
             if self.engine_outcome == "error":
@@ -256,35 +426,47 @@ class StopApp(App[int]):
             self.main.query_one(SessionHeader).set_state(*self.state())
 
     # -- actions --------------------------------------------------------------------------
-    def _can_drive(self) -> bool:
+    def _can_drive(self, action: str) -> bool:
+        """Whether run / step keys act on an engine here; if the session can be taken over,
+        start doing so (the action follows once it is open)."""
         if self.view is None:
+            return False
+        if self.holder is not None and not self.engine_on:
+            self.notify(f"read-only: session is run by {self.holder.who}", severity="warning")
             return False
         if self.view.model.state == "finished":
             self.notify("This session is finished.", severity="information")
             return False
-        if not self.engine_on or self.session is None:
-            self.notify("The engine is off: this view replays the session's log.", severity="warning")
+        if self._opening is not None:  # still taking it over: this key acts once it is open
+            self._opening = action
+            self.notify("Opening the session; the key acts once it is open.", timeout=3)
             return False
         if self.stopping:
+            return False
+        if not self.engine_on or self.session is None:
+            if self.open_session_fn is not None:
+                self.take_over(action)
+            else:
+                self.notify("The engine is off: this view replays the session's log.", severity="warning")
             return False
         return True
 
     def action_step_iteration(self) -> None:
-        if self._can_drive():
+        if self._can_drive("step_iteration"):
             self.session.gate.step_iteration()
             self._waiting_at = None
             self.start_engine()
             self.update_state()
 
     def action_step_call(self) -> None:
-        if self._can_drive():
+        if self._can_drive("step_call"):
             self.session.gate.step_call()
             self._waiting_at = None
             self.start_engine()
             self.update_state()
 
     def action_toggle_run(self) -> None:
-        if self._can_drive():
+        if self._can_drive("run"):
             gate = self.session.gate
             if gate.mode == "run":
                 gate.pause()
@@ -323,6 +505,8 @@ class StopApp(App[int]):
             save_config({"theme": theme.name})
 
     async def action_quit(self) -> None:
+        if self._follow_worker is not None:
+            self._follow_worker.cancel()
         worker = self._engine_worker
         if self.session is not None and worker is not None and worker.state in (WorkerState.PENDING,
                                                                                 WorkerState.RUNNING):

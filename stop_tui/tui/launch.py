@@ -6,10 +6,17 @@ import argparse
 import os
 import sys
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.store import cli_name, default_sessions_dir
+
+if TYPE_CHECKING:
+    from stop_tui.engine.session import Session
+    from stop_tui.engine.store import SessionStore
+    from stop_tui.tui.app import StopApp
 
 # After the screen closes (itself within ~2 s of ctrl+q): how much longer the engine may take to
 # stop. The engine lets LM calls in flight finish and be recorded (up to 10 s on its side); we
@@ -19,7 +26,7 @@ STOP_WAIT = 3.0
 
 def launch(args: argparse.Namespace) -> int:
     from stop_tui.commands import lm_options
-    from stop_tui.engine.session import make_backend, new_session, open_session
+    from stop_tui.engine.session import make_backend, new_session
 
     sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
     if args.command == "new":
@@ -41,37 +48,60 @@ def launch(args: argparse.Namespace) -> int:
         lm_options.check_caps(settings, backend.price_key)
         session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
                               gate=Gate(running=not args.step))
-        return _run(session=session)
-    if args.session:
-        session = open_session(sessions_dir, args.session, gate=Gate(running=False),
-                               overrides=lm_options.lm_overrides(args))
-        return _run(session=session)
-    if not sys.stdin.isatty():
-        raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
-    if not sessions_dir.is_dir():
-        raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
-    return _run(session=None, sessions_dir=sessions_dir,
-                open_session_fn=lambda sid: open_session(sessions_dir, sid, gate=Gate(running=False),
-                                                         overrides=lm_options.lm_overrides(args)))
+        from stop_tui.tui.app import StopApp
+
+        return _run(StopApp(_interrupt_local_model_on_quit(session)))
+    if not args.session:
+        if not sys.stdin.isatty():
+            raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
+        if not sessions_dir.is_dir():
+            raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
+    return _run(resume_app(sessions_dir, args.session, lm_options.lm_overrides(args)))
 
 
-def _run(*, session=None, sessions_dir=None, open_session_fn=None) -> int:
+def resume_app(sessions_dir: Path, session: str | None, overrides: dict | None = None) -> StopApp:
+    """`stop-tui resume [SESSION]`: the session (or a picker) viewed read-only. Nothing contacts
+    an LM server and nothing is locked until the user runs or steps it; then `take_over` opens
+    it with an engine (its lock, its backend, `overrides` saved into its settings). A session
+    another process runs is followed live until that process ends."""
+    from stop_tui.engine.session import open_session
     from stop_tui.tui.app import StopApp
 
-    if session is not None:
-        _interrupt_local_model_on_quit(session)
-    opened = None
-    if open_session_fn is not None:
-        def opened(sid: str):
-            return _interrupt_local_model_on_quit(open_session_fn(sid))
-    app = StopApp(session, sessions_dir=sessions_dir, open_session_fn=opened)
+    def take_over(folder: str) -> Session:
+        return _interrupt_local_model_on_quit(
+            open_session(sessions_dir, folder, gate=Gate(running=False), overrides=overrides))
+
+    if session:
+        return StopApp(store=viewing_store(sessions_dir, session), open_session_fn=take_over)
+    return StopApp(sessions_dir=sessions_dir, open_session_fn=take_over)
+
+
+def viewing_store(sessions_dir: Path, session: str) -> SessionStore:
+    """The session's store opened read-only, for the TUI to view and follow."""
+    from stop_tui.engine.store import SessionStore
+
+    store = SessionStore.open(sessions_dir, session, readonly=True)
+    kind = store.meta().get("kind", "stop")
+    if kind != "stop":
+        store.close()
+        hint = f"continue it with `stop-tui {kind} --resume {cli_name(store.folder)}`" if kind == "transfer" else \
+            f"see `stop-tui show {cli_name(store.folder)}`"
+        raise UserError(f"session {store.id} is a {kind} session: {hint}")
+    return store
+
+
+def _run(app: StopApp) -> int:
     try:
         code = app.run()
     finally:
         session = app.session
         if session is not None:
             session.gate.cancel()
-    if session is None:
+    if session is None:  # only viewed: nothing to save
+        if app.follower is not None:
+            app.follower.close()
+        if app.store is not None:
+            app.store.close()
         return code or 0
     worker = app._engine_worker
     if worker is not None and not app.engine_done.is_set():

@@ -33,3 +33,12 @@ class NodeSelected(Message):
     def __init__(self, path: str | None) -> None:
         super().__init__()
         self.path = path
+
+
+class FollowState(Message):
+    """While following a session another process runs: who holds it now, and its meta."""
+
+    def __init__(self, holder, meta: dict) -> None:
+        super().__init__()
+        self.holder = holder  # follow.Holder | None
+        self.meta = meta

@@ -115,6 +115,8 @@ class SessionModel:
         self.model: str = meta.get("model", "?")
         self.settings: dict[str, Any] = dict(meta.get("settings", {}))
         self.rng_reference = reference_on(meta)  # --set rng=reference: the header says so
+        self.fixed_temperature = False  # the model refuses custom temperatures (meta, set by the LM layer)
+        self.apply_meta(meta)
         self.nodes: dict[str, Node] = {}
         self.roots: list[str] = []
         self.lm_calls: dict[str, LMCall] = {}
@@ -143,6 +145,10 @@ class SessionModel:
         self.new_log: list[LogLine] = []
         for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
             self._ensure(f"it{t}")
+
+    def apply_meta(self, meta: dict[str, Any]) -> None:
+        """What the session's meta says beyond its log (learned about the LM while running)."""
+        self.fixed_temperature = bool(meta.get("lm_fixed_temperature"))
 
     # -- change tracking ----------------------------------------------------------------
     def take_changes(self) -> tuple[list[str], set[str], list[str], list[LogLine]]:

@@ -55,8 +55,9 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
                   runs: int = 1, solutions: int = 2, lm_calls_per_run: int = 1, planned: int | None = None,
                   finished: bool = False, sandbox_missing: tuple[str, ...] = (), flag: bool = True,
                   seed: int = 7, model: str = "local", priced: bool = True,
-                  settings_overrides: dict | None = None) -> SessionStore:
-    """A session folder with a complete (or still going) event log and every text it names."""
+                  settings_overrides: dict | None = None, seed_scored: bool = True) -> SessionStore:
+    """A session folder with a complete (or still going) event log and every text it names
+    (`seed_scored=False`: a new session, nothing run yet)."""
     rng = random.Random(seed)
     settings = preset("quick").with_overrides(iterations=planned if planned is not None else iterations,
                                               **(settings_overrides or {}))
@@ -126,6 +127,8 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
     emit(ev.SESSION_STARTED, "", task="lpn", model=model, settings=settings.to_dict(), resumed=False)
     protections = {"process_group": True, "rlimits": True, "network_namespace": not sandbox_missing}
     emit(ev.SANDBOX, "", protections=protections, missing=list(sandbox_missing))
+    if not seed_scored:
+        return store
     current = SEED_IMPROVER
     emit(ev.ITERATION_STARTED, "it0", iteration=0, improver=put(current))
     val, test = candidate("it0/check", current, None, "seed", True, 0.3)

@@ -17,6 +17,7 @@ from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import DIFF, EXCHANGE, SourcePane
 
 INITIAL_LOG_LINES = 200
+COMPACT_FOOTER = 120  # terminal columns below which the footer drops its padding
 
 
 def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,
@@ -48,7 +49,7 @@ class MainScreen(Screen[None]):
         yield SessionHeader(st.model, id="header")
         with Horizontal(id="top"):
             yield LineagePane(st.model, id="lineage")
-            yield SourcePane(st.model, st.texts, st.seed_solution, id="source")
+            yield SourcePane(st.model, st.texts, st.seed_solution, st.seed_improver, id="source")
         with Horizontal(id="middle"):
             yield ScoresPane(st.model, st.session_dir, id="scores")
             yield BudgetPane(st.model, id="budget")
@@ -61,6 +62,9 @@ class MainScreen(Screen[None]):
         self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
         self.query_one(LineagePane).focus()
         self.call_after_refresh(self.app.update_state)
+
+    def on_resize(self) -> None:
+        self.query_one(Footer).compact = self.size.width < COMPACT_FOOTER  # every key still fits
 
     def on_node_selected(self, message: NodeSelected) -> None:
         self.query_one(SourcePane).show(message.path)
@@ -87,6 +91,9 @@ class MainScreen(Screen[None]):
         self.query_one(BudgetPane).refresh()
         self.query_one(SessionHeader).refresh()
         self.query_one(LogPane).add_lines(log_lines, self.st.model.t0)
+
+    def meta_changed(self) -> None:
+        self.query_one(SessionHeader).refresh()
 
     def theme_changed(self) -> None:
         self.query_one(LineagePane).theme_changed()

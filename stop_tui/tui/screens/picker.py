@@ -17,7 +17,7 @@ def session_rows(sessions_dir: Path) -> list[dict]:
     rows = []
     for folder in reversed(list_sessions(sessions_dir)):
         try:
-            store = SessionStore(folder)
+            store = SessionStore(folder, readonly=True)
             try:
                 s = summarize(store)
             finally:

@@ -18,6 +18,7 @@ from stop_tui.tui import model as m
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.palette import palette
 
+COMPACT_WIDTH = 44  # below this many columns, labels drop the words their glyph already says
 GLYPHS = {m.PENDING: "○", m.RUNNING: "◔", m.SCORED: "●", m.FAILED: "✗", m.ACCEPTED: "★",
           m.REJECTED: "◌", m.CANCELLED: "⊘"}
 
@@ -59,6 +60,7 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
         self._materialized: set[str] = {""}
         self._colors: dict[str, str] = {}
         self._last_selected: str | None = None
+        self._compact = False
 
     # -- building -------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -244,7 +246,20 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
             prefix = ("  ", base_style)
         return Text.assemble(prefix, label)
 
+    @property
+    def compact(self) -> bool:
+        """Narrow pane (a small terminal): labels keep the glyph and the score and drop the
+        words that repeat them, so a score is never cut in half at the edge."""
+        return 0 < self.content_region.width < COMPACT_WIDTH
+
+    def on_resize(self) -> None:
+        if self.compact != self._compact:
+            self._compact = self.compact
+            self._clear_line_cache()
+            self.refresh()
+
     def label_for(self, n: m.Node) -> Text:
+        compact = self.compact
         c = self._colors or palette(self.app)
         status_color = {m.PENDING: c["muted"], m.RUNNING: c["primary"], m.SCORED: c["foreground"],
                         m.FAILED: c["error"], m.ACCEPTED: c["success"], m.REJECTED: c["warning"],
@@ -254,12 +269,13 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
         if n.kind == m.ITERATION:
             t = m.iteration_of(n.path)
             text.append(f"T={t}", style="bold")
-            text.append(f" {n.status}", style=status_color.get(n.status))
+            if not compact or n.status in (m.PENDING, m.RUNNING):
+                text.append(f" {n.status}", style=status_color.get(n.status))
             if t == 0 and n.status != m.PENDING:
                 text.append(" seed", style=c["muted"])
             if n.score is not None:
                 text.append(f"  val {_score(n.score)}")
-                if n.test is not None:
+                if n.test is not None and not compact:
                     text.append(f" · test {_score(n.test)}", style=c["muted"])
         else:
             name = n.name
@@ -274,13 +290,14 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
                 text.append(" cancelled (unscored)", style=status_color[n.status])
             elif n.score is not None:
                 text.append(f"  {_score(n.score)}")
-                if n.test is not None:
+                if n.test is not None and not compact:
                     text.append(f" · test {_score(n.test)}", style=c["muted"])
-            if n.status == m.ACCEPTED:
+            if n.status == m.ACCEPTED and not compact:
                 text.append("  accepted", style=c["success"])
         if n.flags:
             text.append(f"  ⚑{len(n.flags)}", style=f"bold {c['warning']}")
         if n.error and n.status in (m.FAILED, m.REJECTED):
-            err = printable(n.error if len(n.error) <= 48 else n.error[:47] + "…")
+            limit = 16 if compact else 48
+            err = printable(n.error if len(n.error) <= limit else n.error[:limit - 1] + "…")
             text.append(f"  {err}", style=c["error"] if n.status == m.FAILED else c["muted"])
         return text

@@ -29,6 +29,12 @@ them all). Times are from the start of the session.
     def on_mount(self) -> None:
         self.border_title = "Log"
 
+    def on_resize(self) -> None:
+        # Lines written before the first layout are placed once the size is known; keep the
+        # newest in view then (a small terminal otherwise showed the session's first lines).
+        if self.auto_scroll:
+            self.call_after_refresh(self.scroll_end, animate=False)
+
     def add_lines(self, lines: list[m.LogLine], t0: float | None) -> None:
         if not lines:
             return

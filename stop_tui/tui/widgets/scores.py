@@ -34,6 +34,13 @@ def load_baselines(session_dir: Path | None) -> list[dict]:
     return out
 
 
+def axis_top(values: list[float]) -> float:
+    """The top of the y axis: 1 for scores that live in [0, 1] (every task's utility does);
+    otherwise a round number just above the largest value."""
+    top = max(values, default=0.0)
+    return 1.0 if top <= 1.0 else _nice_top(top)
+
+
 def _nice_top(x: float) -> float:
     if x <= 0:
         return 1.0
@@ -110,7 +117,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         if not values:
             return Text("No scores yet: step an iteration (space) or run (r).", style=c["muted"])
         lo = min(0.0, min(values))
-        hi = _nice_top(max(values) * 1.05) if max(values) > 0 else 1.0
+        hi = axis_top(values)
         plot_h = height - 2  # a legend line and an axis line
         axis_w = 6
         plot_w = width - axis_w - 1
@@ -161,7 +168,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
             put(row_of(v), col_of(t), "●", c["success"])
         out = Text(no_wrap=True, overflow="crop", end="")
         ticks = {0: hi, plot_h - 1: lo}
-        if plot_h > 4:
+        if plot_h >= 3:  # a middle tick whenever there is a row between the ends
             ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
         for r in range(plot_h):
             label = f"{ticks[r]:5.2f}" if r in ticks else "     "

@@ -44,11 +44,12 @@ The selected node's program, syntax highlighted.
 """
 
     def __init__(self, session_model: m.SessionModel, texts: Callable[[str | None], str | None],
-                 seed_solution: str | None = None, **kwargs) -> None:
+                 seed_solution: str | None = None, seed_improver: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = session_model
         self.texts = texts
         self.seed_solution = seed_solution
+        self.seed_improver = seed_improver
         self.mode = SOURCE
         self.path: str | None = None
         self._shown: tuple | None = None
@@ -76,13 +77,29 @@ The selected node's program, syntax highlighted.
         self.scroll_home(animate=False)
 
     def node_changed(self, changed: set[str]) -> None:
-        if self.path in changed:
-            self.refresh_view()
+        node = self.model.nodes.get(self.path or "")
+        if self.path in changed or (node is not None and node.status == m.PENDING):
+            self.refresh_view()  # a pending iteration shows the improver accepted so far
 
     # -- what to show ---------------------------------------------------------------------
+    def upcoming_improver(self, node: m.Node) -> tuple[str | None, str]:
+        """What an iteration that has not started will run, as things stand: the seed improver
+        for T=0, else the improver accepted last before it (known before anything runs)."""
+        t = m.iteration_of(node.path) or 0
+        before = [k for k in self.model.accepted if k < t]
+        if not before:
+            if t == 0:
+                return self.seed_improver, "the seed improver: T=0 scores it (nothing has run yet)"
+            return self.seed_improver, "pending: it will run the improver accepted by then (now: the seed improver)"
+        improver = self.model.accepted[max(before)][2]
+        return self.texts(improver), f"pending: it will run the improver accepted by then (now: T={max(before)}'s)"
+
     def program(self, node: m.Node) -> tuple[str | None, str | None, str, str]:
         """(program, parent program, what it is, what the parent is) for a node."""
         if node.kind == m.ITERATION:
+            if node.status == m.PENDING and not node.source:
+                program, what = self.upcoming_improver(node)
+                return program, None, what, ""
             return (self.texts(node.source), self.texts(node.parent_source),
                     "the improver this iteration runs", "the previous iteration's improver")
         if node.kind == m.CANDIDATE:
@@ -101,16 +118,18 @@ The selected node's program, syntax highlighted.
         node = self.model.nodes.get(self.path or "")
         key = (self.path, self.mode, self.app.theme, node and (node.status, node.source, node.parent_source,
                                                               node.output, len(node.flags), node.score),
-               len(self.model.lm_calls) if self.mode == EXCHANGE else 0)
+               len(self.model.lm_calls) if self.mode == EXCHANGE else 0,
+               len(self.model.accepted) if node and node.status == m.PENDING else 0)
         if not force and key == self._shown:
             return
         self._shown = key
+        body.set_class(self.mode == EXCHANGE, "prose")
         c = palette(self.app)
         if node is None:
             info.update(Text("Select a node in the Lineage to see its program.", style=c["muted"]))
             body.update("")
             return
-        if node.status == m.PENDING and not node.source:
+        if node.status == m.PENDING and not node.source and node.kind != m.ITERATION:
             info.update(Text.assemble((node.path, f"bold {c['primary']}"),
                                       ("  pending: nothing has run here yet (space steps, r runs)", c["muted"])))
             body.update("")
@@ -130,7 +149,9 @@ The selected node's program, syntax highlighted.
             head.append(f"\n⚑ {printable(flag.get('kind', 'flag'))}{line}: {printable(flag.get('detail', ''))}",
                         style=c["warning"])
         info.update(head)
-        if self.mode == DIFF:
+        if self.mode == DIFF and node.status == m.PENDING:
+            body.update(Text("(nothing has run here yet: no diff to show)", style=c["muted"]))
+        elif self.mode == DIFF:
             body.update(self._diff(program, parent, parent_what, c))
         elif self.mode == EXCHANGE:
             body.update(self._exchange(node, program, c))

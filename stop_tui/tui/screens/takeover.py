@@ -1,0 +1,39 @@
+"""Offered when the process that ran the session being watched has ended: take it over here?"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from stop_tui.tui.follow import Holder
+
+
+class TakeOverScreen(ModalScreen[bool]):
+    BINDINGS = [
+        Binding("o", "answer(True)", "Take over", id="takeover.yes",
+                tooltip="Run the session here: take its lock, then r runs and space steps"),
+        Binding("escape", "answer(False)", "Keep watching", id="takeover.no",
+                tooltip="Stay read-only; r or space take it over later"),
+    ]
+
+    def __init__(self, before: Holder, reason: str | None) -> None:
+        super().__init__()
+        self.before = before
+        self.reason = reason
+
+    def compose(self) -> ComposeResult:
+        state = f"It is paused: {self.reason}." if self.reason else "It did not finish."
+        with Vertical(id="takeover-box"):
+            yield Static(f"{self.before.who} stopped running this session. {state}\n\n"
+                         "o  take it over: run it here (paused; then r runs, space steps)\n"
+                         "escape  keep watching read-only", id="takeover-text", markup=False)
+
+    def on_mount(self) -> None:
+        box = self.query_one("#takeover-box")
+        box.border_title = "Take the session over?"
+
+    def action_answer(self, take: bool) -> None:
+        self.dismiss(take)
