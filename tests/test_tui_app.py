@@ -84,6 +84,29 @@ def model_view(model: SessionModel) -> dict:
     return {p: (n.status, n.score, n.test, n.source) for p, n in model.nodes.items()}
 
 
+def test_step_one_call_from_an_iteration_boundary_sends_exactly_one_call(tmp_path):
+    """`.` pressed where the engine waits between iterations (right after opening, or after a
+    `space`) starts the next iteration and lets one LM call through, then pauses there."""
+    backend = ScriptedBackend()
+    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), backend,
+                          gate=Gate(running=False))
+
+    async def go():
+        app = StopApp(session, theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            gate = app.session.gate
+            await pilot.press("space")  # iteration 0 (the seed's scoring), then a boundary
+            await wait_for(pilot, lambda: 0 in app.view.model.verdicts and gate._waiting_at == "iteration")
+            calls = backend.calls
+            await pilot.press("full_stop")
+            await wait_for(pilot, lambda: backend.calls == calls + 1 and gate._waiting_at == "call")
+            await pilot.pause(1.0)
+            assert backend.calls == calls + 1 and gate.mode == "pause"
+
+    asyncio.run(go())
+    session.close()
+
+
 def test_step_once_grows_the_tree_and_shows_the_score(tmp_path):
     session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), ScriptedBackend(),
                           gate=Gate(running=False))

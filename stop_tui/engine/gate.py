@@ -73,6 +73,11 @@ class Gate:
                     self._mode = "pause"
                     self._waiting_at = None
                     return
+                if mode == "call" and point == ITERATION:
+                    # Stepping one LM call from a boundary: into the next iteration, up to
+                    # (and through) its first call.
+                    self._waiting_at = None
+                    return
                 if mode == "iteration" and point == CALL:
                     self._waiting_at = None
                     return
