@@ -81,6 +81,11 @@ def viewing_store(sessions_dir: Path, session: str) -> SessionStore:
     from stop_tui.engine.store import SessionStore
 
     store = SessionStore.open(sessions_dir, session, readonly=True)
+    try:
+        store.verify()  # a damaged log: one line now, not a broken screen
+    except BaseException:
+        store.close()
+        raise
     kind = store.meta().get("kind", "stop")
     if kind != "stop":
         store.close()
