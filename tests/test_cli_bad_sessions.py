@@ -93,6 +93,7 @@ def break_session(sessions_dir: Path, kind: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BROKEN)
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_says_a_broken_session_is_unreadable(sessions_dir, kind, command):
@@ -187,6 +188,7 @@ HOLD_WRITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hold", ["open transaction", "exclusive locking mode"])
 def test_another_sqlite_writer_is_named_in_one_line(sessions_dir, hold):
     folder = good_session(sessions_dir, "S")

@@ -126,6 +126,7 @@ SEEDS = [("--seed", "-1"), ("--seed", str(2**32))]
 @pytest.mark.parametrize("command,option,value",
                          [(c, o, v) for c in ("run", "new") for o, v in [*BAD_NUMBERS, ("--iterations", "-1"), *SEEDS]]
                          + [(c, o, v) for c in ("transfer", "baseline") for o, v in SEEDS])
+@pytest.mark.slow
 def test_nan_inf_and_negative_numbers_are_bad_input(sessions_dir, command, option, value):
     extra = {"transfer": ["--improver", str(PROGRAMS / "improver_first.py"), "--tasks", "lpn"],
              "baseline": ["--method", "cot", "--task", "lpn"]}.get(command, [])
@@ -135,6 +136,7 @@ def test_nan_inf_and_negative_numbers_are_bad_input(sessions_dir, command, optio
     assert not list(sessions_dir.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option,value", BAD_NUMBERS)
 @pytest.mark.parametrize("command", ["run --resume", "resume"])
 def test_bad_caps_on_resume_are_refused_before_the_session_is_touched(sessions_dir, command, option, value):

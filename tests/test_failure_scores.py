@@ -144,6 +144,7 @@ def improver_returning(solution: str) -> str:
     (LOAD_FAILURES["syntax error"][0], "rejected"),  # its solutions score 0: û = 0
     (RAISES, "accepted"),  # its solutions score 1e-6 on lpn: û = 1e-6, not 0
 ])
+@pytest.mark.slow
 def test_the_paper_rule_rejects_an_improver_whose_programs_do_not_load(sessions_dir, solution, verdict):
     exact = (PROGRAMS / "lpn_exact.py").read_text()
     improver = improver_returning(solution)

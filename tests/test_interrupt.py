@@ -56,6 +56,7 @@ def stopped(proc, limit: float) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_request_that_never_returns_keeps_the_10_s_promise(sessions_dir):
     with ScriptedLMServer(responder, broken="hang") as server:
         proc = start(*run_args(server, sessions_dir))
@@ -88,6 +89,7 @@ def test_a_second_ctrl_c_leaves_at_once(sessions_dir):
     assert summary["state"] == "paused" and "left at once" in summary["paused_reason"]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c(sessions_dir):
     with ScriptedLMServer(responder, broken="hang") as server:
         proc = start(*run_args(server, sessions_dir))
@@ -101,6 +103,7 @@ def test_sigterm_stops_like_ctrl_c(sessions_dir):
     assert summary["state"] == "paused" and "SIGTERM" in summary["paused_reason"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_on_a_working_server_finishes(sessions_dir):
     with ScriptedLMServer(responder, broken="hang") as server:
         proc = start(*run_args(server, sessions_dir))

@@ -37,6 +37,7 @@ def priced_args(server, folder: Path) -> list[str]:
     ("--max-tokens", "2500", "100000"),
     ("--max-cost", "0.0008", "1"),
 ])
+@pytest.mark.slow
 def test_cap_pauses_then_raise_and_resume_finishes_identical(uncapped, tmp_path, option, value, raised):
     with ScriptedLMServer(responder, honour_n=False, model="gpt-4o-mini") as server:
         proc = stop_tui(*priced_args(server, tmp_path), option, value, "--json")

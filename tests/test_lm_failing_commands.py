@@ -71,6 +71,7 @@ def test_transfer_on_a_broken_server_pauses_and_the_printed_resume_finishes(sess
     assert events_of(sessions_dir, folder.name)[-1].kind == ev.SESSION_FINISHED
 
 
+@pytest.mark.slow
 def test_baseline_on_a_failing_server_pauses_and_the_printed_command_runs_it(sessions_dir):
     with ScriptedLMServer(responder, broken="500") as bad:
         proc = stop_tui("baseline", "--task", "lpn", "--method", "cot", "--model", "scripted",

@@ -55,6 +55,7 @@ def assert_nothing_scored(sessions_dir, session: str) -> None:
     ("html", "malformed reply"), ("garbage", "malformed reply"), ("shape", "malformed reply"),
     ("list", "malformed reply"), ("500", "500"),
 ])
+@pytest.mark.slow
 def test_a_broken_server_pauses_the_run_and_scores_nothing(sessions_dir, broken, said):
     with ScriptedLMServer(responder, broken=broken) as server:
         proc = stop_tui(*run_args(server, sessions_dir))
@@ -67,6 +68,7 @@ def test_a_broken_server_pauses_the_run_and_scores_nothing(sessions_dir, broken,
     assert_nothing_scored(sessions_dir, session)
 
 
+@pytest.mark.slow
 def test_resume_on_a_working_server_after_html(sessions_dir, reference):
     with ScriptedLMServer(responder, broken="html") as bad:
         paused_line(stop_tui(*run_args(bad, sessions_dir)))

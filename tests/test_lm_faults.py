@@ -9,6 +9,7 @@ import json
 import random
 import time
 
+import pytest
 from lm_helpers import events_of, responder, run_args, stop_tui
 from scripted_server import ScriptedLMServer
 
@@ -18,6 +19,7 @@ from stop_tui.engine.lm.retry import RetryPolicy
 from stop_tui.engine.session import new_session, session_settings
 
 
+@pytest.mark.slow
 def test_run_completes_through_429_500_and_dropped_connections(sessions_dir):
     with ScriptedLMServer(responder, honour_n=False, latency=0.02, fail_rate=0.3,
                           drop_rate=0.1, fail_seed=7) as server:

@@ -28,6 +28,7 @@ def meta_of(sessions_dir, session: str) -> dict:
         store.close()
 
 
+@pytest.mark.slow
 def test_the_max_completion_tokens_switch_survives_a_resume_and_a_new_server_forgets_it(sessions_dir):
     with ScriptedLMServer(responder, reject_max_tokens=True) as server:
         first = stop_tui("run", "--task", "lpn", "--model", "scripted", "--base-url", server.base_url,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from lm_helpers import IMPROVER, events_of, responder, run_args, stop_tui
 from scripted_server import ScriptedLMServer
 
@@ -51,6 +52,7 @@ def test_server_ignoring_n_gets_concurrent_single_requests(sessions_dir):
     assert seeds == list(range(seeds[0], seeds[0] + 6))
 
 
+@pytest.mark.slow
 def test_max_concurrency_bounds_requests_in_flight(sessions_dir):
     with ScriptedLMServer(responder, honour_n=False, latency=0.1) as server:
         proc = stop_tui(*run_args(server, sessions_dir, "--max-concurrency", "1", "--json"))

@@ -137,6 +137,7 @@ def test_request_missing_from_the_record_fails_without_network(tmp_path, recorde
     assert reply.data["failed"] == 1 and original["session"] in reply.data["error"]
 
 
+@pytest.mark.slow
 def test_replay_of_a_run_through_faults(tmp_path):
     """Recorded through 429s and dropped connections: the replay has no faults to retry and
     still compares equal (retries are transport history; the attempt counts are recorded)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
 from lm_helpers import responder, run_args, stop_tui
 from scripted_server import ScriptedLMServer
 
@@ -20,6 +21,7 @@ def paper_run(server, folder):
     return stop_tui(*args)
 
 
+@pytest.mark.slow
 def test_a_faithful_replay_of_parallel_runs_passes_and_a_real_difference_fails(tmp_path):
     with ScriptedLMServer(responder, honour_n=False, latency=0.05) as server:
         done = paper_run(server, tmp_path)

@@ -84,6 +84,7 @@ def assert_identical(reference, folder: Path, summary: dict) -> None:
         assert summary["lm"][key] == theirs["lm"][key], key
 
 
+@pytest.mark.slow
 def test_kill_mid_call(reference, tmp_path):
     """Killed while requests are in flight at the server (their replies not recorded yet)."""
     with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
@@ -113,6 +114,7 @@ def test_kill_mid_evaluation(reference, tmp_path):
     assert len(effective(events)) < len(events)
 
 
+@pytest.mark.slow
 def test_kill_mid_write_then_kill_the_resume(reference, tmp_path):
     """Killed in a burst of writes right after the first answers, then killed again while
     resuming; the second resume still finishes identical."""
@@ -130,6 +132,7 @@ def test_kill_mid_write_then_kill_the_resume(reference, tmp_path):
     assert sum(c - 1 for c in fingerprints.values()) <= 4  # at most the in-flight ones, twice
 
 
+@pytest.mark.slow
 def test_kill_with_concurrent_runs_in_the_paper_preset(tmp_path):
     """The paper preset's iteration 0: 5 improver runs at once, 6 samples each, 8 requests in
     flight. Killed mid-way; the resumed session has the same events (running BUDGET totals
@@ -211,6 +214,7 @@ def test_killed_at_random_moments_again_and_again(reference, tmp_path):
     assert_identical(reference, tmp_path, json.loads(done.stdout))
 
 
+@pytest.mark.slow
 def test_ctrl_c_records_the_calls_in_flight(reference, tmp_path):
     """ctrl+c while requests are in flight: the run waits for their answers, records them,
     says it stopped; the resume sends nothing that was answered."""

@@ -54,6 +54,7 @@ def algorithm(train_samples, train_parity, test_samples):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_the_seed_search_attack_is_at_chance_by_default(split):
     # The hole, as in the released code: the reference generators give the instance away.
@@ -63,6 +64,7 @@ def test_the_seed_search_attack_is_at_chance_by_default(split):
     assert result.score == pytest.approx(ZEROS_SCORES[split], abs=1e-12)  # found no seed: zeros
 
 
+@pytest.mark.slow
 def test_an_improver_returning_the_attack_gets_chance_not_one(tmp_path):
     improver = f"def improve_algorithm(initial_solution, utility, language_model):\n    return {SEED_SEARCH!r}\n"
     for task_settings, want in ((None, ZEROS_SCORES["val"]), (REFERENCE, 1.0)):
@@ -140,6 +142,7 @@ def test_rng_state_introspection_is_flagged():
                        "reads random.getstate"], details
 
 
+@pytest.mark.slow
 def test_cli_score_and_run_with_the_reference_generators(tmp_path):
     attack = tmp_path / "attack.py"
     attack.write_text(SEED_SEARCH)

@@ -236,6 +236,7 @@ def test_a_damaged_database_is_unreadable_and_left_as_it_was(tmp_path, damage):
 
 
 # -- through the CLI: two real `stop-tui` processes ------------------------------------------
+@pytest.mark.slow
 def test_a_second_run_of_a_running_session_is_refused_until_the_holder_is_killed(tmp_path):
     from lm_helpers import kill9 as kill_group
     from lm_helpers import responder, run_args, start, stop_tui, wait_for

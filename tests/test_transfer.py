@@ -76,6 +76,7 @@ def transfer(server, sessions_dir, *args):
                     "--sessions-dir", str(sessions_dir), *args)
 
 
+@pytest.mark.slow
 def test_the_table_for_all_five_tasks(sessions_dir):
     with ScriptedLMServer(responder_for()) as server:
         proc = transfer(server, sessions_dir, "--improver", str(FIRST), "--tasks", "grid,mqa,sat,maxcut,parity",

@@ -250,6 +250,7 @@ def test_show_and_audit_print_hostile_texts_escaped(hostile_session):
     assert_clean(proc.stdout + proc.stderr)
 
 
+@pytest.mark.slow
 def test_tui_shows_hostile_texts_escaped(hostile_session):
     from stop_tui.tui.app import StopApp
     from stop_tui.tui.widgets.lineage import LineagePane

@@ -239,6 +239,7 @@ HANGS = {
 SLEEPER = "import time\n\n\ndef algorithm(xs):\n    time.sleep(3600)\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", list(HANGS.values()), ids=list(HANGS))
 def test_an_evaluation_past_its_time_limit_is_abandoned_with_the_reason(tmp_path, body):
     endless = "1e9" in body  # the candidate sleeps; the call's own limit would never end it
@@ -269,6 +270,7 @@ def test_an_abandoned_python_loop_really_ends(tmp_path):
     assert not any(t.name == "evaluate-spins" for t in threading.enumerate())
 
 
+@pytest.mark.slow
 def test_a_run_on_a_task_whose_evaluate_exits_or_hangs_does_not_stall(tmp_path, sessions_dir):
     exits = user_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n    sys.exit(3)\n")
     hangs = user_task(tmp_path / "hangs", "def evaluate(run, split):\n    while True:\n        pass\n",
