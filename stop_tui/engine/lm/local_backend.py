@@ -6,9 +6,10 @@ completion, not the engine, the TUI and every answer in flight. A request whose 
 raises LMRequestError naming the cause ("local model worker killed by SIGSEGV"); the next
 request starts a new worker. Generations are serialised (one model, one at a time).
 
-llama.cpp's extra buffer types (repacked weights; the AMX kernels that segfault on some cloud
-CPUs) are off on CPUs that advertise AMX and on otherwise (STOP_TUI_LOCAL_EXTRA_BUFTS=1/0
-decides instead); a worker killed by a CPU fault with them on is replaced by one without them.
+llama.cpp's extra buffer types (repacked weights; the AMX kernels that segfault with
+`ldtilecfg` on some cloud CPUs, including ones whose kernel does not list AMX in /proc/cpuinfo)
+are off on the CPU: they brought SmolLM2 no measurable speed (bench/engine_costs.py), and no
+CPU flag tells reliably where they crash. STOP_TUI_LOCAL_EXTRA_BUFTS=1 turns them on.
 `close()` kills the worker at once: a request in flight raises Cancelled (the run is stopping;
 nothing is recorded for it, so a resume asks again).
 """
@@ -58,28 +59,17 @@ def default_model_path() -> Path:
     return path
 
 
-def cpu_has_amx(cpuinfo: str | None = None) -> bool:
-    """Does the CPU advertise Intel AMX (the `amx_*` flags of /proc/cpuinfo)?"""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    return any(flag.startswith("amx") for line in cpuinfo.splitlines() if line.startswith("flags")
-               for flag in line.partition(":")[2].split())
-
-
 def extra_bufts_setting() -> tuple[bool, bool]:
     """(use llama.cpp's extra buffer types?, was that forced by STOP_TUI_LOCAL_EXTRA_BUFTS?).
-    Unset or `auto`: on (llama.cpp repacks the weights of some quantisations for faster CPU
-    kernels), except on CPUs that advertise AMX, whose extra buffer type segfaults on some."""
+    Unset or `auto`: off (their CPU kernels, AMX's among them, segfault on some machines and
+    gave SmolLM2 no measurable speed); `1` turns them on."""
     value = os.environ.get(EXTRA_BUFTS_ENV, "auto").strip().lower()
     if value in ("1", "on", "true", "yes"):
         return True, True
     if value in ("0", "off", "false", "no"):
         return False, True
     if value in ("", "auto"):
-        return not cpu_has_amx(), False
+        return False, False
     raise UserError(f"{EXTRA_BUFTS_ENV} must be 1, 0 or auto (got {value!r})")
 
 
@@ -304,22 +294,10 @@ class LocalBackend:
             worker.release()
             if closed:
                 raise Cancelled("the local model was closed") from None
-            raise LMRequestError(str(exc) + self._fall_back(worker), retryable=False) from None
+            raise LMRequestError(str(exc), retryable=False) from None
         finally:
             with self._state:
                 self._busy = None
-
-    def _fall_back(self, worker: _Worker) -> str:
-        """A worker killed by a CPU fault (SIGSEGV, SIGILL, SIGBUS) with the extra buffer types
-        on, which nobody forced: the next worker loads without them (they hold the CPU-specific
-        kernels, e.g. AMX). Returns what to add to the failure's reason."""
-        faults = (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS)
-        code = worker.proc.returncode
-        if not self.extra_bufts or self._bufts_forced or code is None or -code not in faults:
-            return ""
-        with self._state:
-            self.extra_bufts = self._load["extra_bufts"] = False
-        return "; the next worker loads without llama.cpp's extra buffer types"
 
     def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                 seed: int | None = None) -> Completions:
