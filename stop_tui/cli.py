@@ -232,8 +232,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from stop_tui.engine.store import SessionStore, SessionUnreadable, list_sessions
-    from stop_tui.engine.summary import summarize
+    from stop_tui.engine.summary import summaries
 
     sessions_dir = _sessions_dir(args)
     if sessions_dir.exists() and not sessions_dir.is_dir():
@@ -241,15 +240,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.sessions_dir is not None and not sessions_dir.exists():
         raise UserError(f"sessions dir {sessions_dir} does not exist")
     rows = []
-    for folder in list_sessions(sessions_dir):
-        try:
-            store = SessionStore(folder, readonly=True)
-            try:
-                s = summarize(store)
-            finally:
-                store.close()
-        except UserError as exc:  # one damaged (or foreign-locked) session does not hide the others
-            reason = exc.reason if isinstance(exc, SessionUnreadable) else str(exc)
+    for folder, s, reason in summaries(sessions_dir):
+        if s is None:
             rows.append({"session": folder.name, "kind": "-", "task": None, "model": None, "preset": None,
                          "state": "unreadable", "created": None, "iterations_completed": 0,
                          "best_meta_utility": None, "calls": 0, "unreadable": reason})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.errors import UserError
 from stop_tui.engine.resume import effective_events
-from stop_tui.engine.store import SessionStore, SessionUnreadable
+from stop_tui.engine.store import SessionStore, SessionUnreadable, list_sessions
 
 LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
            "completion_tokens", "reasoning_tokens", "cost_usd")
@@ -91,3 +94,20 @@ def summarize(store: SessionStore) -> dict[str, Any]:
         "lm": {**lm, "max_concurrency_reached": peak, "replayed_calls": replayed,
                "max_concurrency": meta.get("settings", {}).get("max_concurrency")},
     }
+
+
+def summaries(sessions_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """(folder, summary, None) for each session in `sessions_dir`, read read-only, oldest first;
+    (folder, None, reason) for one that cannot be read: a damaged (or foreign-locked) session
+    does not hide the others (`list`, the TUI's picker)."""
+    for folder in list_sessions(sessions_dir):
+        try:
+            store = SessionStore(folder, readonly=True)
+            try:
+                summary = summarize(store)
+            finally:
+                store.close()
+        except UserError as exc:
+            yield folder, None, exc.reason if isinstance(exc, SessionUnreadable) else str(exc)
+            continue
+        yield folder, summary, None

@@ -9,20 +9,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from stop_tui.engine.store import SessionStore, list_sessions
-from stop_tui.engine.summary import summarize
+from stop_tui.engine.summary import summaries
 
 
 def session_rows(sessions_dir: Path) -> list[dict]:
     rows = []
-    for folder in reversed(list_sessions(sessions_dir)):
-        try:
-            store = SessionStore(folder, readonly=True)
-            try:
-                s = summarize(store)
-            finally:
-                store.close()
-        except Exception:  # noqa: BLE001 - a damaged session still gets a row
+    for folder, s, _reason in reversed(list(summaries(sessions_dir))):
+        if s is None:  # a damaged session still gets a row
             rows.append({"session": folder.name, "task": "?", "model": "?", "state": "unreadable",
                          "iterations": "-", "best": "-", "created": "-"})
             continue
