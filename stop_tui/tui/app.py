@@ -21,6 +21,7 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.events import Event
 from stop_tui.engine.resume import effective
 from stop_tui.engine.store import SessionStore
+from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
 from stop_tui.tui.messages import EngineEvents, EventsReady, FollowState, GateWaiting
@@ -403,14 +404,14 @@ class StopApp(App[int]):
             if self.open_session_fn is None:
                 return "viewing", "engine off"
             why = f"paused: {model.pause_reason}; " if model.state == "paused" and model.pause_reason else ""
-            return "paused", why + "r runs, space steps"
+            return "paused", why + self._keys_hint(("run.toggle", "runs"), ("run.step_iteration", "steps"))
         worker = self._engine_worker
         if worker is None or worker.state not in (WorkerState.PENDING, WorkerState.RUNNING):
             if self.engine_outcome == "error":
-                return "paused", "the engine failed (see the notification); r retries"
+                return "paused", "the engine failed (see the notification); " + self._keys_hint(("run.toggle", "retries"))
             if model.state == "paused" and model.pause_reason:
                 return "paused", model.pause_reason
-            return "paused", "r runs, space steps"
+            return "paused", self._keys_hint(("run.toggle", "runs"), ("run.step_iteration", "steps"))
         mode = self.session.gate.mode
         if mode == "run":
             return "running", ""
@@ -476,9 +477,13 @@ class StopApp(App[int]):
             self.start_engine()
             self.update_state()
 
-    def screen_action(self, name: str) -> None:
-        if self.main is not None:
-            getattr(self.main, f"action_{name}")()
+    def keys_now(self) -> dict[str, list[str]]:
+        """The keys bound now on the main screen (after any keymap), by binding id."""
+        return live_keys(self.main) if self.main is not None and self.main.is_mounted else {}
+
+    def _keys_hint(self, *ids_and_words: tuple[str, str]) -> str:
+        keys = self.keys_now()
+        return ", ".join(f"{key_text(keys, i)} {word}" for i, word in ids_and_words)
 
     def action_help(self) -> None:
         focused = self.focused
@@ -487,7 +492,7 @@ class StopApp(App[int]):
         while node is not None and pane_help is None:
             pane_help = getattr(type(node), "HELP", None) if type(node).__module__.startswith("stop_tui") else None
             node = node.parent
-        self.push_screen(HelpScreen(pane_help))
+        self.push_screen(HelpScreen(self.keys_now(), pane_help))
 
     def action_next_theme(self) -> None:
         names = self.theme_names or [self.theme]

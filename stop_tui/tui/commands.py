@@ -1,24 +1,30 @@
-"""The command palette (ctrl+p): every key's action and every theme, with namespaced titles."""
+"""The command palette (ctrl+p): every registry action (tui/actions.py) under its namespaced
+title, with the key bound to it now, and every theme."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
+
+from stop_tui.tui.actions import ACTIONS, LINEAGE, key_text
+from stop_tui.tui.widgets.lineage import LineagePane
 
 
 class StopCommands(Provider):
-    def _commands(self) -> list[tuple[str, object, str]]:
+    def _commands(self) -> list[tuple[str, Callable, str]]:
         app = self.app
-        out: list[tuple[str, object, str]] = [
-            ("run: step one iteration", app.action_step_iteration, "space: run to the next iteration boundary"),
-            ("run: step one LM call", app.action_step_call, ".: let one LM call through"),
-            ("run: run / pause", app.action_toggle_run, "r: open or close the gate"),
-            ("view: diff against parent", partial(app.screen_action, "toggle_diff"), "d"),
-            ("view: LM exchange", partial(app.screen_action, "show_exchange"), "e"),
-            ("go: accepted improver", partial(app.screen_action, "jump_accepted"), "a"),
-            ("help: keys and panes", app.action_help, "F1"),
-        ]
+        out: list[tuple[str, Callable, str]] = []
+        main = app.main
+        if main is not None and main.is_mounted:  # the session's actions, once one is open
+            keys = app.keys_now()
+            lineage = main.query_one(LineagePane)
+            for action in ACTIONS:
+                where = lineage if action.scope == LINEAGE else main
+                said = f"{key_text(keys, action.id)}: {action.tooltip}" if keys.get(action.id) else action.tooltip
+                out.append((action.title, partial(app.run_action, action.action, where), escape(said)))
         for name in app.theme_names:
             out.append((f"theme: {name}", partial(app.set_theme, name), f"switch to the {name} theme"))
         return out

@@ -8,29 +8,34 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-KEYS = """\
-# stop-tui
+from stop_tui.tui.actions import ACTIONS, MAIN, TEXTUAL_KEYS, fill_keys, key_text
 
-| key | does | binding id |
-|---|---|---|
-| `space` | step one iteration (run to the next iteration boundary, then pause) | `run.step_iteration` |
-| `.` | step one LM call | `run.step_call` |
-| `r` | run / pause | `run.toggle` |
-| `d` | toggle the diff against the parent | `view.diff` |
-| `e` | show the LM exchange that produced the node | `view.exchange` |
-| `a` | jump to the accepted improver | `go.accepted` |
-| `t` | next theme | `theme.next` |
-| `F1` | this help | `app.help` |
-| `tab` | next pane | |
-| `ctrl+p` | command palette (every action, every theme) | |
-| `ctrl+q` | quit: the engine stops at its next gate; `stop-tui resume` continues | |
+INTRO = "# stop-tui\n"
 
-Remap a key in `~/.config/stop-tui/config.json`: `{"keymap": {"view.diff": "x"}}`.
+OUTRO = """\
+Remap a key in `~/.config/stop-tui/config.json` by its binding id:
+`{"keymap": {"view.diff": "x"}}`.
 
 States in the header: **running** (the gate is open), **stepping** (one iteration or one LM
 call is going through), **paused** (the engine waits at a gate: nothing is being spent),
 **finished**, **stopping**, **viewing** (the engine is off).
 """
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def keys_markdown(keys: dict[str, list[str]]) -> str:
+    """The keys table: every action of the main screen and Textual's own keys, each with the
+    keys bound to it now (`keys` from actions.live_keys)."""
+    rows = ["| key | does | binding id |", "|---|---|---|"]
+    for action in ACTIONS:
+        if action.scope == MAIN:
+            rows.append(f"| `{_cell(key_text(keys, action.id))}` | {_cell(action.tooltip)} | `{action.id}` |")
+    for name, does in TEXTUAL_KEYS:
+        rows.append(f"| `{_cell(key_text(keys, name))}` | {_cell(does)} | |")
+    return "\n".join([INTRO, *rows, "", OUTRO])
 
 
 class HelpScreen(ModalScreen[None]):
@@ -40,15 +45,18 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "dismiss", "Close", show=False, id="help.close_q"),
     ]
 
-    def __init__(self, pane_help: str | None = None) -> None:
+    def __init__(self, keys: dict[str, list[str]], pane_help: str | None = None) -> None:
+        """`keys`: the keys bound now on the screen help was opened from (actions.live_keys);
+        `pane_help`: the focused pane's HELP, whose `{key:ID}` placeholders name them."""
         super().__init__()
-        self.pane_help = pane_help
+        self.keys = keys
+        self.pane_help = fill_keys(pane_help, keys) if pane_help else None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
             if self.pane_help:
                 yield Markdown(self.pane_help, id="help-pane")
-            yield Markdown(KEYS, id="help-keys")
+            yield Markdown(keys_markdown(self.keys), id="help-keys")
 
     def on_mount(self) -> None:
         box = self.query_one("#help-box")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from stop_tui.tui.actions import MAIN, bindings
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.widgets.budget import BudgetPane
 from stop_tui.tui.widgets.header import SessionHeader
@@ -20,25 +20,8 @@ INITIAL_LOG_LINES = 200
 COMPACT_FOOTER = 120  # terminal columns below which the footer drops its padding
 
 
-def _b(key: str, action: str, description: str, tooltip: str, id: str, *, show: bool = True,
-       priority: bool = False, key_display: str | None = None) -> Binding:
-    return Binding(key, action, description, show=show, priority=priority, tooltip=tooltip, id=id,
-                   key_display=key_display)
-
-
 class MainScreen(Screen[None]):
-    BINDINGS = [
-        _b("space", "app.step_iteration", "Step iter", "Run until the next iteration boundary, then pause",
-           "run.step_iteration", priority=True, key_display="space"),
-        _b("full_stop", "app.step_call", "Step call", "Let one LM call through, then pause",
-           "run.step_call", key_display="."),
-        _b("r", "app.toggle_run", "Run/Pause", "Open or close the gate", "run.toggle"),
-        _b("d", "toggle_diff", "Diff", "Toggle the diff against the parent", "view.diff"),
-        _b("e", "show_exchange", "Exchange", "Show the LM exchange that produced the node", "view.exchange"),
-        _b("a", "jump_accepted", "Accepted", "Select the accepted improver", "go.accepted"),
-        _b("t", "app.next_theme", "Theme", "Switch to the next theme", "theme.next"),
-        _b("f1", "app.help", "Help", "Keys and help for the focused pane", "app.help"),
-    ]
+    BINDINGS = bindings(MAIN)
 
     def __init__(self, app_state) -> None:
         super().__init__()
@@ -62,6 +45,12 @@ class MainScreen(Screen[None]):
         self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
         self.query_one(LineagePane).focus()
         self.call_after_refresh(self.app.update_state)
+        self.bindings_updated_signal.subscribe(self, self._keys_changed)
+
+    def _keys_changed(self, _screen: Screen) -> None:
+        """Focus moved or the keymap changed: the texts that name keys say the keys bound now."""
+        self.query_one(SourcePane).keys_changed()
+        self.app.update_state()
 
     def on_resize(self) -> None:
         self.query_one(Footer).compact = self.size.width < COMPACT_FOOTER  # every key still fits

@@ -8,15 +8,16 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.follow import Holder
 
 
 class TakeOverScreen(ModalScreen[bool]):
     BINDINGS = [
         Binding("o", "answer(True)", "Take over", id="takeover.yes",
-                tooltip="Run the session here: take its lock, then r runs and space steps"),
+                tooltip="Run the session here: take its lock, then run or step it"),
         Binding("escape", "answer(False)", "Keep watching", id="takeover.no",
-                tooltip="Stay read-only; r or space take it over later"),
+                tooltip="Stay read-only; the run and step keys take it over later"),
     ]
 
     def __init__(self, before: Holder, reason: str | None) -> None:
@@ -26,10 +27,13 @@ class TakeOverScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         state = f"It is paused: {self.reason}." if self.reason else "It did not finish."
+        here, main = live_keys(self), self.app.keys_now()  # the keys bound now, after any keymap
+        then = f"{key_text(main, 'run.toggle')} runs, {key_text(main, 'run.step_iteration')} steps"
         with Vertical(id="takeover-box"):
             yield Static(f"{self.before.who} stopped running this session. {state}\n\n"
-                         "o  take it over: run it here (paused; then r runs, space steps)\n"
-                         "escape  keep watching read-only", id="takeover-text", markup=False)
+                         f"{key_text(here, 'takeover.yes')}  take it over: run it here (paused; then {then})\n"
+                         f"{key_text(here, 'takeover.no')}  keep watching read-only", id="takeover-text",
+                         markup=False)
 
     def on_mount(self) -> None:
         box = self.query_one("#takeover-box")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
-from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
+from stop_tui.tui.actions import LINEAGE, bindings
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.palette import palette
 
@@ -40,15 +40,11 @@ re-score of what the improver returned), their **meta-utility runs** and the dow
 
 Status: ○ pending · ◔ running · ● scored · ✗ failed · ★ accepted · ◌ rejected · ⚑ flagged.
 
-Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the accepted improver.
+Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / collapse (or enter),
+`{key:go.accepted}` jumps to the accepted improver.
 """
 
-    BINDINGS = [
-        Binding("right", "expand_here", "Expand", show=False, id="lineage.expand",
-                tooltip="Show the node's children"),
-        Binding("left", "collapse_here", "Collapse", show=False, id="lineage.collapse",
-                tooltip="Hide the node's children, or go to its parent"),
-    ]
+    BINDINGS = bindings(LINEAGE)
 
     def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
         super().__init__("session", data="", **kwargs)

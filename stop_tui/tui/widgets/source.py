@@ -14,6 +14,7 @@ from textual.widgets import Static
 from stop_tui.engine.extract import extract_code
 from stop_tui.engine.untrusted import printable
 from stop_tui.tui import model as m
+from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.diffing import render_diff
 from stop_tui.tui.palette import palette, syntax_style
 
@@ -29,16 +30,16 @@ def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 class SourcePane(ScrollableContainer):
-    """Shows one node at a time; `d` toggles the diff, `e` the LM exchange."""
+    """Shows one node at a time; keys (view.diff, view.exchange) toggle the diff and the LM exchange."""
 
     HELP = """\
 ## Source
 
 The selected node's program, syntax highlighted.
 
-- `d` toggles a **diff** against its parent (the improver it was proposed from; for a
+- `{key:view.diff}` toggles a **diff** against its parent (the improver it was proposed from; for a
   solution, the task's seed solution): unified, with intra-line changes highlighted.
-- `e` shows the **LM exchange** that produced it: the system message, the prompt and the
+- `{key:view.exchange}` shows the **LM exchange** that produced it: the system message, the prompt and the
   reply whose code became this program (or every call of the iteration or run when no reply
   matches exactly).
 """
@@ -61,10 +62,15 @@ The selected node's program, syntax highlighted.
 
     def on_mount(self) -> None:
         self._update_title()
+        self.keys_changed()
 
     def _update_title(self) -> None:
         self.border_title = {SOURCE: "Source", DIFF: "Source · diff", EXCHANGE: "Source · LM exchange"}[self.mode]
-        self.border_subtitle = "d diff · e exchange"
+
+    def keys_changed(self) -> None:
+        """Name the keys bound now (after any keymap) under the pane."""
+        keys = live_keys(self.screen)
+        self.border_subtitle = f"{key_text(keys, 'view.diff')} diff · {key_text(keys, 'view.exchange')} exchange"
 
     def show(self, path: str | None, *, force: bool = False) -> None:
         self.path = path

@@ -1,0 +1,95 @@
+"""Every key the workbench binds, as data.
+
+One registry (ACTIONS) is the single place a key, its footer label, its tooltip and its
+command-palette title are written down. The screens' BINDINGS are built from it, the command
+palette lists it, and F1 help and the pane hints show the keys that are bound *now*: they read
+the screen's active bindings, where Textual has already applied the keymap (the user's
+`keymap` in config.json, or App.set_keymap), so a remapped key shows everywhere it is named.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from textual.binding import Binding
+from textual.screen import Screen
+
+MAIN = "main"  # bound on the main screen: works whichever pane has focus
+LINEAGE = "lineage"  # bound on the Lineage pane: works while it has focus
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str  # the binding id a keymap names, e.g. {"view.diff": "x"}
+    key: str  # the default key(s), Textual key names, comma separated
+    action: str  # the Textual action the key runs, in the namespace of `scope`
+    description: str  # the footer's label
+    tooltip: str  # what it does: footer tooltip, palette help, F1 table
+    title: str  # the command palette's "group: what" title
+    scope: str = MAIN
+    show: bool = True  # in the footer
+    priority: bool = False  # ahead of the focused pane's own bindings for the same key
+    key_display: str | None = None
+
+    def binding(self) -> Binding:
+        return Binding(self.key, self.action, self.description, show=self.show, priority=self.priority,
+                       tooltip=self.tooltip, id=self.id, key_display=self.key_display)
+
+
+ACTIONS: tuple[Action, ...] = (
+    Action("run.step_iteration", "space", "app.step_iteration", "Step iter",
+           "Run until the next iteration boundary, then pause", "run: step one iteration",
+           priority=True, key_display="space"),  # ahead of the tree's own space (expand)
+    Action("run.step_call", "full_stop", "app.step_call", "Step call", "Let one LM call through, then pause",
+           "run: step one LM call", key_display="."),
+    Action("run.toggle", "r", "app.toggle_run", "Run/Pause", "Open or close the gate", "run: run / pause"),
+    Action("view.diff", "d", "toggle_diff", "Diff", "Toggle the diff against the parent",
+           "view: diff against parent"),
+    Action("view.exchange", "e", "show_exchange", "Exchange", "Show the LM exchange that produced the node",
+           "view: LM exchange"),
+    Action("go.accepted", "a", "jump_accepted", "Accepted", "Select the accepted improver",
+           "go: accepted improver"),
+    Action("theme.next", "t", "app.next_theme", "Theme", "Switch to the next theme", "theme: next theme"),
+    Action("app.help", "f1", "app.help", "Help", "Keys and help for the focused pane", "help: keys and panes"),
+    Action("lineage.expand", "right", "expand_here", "Expand", "Show the node's children",
+           "lineage: expand node", scope=LINEAGE, show=False),
+    Action("lineage.collapse", "left", "collapse_here", "Collapse",
+           "Hide the node's children, or go to its parent", "lineage: collapse node", scope=LINEAGE, show=False),
+)
+
+# Keys Textual binds itself (no binding id, so not remappable by id); help names them by action.
+TEXTUAL_KEYS: tuple[tuple[str, str], ...] = (
+    ("app.focus_next", "next pane"),
+    ("command_palette", "command palette (every action, every theme)"),
+    ("quit", "quit: the engine stops at its next gate; `stop-tui resume` continues"),
+)
+
+UNBOUND = "—"
+_PLACEHOLDER = re.compile(r"\{key:([\w.]+)\}")
+
+
+def bindings(scope: str) -> list[Binding]:
+    """The BINDINGS of the screen or pane that `scope` names."""
+    return [a.binding() for a in ACTIONS if a.scope == scope]
+
+
+def live_keys(screen: Screen) -> dict[str, list[str]]:
+    """What runs each action on `screen` now, as the footer shows keys: binding id (or, for a
+    binding without one, its action) -> displayed keys. An action whose key the focused pane
+    takes for itself is absent: that key does not run it there."""
+    out: dict[str, list[str]] = {}
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        out.setdefault(binding.id or binding.action, []).append(screen.app.get_key_display(binding))
+    return out
+
+
+def key_text(keys: dict[str, list[str]], name: str) -> str:
+    """The keys for a binding id (or action) joined for reading, or UNBOUND."""
+    return " / ".join(keys.get(name) or [UNBOUND])
+
+
+def fill_keys(text: str, keys: dict[str, list[str]]) -> str:
+    """`text` with each `{key:ID}` replaced by the keys bound to ID now."""
+    return _PLACEHOLDER.sub(lambda m: key_text(keys, m.group(1)), text)
