@@ -18,6 +18,7 @@ from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.synthetic import write_session
 from stop_tui.tui.widgets.header import SessionHeader
 from stop_tui.tui.widgets.lineage import LineagePane
+from stop_tui.tui.widgets.scores import ScoresPane
 from stop_tui.tui.widgets.source import SourcePane
 
 SIZE = (160, 48)
@@ -37,9 +38,9 @@ async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
 
 
-def _viewer(tmp_path, open_session_fn=None) -> StopApp:
+def _viewer(tmp_path, open_session_fn=None, **session) -> StopApp:
     """A synthetic session viewed with no engine (with `open_session_fn`, run keys would take it over)."""
-    store = write_session(tmp_path / "sessions", "demo", iterations=1)
+    store = write_session(tmp_path / "sessions", "demo", **{"iterations": 1, **session})
     return StopApp(store=store, engine=open_session_fn is not None, open_session_fn=open_session_fn,
                    theme="dark", remember_theme=False)
 
@@ -164,17 +165,19 @@ def test_palette_commands_run_their_actions(tmp_path):
     asyncio.run(go())
 
 
-def test_the_header_names_the_run_and_step_keys_bound_now(tmp_path):
+def test_the_header_and_scores_name_the_run_and_step_keys_bound_now(tmp_path):
     def no_engine_here(session_id):  # the keys are never pressed: nothing is opened
         raise AssertionError("not opened in this test")
 
     async def go():
-        app = _viewer(tmp_path, open_session_fn=no_engine_here)
+        app = _viewer(tmp_path, open_session_fn=no_engine_here, iterations=0, planned=2, seed_scored=False)
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
-            header = app.screen.query_one(SessionHeader)
+            header, scores = app.screen.query_one(SessionHeader), app.screen.query_one(ScoresPane)
             await wait_for(pilot, lambda: "r runs, space steps" in header.render().plain)
+            assert "No scores yet: step an iteration (space) or run (r)." in scores.render().plain
             app.set_keymap({"run.toggle": "g", "run.step_iteration": "n"})
             await wait_for(pilot, lambda: "g runs, n steps" in header.render().plain)
+            assert "No scores yet: step an iteration (n) or run (g)." in scores.render().plain
 
     asyncio.run(go())

@@ -50,6 +50,7 @@ class MainScreen(Screen[None]):
     def _keys_changed(self, _screen: Screen) -> None:
         """Focus moved or the keymap changed: the texts that name keys say the keys bound now."""
         self.query_one(SourcePane).keys_changed()
+        self.query_one(ScoresPane).keys_changed()
         self.app.update_state()
 
     def on_resize(self) -> None:

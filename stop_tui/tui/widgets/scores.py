@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from stop_tui.tui import model as m
+from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.palette import palette
 
 TABLE_WIDTH = 30
@@ -65,9 +66,20 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         self.model = session_model
         self.session_dir = session_dir
         self.baselines = load_baselines(session_dir)
+        self.step_key: str | None = None
+        self.run_key: str | None = None
 
     def on_mount(self) -> None:
         self.border_title = "Scores"
+        self.keys_changed()
+
+    def keys_changed(self) -> None:
+        """The step and run keys bound now (after any keymap), named when nothing is scored yet."""
+        keys = live_keys(self.screen)
+        now = (key_text(keys, "run.step_iteration"), key_text(keys, "run.toggle"))
+        before, (self.step_key, self.run_key) = (self.step_key, self.run_key), now
+        if before != (None, None) and now != before:
+            self.refresh()
 
     def reload_baselines(self) -> None:
         self.baselines = load_baselines(self.session_dir)
@@ -115,7 +127,8 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         if height < 4 or width < 16:
             return Text("")
         if not values:
-            return Text("No scores yet: step an iteration (space) or run (r).", style=c["muted"])
+            return Text(f"No scores yet: step an iteration ({self.step_key}) or run ({self.run_key}).",
+                        style=c["muted"])
         lo = min(0.0, min(values))
         hi = axis_top(values)
         plot_h = height - 2  # a legend line and an axis line

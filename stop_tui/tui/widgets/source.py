@@ -54,6 +54,7 @@ The selected node's program, syntax highlighted.
         self.mode = SOURCE
         self.path: str | None = None
         self._shown: tuple | None = None
+        self.run_hint: str | None = None  # "space steps, r runs" with the keys bound now
         self.can_focus = True
 
     def compose(self):
@@ -68,9 +69,13 @@ The selected node's program, syntax highlighted.
         self.border_title = {SOURCE: "Source", DIFF: "Source · diff", EXCHANGE: "Source · LM exchange"}[self.mode]
 
     def keys_changed(self) -> None:
-        """Name the keys bound now (after any keymap) under the pane."""
+        """Name the keys bound now (after any keymap): under the pane, and on a pending node."""
         keys = live_keys(self.screen)
         self.border_subtitle = f"{key_text(keys, 'view.diff')} diff · {key_text(keys, 'view.exchange')} exchange"
+        hint = f"{key_text(keys, 'run.step_iteration')} steps, {key_text(keys, 'run.toggle')} runs"
+        before, self.run_hint = self.run_hint, hint
+        if before is not None and hint != before:
+            self.refresh_view(force=True)
 
     def show(self, path: str | None, *, force: bool = False) -> None:
         self.path = path
@@ -137,7 +142,7 @@ The selected node's program, syntax highlighted.
             return
         if node.status == m.PENDING and not node.source and node.kind != m.ITERATION:
             info.update(Text.assemble((node.path, f"bold {c['primary']}"),
-                                      ("  pending: nothing has run here yet (space steps, r runs)", c["muted"])))
+                                      (f"  pending: nothing has run here yet ({self.run_hint})", c["muted"])))
             body.update("")
             return
         program, parent, what, parent_what = self.program(node)
