@@ -7,7 +7,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from stop_tui.tui.actions import MAIN, bindings
+from stop_tui.tui.actions import MAIN, bindings, live_keys
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.widgets.budget import BudgetPane
 from stop_tui.tui.widgets.header import SessionHeader
@@ -49,8 +49,9 @@ class MainScreen(Screen[None]):
 
     def _keys_changed(self, _screen: Screen) -> None:
         """Focus moved or the keymap changed: the texts that name keys say the keys bound now."""
-        self.query_one(SourcePane).keys_changed()
-        self.query_one(ScoresPane).keys_changed()
+        keys = live_keys(self)
+        self.query_one(SourcePane).keys_changed(keys)
+        self.query_one(ScoresPane).keys_changed(keys)
         self.app.update_state()
 
     def on_resize(self) -> None:

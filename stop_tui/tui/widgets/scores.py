@@ -73,9 +73,9 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         self.border_title = "Scores"
         self.keys_changed()
 
-    def keys_changed(self) -> None:
+    def keys_changed(self, keys: dict[str, list[str]] | None = None) -> None:
         """The step and run keys bound now (after any keymap), named when nothing is scored yet."""
-        keys = live_keys(self.screen)
+        keys = live_keys(self.screen) if keys is None else keys
         now = (key_text(keys, "run.step_iteration"), key_text(keys, "run.toggle"))
         before, (self.step_key, self.run_key) = (self.step_key, self.run_key), now
         if before != (None, None) and now != before:

@@ -68,9 +68,9 @@ The selected node's program, syntax highlighted.
     def _update_title(self) -> None:
         self.border_title = {SOURCE: "Source", DIFF: "Source · diff", EXCHANGE: "Source · LM exchange"}[self.mode]
 
-    def keys_changed(self) -> None:
+    def keys_changed(self, keys: dict[str, list[str]] | None = None) -> None:
         """Name the keys bound now (after any keymap): under the pane, and on a pending node."""
-        keys = live_keys(self.screen)
+        keys = live_keys(self.screen) if keys is None else keys
         self.border_subtitle = f"{key_text(keys, 'view.diff')} diff · {key_text(keys, 'view.exchange')} exchange"
         hint = f"{key_text(keys, 'run.step_iteration')} steps, {key_text(keys, 'run.toggle')} runs"
         before, self.run_hint = self.run_hint, hint
