@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 from textual.command import CommandList, CommandPalette
@@ -43,6 +44,14 @@ def _viewer(tmp_path, open_session_fn=None, **session) -> StopApp:
     store = write_session(tmp_path / "sessions", "demo", **{"iterations": 1, **session})
     return StopApp(store=store, engine=open_session_fn is not None, open_session_fn=open_session_fn,
                    theme="dark", remember_theme=False)
+
+
+@asynccontextmanager
+async def _opened(app: StopApp):
+    """The app running in a test terminal, its main screen up."""
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+        yield pilot
 
 
 async def _help(pilot) -> tuple[str, str]:
@@ -82,8 +91,7 @@ def _footer(app) -> list[tuple[str, str]]:
 def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
     async def go():
         app = _viewer(tmp_path)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+        async with _opened(app) as pilot:
             await wait_for(pilot, lambda: isinstance(app.focused, LineagePane))
             pane_help, table = await _help(pilot)
             for action in ACTIONS:
@@ -107,8 +115,7 @@ def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
 def test_a_key_remapped_while_running_shows_everywhere_and_runs_the_action(tmp_path):
     async def go():
         app = _viewer(tmp_path)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+        async with _opened(app) as pilot:
             source = app.screen.query_one(SourcePane)
             await wait_for(pilot, lambda: source.border_subtitle == "d diff · e exchange")
             footer_before = _footer(app)
@@ -144,8 +151,7 @@ def test_a_key_remapped_while_running_shows_everywhere_and_runs_the_action(tmp_p
 def test_palette_commands_run_their_actions(tmp_path):
     async def go():
         app = _viewer(tmp_path)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+        async with _opened(app) as pilot:
             source = app.screen.query_one(SourcePane)
             lineage = app.screen.query_one(LineagePane)
             await wait_for(pilot, lambda: lineage.cursor_node is not None and lineage.cursor_node.data)
@@ -171,8 +177,7 @@ def test_the_header_and_scores_name_the_run_and_step_keys_bound_now(tmp_path):
 
     async def go():
         app = _viewer(tmp_path, open_session_fn=no_engine_here, iterations=0, planned=2, seed_scored=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+        async with _opened(app) as pilot:
             header, scores = app.screen.query_one(SessionHeader), app.screen.query_one(ScoresPane)
             await wait_for(pilot, lambda: "r runs, space steps" in header.render().plain)
             assert "No scores yet: step an iteration (space) or run (r)." in scores.render().plain
