@@ -245,10 +245,10 @@ class RunStarted(Payload):
 class RunFinished(Payload):
     KIND: ClassVar[str] = RUN_FINISHED
     solution: Hash | None
-    error: str | None
-    seconds: float
     val: float | None = None
     test: float | None = None
+    error: str | None
+    seconds: float
     lm_uses: int | None = None
     utility_uses: int | None = None
 
@@ -286,9 +286,9 @@ class LMRequest(Payload):
     system: Hash
     prompts: list[Hash]
     n: int
+    distinct: int | None = None
     temperature: float
     max_tokens: int
-    distinct: int | None = None
     model: str | None = None
     refused: str | None = sparse()  # refused before sending (prompt too long): why
 
@@ -300,13 +300,13 @@ class LMReply(Payload):
     replies: list[Hash]  # "" (its hash) for a failed completion
     prompt_tokens: int
     completion_tokens: int
-    requests: int
-    latency: float
-    cost_usd: float | None  # None: the model has no known price
+    reasoning_tokens: int = sparse(0)  # of completion_tokens, where the server reports them
+    requests: int  # server requests sent, failed attempts included
     retries: int = 0
-    failed: int = 0
+    failed: int = 0  # completions that could not be obtained
+    latency: float
     concurrency: int = 0  # the most requests in flight (session-wide) while this call's were
-    reasoning_tokens: int = sparse(0)
+    cost_usd: float | None  # None: the model has no known price
     error: str | None = sparse()
     replayed: bool = sparse(False)  # answered from another session's record
     refused: bool = sparse(False)  # refused before sending
@@ -351,13 +351,13 @@ class Budget(Payload):
     KIND: ClassVar[str] = BUDGET
     calls: int
     requests: int
+    retries: int = 0
     completions: int
+    failed: int = 0
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float | None
-    retries: int = 0
-    failed: int = 0
     reasoning_tokens: int = sparse(0)
+    cost_usd: float | None
 
 
 @_schema
@@ -365,9 +365,9 @@ class Sandbox(Payload):
     """Which protections this machine's sandbox has (names: sandbox/isolation.py), per session."""
 
     KIND: ClassVar[str] = SANDBOX
+    mode: str | None = None  # None: no sandbox mode could start (see `error`)
     protections: dict[str, bool]
     missing: list[str] = field(default_factory=list)
-    mode: str | None = None  # None: no sandbox mode could start (see `error`)
     fallbacks: list[str] = field(default_factory=list)  # why stronger modes could not start
     notes: list[str] | None = sparse()
     error: str | None = sparse()
@@ -381,8 +381,8 @@ class Flag(Payload):
     kind: str
     detail: str
     line: int | None = None
-    role: str | None = None  # "improver" | "solution"
     omitted: int = sparse(0)  # > 0: this finding stands for that many more of its kind
+    role: str | None = None  # "improver" | "solution"
 
 
 # -- transfer sessions ----------------------------------------------------------------------
