@@ -26,6 +26,9 @@ from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 LM_KEYS = ("calls", "requests", "retries", "completions", "failed", "prompt_tokens",
            "completion_tokens", "reasoning_tokens", "cost_usd")
+# An iteration's LM use, summed over its LM_REPLY events (cost_usd None once a reply has no price).
+USAGE_KEYS = ("calls", "requests", "completions", "prompt_tokens", "completion_tokens", "cost_usd")
+_ITERATION_PATH = re.compile(r"it(\d+)")
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,23 @@ class _Tally:
     candidates_failed: int = 0
     state: str = "new"  # new | running | paused | finished
     paused_reason: str | None = None
+    usage: dict[int, dict[str, Any]] = field(default_factory=dict)  # per iteration
+    candidate_scores: list[tuple[int, float]] = field(default_factory=list)
 
     def copy(self) -> _Tally:
-        return replace(self, lm=dict(self.lm))
+        return replace(self, lm=dict(self.lm), usage={t: dict(u) for t, u in self.usage.items()},
+                       candidate_scores=list(self.candidate_scores))
+
+
+# The kinds that touch a _Tally (the rest need not be kept for a rewind).
+_COUNTED = frozenset({ev.BUDGET, ev.LM_REPLY, ev.RESUMED, ev.CANDIDATE_SCORED, ev.ITERATION_STARTED,
+                      ev.PAUSED, ev.SESSION_FINISHED})
+
+
+def iteration_of(path: str) -> int | None:
+    """The iteration a node path belongs to (None for session-level and transfer paths)."""
+    m = _ITERATION_PATH.fullmatch(path.split("/", 1)[0])
+    return int(m.group(1)) if m else None
 
 
 class History:
@@ -98,7 +115,7 @@ class History:
         if event.kind in BOUNDARY_KINDS:
             self._verdict(event)
             self._checkpoint, self._since = self._tally.copy(), []
-        else:
+        elif event.kind in _COUNTED:
             self._since.append(event)
 
     def _count(self, event: ev.Event) -> None:
@@ -108,12 +125,18 @@ class History:
         elif event.kind == ev.LM_REPLY:
             tally.peak_concurrency = max(tally.peak_concurrency, int(d.get("concurrency", 0) or 0))
             tally.replayed_calls += bool(d.get("replayed"))
+            t = iteration_of(event.path)
+            if t is not None:
+                _add_reply(tally.usage.setdefault(t, dict.fromkeys(USAGE_KEYS, 0)), d)
         elif event.kind == ev.RESUMED:
             tally.resumes += 1
             tally.state, tally.paused_reason = "running", None
         elif event.kind == ev.CANDIDATE_SCORED and d.get("role") == "candidate":
             tally.candidates_scored += 1
             tally.candidates_failed += bool(d.get("error")) and d.get("score", 0) == 0
+            score = d.get("score")
+            if isinstance(score, int | float):
+                tally.candidate_scores.append((iteration_of(event.path) or 0, float(score)))
         elif event.kind == ev.ITERATION_STARTED:
             tally.state = "running"
         elif event.kind == ev.PAUSED:
@@ -211,6 +234,16 @@ class History:
         return dict(self._tally.lm)
 
     @property
+    def lm_by_iteration(self) -> dict[int, dict[str, Any]]:
+        """Each iteration's LM use (USAGE_KEYS), summed over its replies."""
+        return {t: dict(u) for t, u in self._tally.usage.items()}
+
+    @property
+    def candidate_scores(self) -> list[tuple[int, float]]:
+        """(iteration, û) of every candidate improver scored, in log order."""
+        return list(self._tally.candidate_scores)
+
+    @property
     def state(self) -> str:
         return self._tally.state
 
@@ -240,9 +273,18 @@ class History:
         return self._tally.candidates_failed
 
 
+def _add_reply(usage: dict[str, Any], d: dict[str, Any]) -> None:
+    usage["calls"] += 1
+    usage["requests"] += int(d.get("requests") or 0)
+    usage["completions"] += len(d.get("replies") or []) - int(d.get("failed") or 0)
+    usage["prompt_tokens"] += int(d.get("prompt_tokens") or 0)
+    usage["completion_tokens"] += int(d.get("completion_tokens") or 0)
+    cost = d.get("cost_usd")
+    usage["cost_usd"] = None if cost is None or usage["cost_usd"] is None else usage["cost_usd"] + cost
+
+
 # -- text ------------------------------------------------------------------------------------
 
-_ITERATION_PATH = re.compile(r"it\d+")
 # Shown on a terminal too (the rest only in the TUI's log, which has room for every event).
 _TERMINAL = frozenset({
     ev.SESSION_STARTED, ev.ITERATION_STARTED, ev.CANDIDATE_SCORED, ev.ITERATION_ACCEPTED,
