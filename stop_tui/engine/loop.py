@@ -20,6 +20,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
+from stop_tui.engine.history import History
 from stop_tui.engine.improver import WALL_FACTOR, Utility, run_improver
 from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import LMService
@@ -73,17 +74,11 @@ class Engine:
         return self.gate.cancel_event
 
     def _replay_state(self) -> LoopState:
-        state = LoopState(improver=self.meta.seed)
-        for event in self.store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)):
-            iteration = event.data.get("iteration", 0)
-            if event.kind == ev.ITERATION_ACCEPTED:
-                state.improver = self.store.text(event.data["improver"]) or state.improver
-                state.improver_val = event.data.get("val")
-            if iteration == 0:
-                state.seed_scored = True
-            else:
-                state.iterations_done = max(state.iterations_done, iteration)
-        return state
+        history = History.read(self.store)
+        held, latest = history.held_improver(), history.latest
+        return LoopState(improver=(self.store.text(held) if held else None) or self.meta.seed,
+                         improver_val=latest.val if latest else None,
+                         iterations_done=history.iterations_done, seed_scored=history.seed_scored)
 
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str, *,
