@@ -101,7 +101,7 @@ def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
                 else:  # the Lineage pane's own keys are in its help (it has focus)
                     assert action.scope == LINEAGE and f"`{shown}`" in pane_help
             assert "`a` jumps to the accepted improver" in pane_help
-            for line in ("| `tab` | next pane | |", "| `^p` | command palette", "| `^q` | quit"):
+            for line in ("| `tab` | Next pane | |", "| `^p` | Command palette", "| `^q` | Quit"):
                 assert line in table  # Textual's own keys, read from the bindings too
             listed = await _palette(pilot)
             for action in ACTIONS:

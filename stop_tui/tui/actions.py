@@ -60,9 +60,9 @@ ACTIONS: tuple[Action, ...] = (
 
 # Keys Textual binds itself (no binding id, so not remappable by id); help names them by action.
 TEXTUAL_KEYS: tuple[tuple[str, str], ...] = (
-    ("app.focus_next", "next pane"),
-    ("command_palette", "command palette (every action, every theme)"),
-    ("quit", "quit: the engine stops at its next gate; `stop-tui resume` continues"),
+    ("app.focus_next", "Next pane"),
+    ("command_palette", "Command palette: every action, every theme"),
+    ("quit", "Quit: the engine stops at its next gate; `stop-tui resume` continues"),
 )
 
 UNBOUND = "—"
