@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.sandbox.isolation import DESCRIPTIONS as PROTECTIONS
+from stop_tui.engine.sandbox.protections import DESCRIPTIONS as PROTECTIONS
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
 
