@@ -89,7 +89,7 @@ class History:
         events = list(events)
         ranges = superseded_ranges(events)
         for event in events:
-            if not is_superseded(event, ranges):
+            if not (ranges and is_superseded(event, ranges)):
                 self.add(event)
         self.superseded = ranges
 
