@@ -77,6 +77,9 @@ def iteration_of(path: str) -> int | None:
 
 
 class History:
+    """What a session's log says: `History(events)` skips superseded events; `add(event)` folds
+    live ones (superseded ones included: the RESUMED that supersedes them takes them out)."""
+
     def __init__(self, events: Iterable[ev.Event] = (), session_id: str = "") -> None:
         self.session_id = session_id
         self.superseded: list[tuple[int, int]] = []  # [from, to) seq ranges a resume re-executed
