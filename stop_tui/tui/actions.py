@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.screen import Screen
 
 MAIN = "main"  # bound on the main screen: works whichever pane has focus
@@ -72,6 +72,12 @@ _PLACEHOLDER = re.compile(r"\{key:([\w.]+)\}")
 def bindings(scope: str) -> list[Binding]:
     """The BINDINGS of the screen or pane that `scope` names."""
     return [a.binding() for a in ACTIONS if a.scope == scope]
+
+
+def in_registry_order(active: dict[str, ActiveBinding]) -> dict[str, ActiveBinding]:
+    """`active` (a screen's active bindings) with the registry's actions first, in its order."""
+    order = {a.id: k for k, a in enumerate(ACTIONS)}
+    return dict(sorted(active.items(), key=lambda item: order.get(item[1].binding.id, len(order))))
 
 
 def live_keys(screen: Screen) -> dict[str, list[str]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import ActiveBinding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from stop_tui.tui.actions import MAIN, bindings, live_keys
+from stop_tui.tui.actions import MAIN, bindings, in_registry_order, live_keys
 from stop_tui.tui.messages import NodeSelected
 from stop_tui.tui.widgets.budget import BudgetPane
 from stop_tui.tui.widgets.header import SessionHeader
@@ -22,6 +23,12 @@ COMPACT_FOOTER = 120  # terminal columns below which the footer drops its paddin
 
 class MainScreen(Screen[None]):
     BINDINGS = bindings(MAIN)
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """Textual's, in the registry's order: a binding a keymap moved to another key keeps
+        its place in the footer (Textual lists it after the others)."""
+        return in_registry_order(super().active_bindings)
 
     def __init__(self, app_state) -> None:
         super().__init__()
