@@ -43,7 +43,7 @@ ROOT_USER = os.geteuid() == 0
 EXEC_OK = BWRAP or not ROOT_USER or prefix_readable_by_others()
 needs_exec = pytest.mark.skipif(not EXEC_OK, reason="runs cannot exec Python here (prefix unreadable)")
 ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
-ZEROS_VAL = 0.5025  # PAPER.md section 8: all-zeros on lpn, val
+ZEROS_VAL = 0.5025  # all zeros on lpn, val, measured with the released code
 
 
 # -- helpers ------------------------------------------------------------------------------
