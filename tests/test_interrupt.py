@@ -44,10 +44,13 @@ class Stderr:
         return any(text in line for line in self.lines)
 
 
-def state_of(sessions_dir, session: str) -> dict:
-    shown = stop_tui("show", session, "--sessions-dir", str(sessions_dir), "--json")
+def paused_reason(sessions_dir) -> str:
+    """Why the only session is paused, as `stop-tui show --json` says (it must be paused)."""
+    shown = stop_tui("show", only_session(sessions_dir), "--sessions-dir", str(sessions_dir), "--json")
     assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)
+    summary = json.loads(shown.stdout)
+    assert summary["state"] == "paused", summary
+    return summary["paused_reason"]
 
 
 def stopped(proc, limit: float) -> float:
@@ -78,10 +81,8 @@ def test_ctrl_c_during_a_request_that_never_returns_keeps_the_10_s_promise(sessi
     assert proc.returncode == 130, err.lines
     assert took <= STOP_WAIT + 8, took
     assert err.has("up to 10 s, ctrl+c again to leave now")
-    session = only_session(sessions_dir)
-    summary = state_of(sessions_dir, session)
-    assert summary["state"] == "paused" and "ctrl+c" in summary["paused_reason"]
-    assert f"stop-tui run --resume {session}" in summary["paused_reason"]
+    reason = paused_reason(sessions_dir)
+    assert "ctrl+c" in reason and f"stop-tui run --resume {only_session(sessions_dir)}" in reason
 
 
 def test_a_second_ctrl_c_leaves_at_once(sessions_dir):
@@ -92,8 +93,7 @@ def test_a_second_ctrl_c_leaves_at_once(sessions_dir):
         took = stopped(proc, 10)
     assert proc.returncode == 130 and took < 3, (took, err.lines)
     assert err.has("leaving now")
-    summary = state_of(sessions_dir, only_session(sessions_dir))
-    assert summary["state"] == "paused" and "left at once" in summary["paused_reason"]
+    assert "left at once" in paused_reason(sessions_dir)
 
 
 @pytest.mark.slow
@@ -103,8 +103,7 @@ def test_sigterm_stops_like_ctrl_c(sessions_dir):
         took = stopped(proc, STOP_WAIT + 15)
     assert proc.returncode == 128 + signal.SIGTERM, err.lines
     assert took <= STOP_WAIT + 8, took
-    summary = state_of(sessions_dir, only_session(sessions_dir))
-    assert summary["state"] == "paused" and "SIGTERM" in summary["paused_reason"]
+    assert "SIGTERM" in paused_reason(sessions_dir)
 
 
 @pytest.mark.slow
