@@ -370,7 +370,7 @@ class Budget(Payload):
 
 @_schema
 class Sandbox(Payload):
-    """Which protections this machine's sandbox has (names: sandbox/isolation.py), per session."""
+    """Which protections this machine's sandbox has (names: sandbox/protections.py), per session."""
 
     KIND: ClassVar[str] = SANDBOX
     mode: str | None = None  # None: no sandbox mode could start (see `error`)
