@@ -71,7 +71,7 @@ def needs_exec() -> None:
 def needs_root(what: str) -> None:
     skip_unless(ROOT_USER, f"{what} needs root")
 ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
-ZEROS_VAL = 0.5025  # PAPER.md section 8: all-zeros on lpn, val
+ZEROS_VAL = 0.5025  # all zeros on lpn, val, measured with the released code
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 
 PROGRAMS = {"best-of-n": BEST_OF_N, "cot": COT, "greedy": GREEDY}
 
-# PAPER.md section 8: LPN baselines (GPT-4), mean and +- half-width.
+# The paper's LPN baselines (GPT-4; arXiv 2310.02304), mean and +- half-width.
 PAPER = {("lpn", "cot"): (0.577, 0.030), ("lpn", "greedy"): (0.642, 0.009)}
 
 

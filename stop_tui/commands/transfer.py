@@ -1,4 +1,4 @@
-"""`stop-tui transfer`: does an improver carry over to other tasks? (PAPER.md section 8's table)
+"""`stop-tui transfer`: does an improver carry over to other tasks? (the paper's transfer table)
 
 For each downstream task it measures three things, in the paper's order:
   u(s)    the task's seed solution, scored by the executed utility;
@@ -41,7 +41,7 @@ WHO = ("seed_solution", "seed_improver", "improver")
 LABELS = {"seed_solution": "u(s)", "seed_improver": "û(I0)", "improver": "û(IT)"}
 DEFAULT_TASKS = ("grid", "mqa", "sat", "maxcut", "parity")
 
-# PAPER.md section 8: the transfer table (GPT-4; an improver self-improved on LPN only).
+# The paper's transfer table (GPT-4; an improver self-improved on LPN only; arXiv 2310.02304).
 PAPER = {
     "grid": (0.439, 0.443, 0.567),
     "mqa": (0.204, 0.206, 0.221),
