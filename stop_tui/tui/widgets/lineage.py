@@ -7,6 +7,8 @@ model at render time, so a status change repaints one line and the selection nev
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
@@ -50,7 +52,7 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
                 tooltip="Hide the node's children, or go to its parent"),
     ]
 
-    def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
+    def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__("session", data="", **kwargs)
         self.model = session_model
         self.show_root = False
@@ -74,6 +76,15 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
         if self.cursor_node is not None and self.cursor_node.data:
             self._last_selected = self.cursor_node.data
             self.post_message(NodeSelected(self.cursor_node.data))
+
+    def redraw(self) -> None:
+        """Build the tree again from the model, keeping the selection where it can."""
+        keep = self.cursor_node.data if self.cursor_node is not None else None
+        self.rebuild()
+        if keep and keep in self.model.nodes:
+            self.call_after_refresh(self.select_path, keep)
+        else:
+            self.call_after_refresh(self._select_initial)
 
     def rebuild(self) -> None:
         self.clear()
@@ -127,7 +138,7 @@ Keys: ↑/↓ move, → / ← expand / collapse (or enter), `a` jumps to the acc
                     if ctn is not None and ctn.children and not ctn.is_expanded:
                         ctn.expand()
 
-    def apply_changes(self, added: list[str], changed: set[str], reset: list[str]) -> None:
+    def apply_changes(self, added: Iterable[str], changed: Iterable[str], reset: Iterable[str]) -> None:
         """Fold a batch of model changes into the tree, keeping the selection where it is."""
         keep = self.cursor_node.data if self.cursor_node is not None else None
         structural = False
