@@ -371,8 +371,9 @@ def test_resume_picker_opens_the_chosen_session(tmp_path):
             assert opened == [] and app.session is None  # viewed: no engine, no backend yet
             assert "r runs, space steps" in header_line(app)
             await pilot.press("space")  # stepping takes it over: now it is opened with an engine
-            await wait_until(pilot, lambda: "T=2 accepted" in screen_text(app), 120)
+            await wait_until(pilot, lambda: " finished " in header_line(app), 120)  # T=2 was run here
             assert opened == ["20260102-090000-lpn"] and app.session is not None
+            assert 2 in app.view.model.verdicts and "T=2 pending" not in screen_text(app)
             await pilot.press("ctrl+q")
         return app
 

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import html
-import re
 import time
-
-from rich.cells import cell_len
-
-_TEXT = re.compile(r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
-                   r'clip-path="url\(#[\w-]+-line-(\d+)\)">(.*?)</text>')
-CHAR_WIDTH = 12.2  # rich's SVG export: 0.61 x its 20px font
 
 
 def screen_text(app) -> str:
-    """The screen's characters, line by line, from the app's own screenshot."""
-    rows: dict[int, list[str]] = {}
-    for x, line, text in _TEXT.findall(app.export_screenshot()):
-        cells = rows.setdefault(int(line), [])
-        col = round(float(x) / CHAR_WIDTH)
-        for ch in html.unescape(text).replace("\xa0", " "):
-            while len(cells) <= col:
-                cells.append(" ")
-            cells[col] = ch
-            for k in range(1, cell_len(ch)):
-                if len(cells) <= col + k:
-                    cells.append("")
-                else:
-                    cells[col + k] = ""
-            col += max(1, cell_len(ch))
-    height = app.size.height
-    return "\n".join("".join(rows.get(y, [])).rstrip() for y in range(height))
+    """The screen's characters, line by line, as the terminal shows them. Textual has no
+    public reader of the composed screen: `export_screenshot()` composes the same strips but
+    takes about a second a call (its SVG id hashes the repr of every segment), too slow to
+    poll, so this reads the compositor the screenshot reads."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
 async def wait_until(pilot, condition, timeout: float = 90.0, what: str = "") -> float:
