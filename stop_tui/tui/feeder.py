@@ -20,7 +20,7 @@ from stop_tui.engine.resume import effective
 from stop_tui.tui.model import SessionModel, Snapshot
 
 LOAD_CHUNK = 5000  # events of the opening read folded in between two snapshots
-MIN_INTERVAL = 0.05  # seconds between two live snapshots
+MIN_INTERVAL = 0.1  # seconds between two live snapshots (10 a second)
 
 
 class Feeder:
