@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROGRAMS
+from tui_helpers import header_line, notices, screen_text, settle, wait_until
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.gate import Gate
@@ -68,16 +69,8 @@ def _own_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-async def wait_for(pilot, condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await pilot.pause(0.1)
+AT_BOUNDARY = "paused  at an iteration boundary"  # the header while the engine waits there
+BEFORE_CALL = "paused  before an LM call"
 
 
 def model_view(model: SessionModel) -> dict:
@@ -94,14 +87,14 @@ def test_step_one_call_from_an_iteration_boundary_sends_exactly_one_call(tmp_pat
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            gate = app.session.gate
             await pilot.press("space")  # iteration 0 (the seed's scoring), then a boundary
-            await wait_for(pilot, lambda: 0 in app.view.model.verdicts and gate._waiting_at == "iteration")
+            await wait_until(pilot, lambda: "T=0 accepted" in screen_text(app) and AT_BOUNDARY in header_line(app))
             calls = backend.calls
             await pilot.press("full_stop")
-            await wait_for(pilot, lambda: backend.calls == calls + 1 and gate._waiting_at == "call")
-            await pilot.pause(1.0)
-            assert backend.calls == calls + 1 and gate.mode == "pause"
+            await wait_until(pilot, lambda: BEFORE_CALL in header_line(app))
+            # the engine waits at the next call's gate: exactly one call went through
+            assert backend.calls == calls + 1
+            assert "T=1 running" in screen_text(app)
 
     asyncio.run(go())
     session.close()
@@ -114,15 +107,15 @@ def test_step_once_grows_the_tree_and_shows_the_score(tmp_path):
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
-            model = app.view.model
-            assert set(model.nodes) == {"it0", "it1"}  # planned iterations, pending
-            assert "paused" in screen_text(app)
-            await pilot.pause(0.5)
-            assert model.totals.calls == 0  # --step: nothing spent until the user steps
+            await settle(pilot)
+            assert set(app.view.model.nodes) == {"it0", "it1"}  # planned iterations, pending
+            # --step: the engine waits at its first gate, nothing spent until the user steps
+            await wait_until(pilot, lambda: AT_BOUNDARY in header_line(app))
+            assert "calls       0 / " in screen_text(app)
             await pilot.press("space")
-            await wait_for(pilot, lambda: 0 in model.verdicts and app.session.gate._waiting_at == "iteration")
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: "T=0 accepted" in screen_text(app) and AT_BOUNDARY in header_line(app))
+            await settle(pilot)
+            model = app.view.model
             assert "it0/check/r1" in model.nodes and "it0/check/r1/s1" in model.nodes
             assert 1 not in model.verdicts  # one step = one iteration (the seed's scoring)
             text = screen_text(app)
@@ -144,14 +137,16 @@ def test_step_once_grows_the_tree_and_shows_the_score(tmp_path):
             assert "The reply that produced this program" in screen_text(app)
             # Step the real iteration.
             await pilot.press("space")
-            await wait_for(pilot, lambda: model.state == "finished")
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: " finished " in header_line(app))
+            await settle(pilot)
+            model = app.view.model
             assert {"it1/c1", "it1/c2", "it1/check"} <= set(model.nodes)
             assert model.verdicts[1][0] is True
-            assert "finished" in screen_text(app)
+            assert "T=1 accepted" in screen_text(app)
             await pilot.press("a")
             await pilot.pause()
             assert source.path == "it1/check"
+            assert "it1/check  the improver this iteration returned" in screen_text(app)
             await pilot.press("ctrl+q")
 
     asyncio.run(go())
@@ -174,13 +169,13 @@ def test_quit_mid_call_then_resume_looks_the_same_and_continues(tmp_path):
         app = StopApp(session, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("r")
-            await wait_for(pilot, backend.held.is_set, 60)
-            await pilot.pause(0.3)
-            assert "running" in screen_text(app)
+            await wait_until(pilot, backend.held.is_set, 60)
+            await settle(pilot)
+            assert " running " in header_line(app)
             seen["it0"] = subtree(app.view.model, "it0")
             t = time.monotonic()
             await pilot.press("ctrl+q")
-            await wait_for(pilot, lambda: not app.is_running, 10)
+            await wait_until(pilot, lambda: not app.is_running, 10)
             seen["quit"] = time.monotonic() - t
         return app
 
@@ -199,13 +194,16 @@ def test_quit_mid_call_then_resume_looks_the_same_and_continues(tmp_path):
     async def second():
         app = StopApp(resumed, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
-            model = app.view.model
-            assert subtree(model, "it0") == seen["it0"]
-            assert "paused" in screen_text(app)
-            assert model.totals.calls == 0 or model.state in ("paused", "running")
+            await settle(pilot)
+            assert subtree(app.view.model, "it0") == seen["it0"]
+            await wait_until(pilot, lambda: AT_BOUNDARY in header_line(app))
+            text = screen_text(app)
+            assert "T=0 accepted" in text and "T=1 accepted" not in text  # iteration 1 is to do
+            assert 1 not in app.view.model.verdicts
             await pilot.press("r")
-            await wait_for(pilot, lambda: model.state == "finished", 120)
+            await wait_until(pilot, lambda: " finished " in header_line(app), 120)
+            await settle(pilot)
+            model = app.view.model
             assert model.verdicts[1][0] is True
             assert subtree(model, "it0") == seen["it0"]
             await pilot.press("ctrl+q")
@@ -236,20 +234,24 @@ def test_injected_events_update_the_open_app_and_keep_the_selection(tmp_path):
     async def go():
         app = StopApp(store=empty, engine=False, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             tree = app.screen.query_one(LineagePane)
             tree.select_path("it2")
             await pilot.pause()
+            assert "T=2 pending" in screen_text(app)
             before = len(app.view.model.nodes)
             node_events = [e for e in events if e.path]  # the other session's work, fed live
             app.post_message(EngineEvents(
                 tuple(ev.Event(e.kind, e.path, e.data, e.t, 10_000 + e.seq) for e in node_events)))
-            await pilot.pause()
+            await settle(pilot)
             assert len(app.view.model.nodes) > before
             assert tree.cursor_node is not None and tree.cursor_node.data == "it2"
-            assert "viewing" in screen_text(app) or "finished" in screen_text(app)
+            text = screen_text(app)
+            assert "T=2 accepted" in text and "it2  the improver this iteration runs" in text
+            assert " viewing  engine off" in header_line(app)  # its log has no end: not finished
             await pilot.press("space")  # the engine is off: a notice, no crash
             await pilot.pause()
+            assert "The engine is off: this view replays the session's log." in notices(app)
 
     asyncio.run(go())
     full.close()
@@ -265,7 +267,7 @@ def test_flags_sandbox_warning_and_baselines(tmp_path):
     async def go():
         app = StopApp(store=store, engine=False, theme="light", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             text = screen_text(app)
             assert "sandbox missing: no_network" in text
             assert "⚑1" in text  # it1/c2 carries the flag
@@ -283,7 +285,7 @@ def test_budget_shows_caps_and_tokens_only_for_unknown_prices(tmp_path):
     async def go():
         app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             budget = str(app.screen.query_one(BudgetPane).render())
             assert "(cap)" in budget and "/ 40" in budget and "/ 100.0k" in budget
             assert "unknown price (tokens only)" in budget
@@ -299,7 +301,7 @@ def test_theme_key_palette_help_and_remembered_theme(tmp_path):
     async def go(theme=None):
         app = StopApp(store=store, engine=False, theme=theme)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             first = app.theme
             await pilot.press("t")
             await pilot.pause()
@@ -307,7 +309,8 @@ def test_theme_key_palette_help_and_remembered_theme(tmp_path):
             await pilot.press("ctrl+p")
             await pilot.pause()
             await pilot.press(*"theme: paper")
-            await pilot.pause(0.3)
+            # the typed text, and the command it found
+            await wait_until(pilot, lambda: screen_text(app).count("theme: paper") >= 2, 10)
             await pilot.press("enter")
             await pilot.pause()
             assert app.theme == "paper"
@@ -337,7 +340,7 @@ def test_keys_can_be_remapped_by_binding_id(tmp_path):
     async def go():
         app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             await pilot.press("down", "x")
             await pilot.pause()
             assert app.screen.query_one(SourcePane).border_title == "Source · diff"
@@ -363,13 +366,14 @@ def test_resume_picker_opens_the_chosen_session(tmp_path):
             text = screen_text(app)
             assert "20260101-090000-lpn" in text and "20260102-090000-lpn" in text
             await pilot.press("enter")  # the newest is first
-            await pilot.pause(0.3)
-            assert "T=1 accepted" in screen_text(app)
+            await wait_until(pilot, lambda: "T=1 accepted" in screen_text(app), 10)
+            await settle(pilot)
             assert opened == [] and app.session is None  # viewed: no engine, no backend yet
-            assert "r runs, space steps" in screen_text(app)
+            assert "r runs, space steps" in header_line(app)
             await pilot.press("space")  # stepping takes it over: now it is opened with an engine
-            await wait_for(pilot, lambda: app.session is not None and 2 in app.view.model.verdicts, 120)
-            assert opened == ["20260102-090000-lpn"]
+            await wait_until(pilot, lambda: " finished " in header_line(app), 120)  # T=2 was run here
+            assert opened == ["20260102-090000-lpn"] and app.session is not None
+            assert 2 in app.view.model.verdicts and "T=2 pending" not in screen_text(app)
             await pilot.press("ctrl+q")
         return app
 
@@ -430,28 +434,29 @@ def test_a_new_session_shows_the_seed_improver_from_the_first_frame(tmp_path, st
     async def go():
         app = FirstFrame(session, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: frames, 10)
+            await wait_until(pilot, lambda: frames, 10)
             source = app.screen.query_one(SourcePane)
             assert source.path == "it0"
             first_line = SEED_IMPROVER.strip().splitlines()[0]
             assert first_line in frames[0] and "def improve_algorithm" in frames[0]
             assert "pending: nothing has run here yet" not in frames[0]
-            # With --step nothing has started; without it T=0 may already be under way.
-            assert "the seed improver: T=0 scores it" in frames[0] or (
-                not step and "the improver this iteration runs" in frames[0])
+            # the first frame is drawn from the session's meta, before any event is folded in
+            assert "it0  the seed improver: T=0 scores it" in frames[0]
             await pilot.press("ctrl+q")
 
     asyncio.run(go())
     session.close()
 
 
-def test_a_pending_iteration_shows_the_improver_accepted_so_far(tmp_path):
+def test_a_pending_iteration_shows_the_improver_accepted_so_far_and_scores_end_at_one(tmp_path):
+    """A pending iteration shows what it will run; once it is accepted with a perfect score the
+    Scores axis of scores in [0, 1] still ends at 1."""
     store = write_session(tmp_path, "demo", iterations=1, planned=2)
 
     async def go():
         app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             app.screen.query_one(LineagePane).select_path("it2")
             await pilot.pause()
             text = screen_text(app)
@@ -459,22 +464,11 @@ def test_a_pending_iteration_shows_the_improver_accepted_so_far(tmp_path):
             improver = store.text(app.view.model.accepted[1][2])
             marker = next(line for line in improver.splitlines() if "# variant" in line).strip()
             assert marker in text  # T=1's improver, not the seed
-
-    asyncio.run(go())
-    store.close()
-
-
-def test_scores_axis_of_scores_in_zero_one_ends_at_one(tmp_path):
-    store = write_session(tmp_path, "demo", iterations=0, planned=1)
-
-    async def go():
-        app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
-            app.post_message(EngineEvents((ev.Event(ev.ITERATION_STARTED, "it1", {"iteration": 1}, seq=90_001),
-                                           ev.Event(ev.ITERATION_ACCEPTED, "it1", {
-                                               "iteration": 1, "val": 1.0, "test": 1.0}, seq=90_002))))
-            await pilot.pause()
+            app.post_message(EngineEvents((ev.Event(ev.ITERATION_STARTED, "it2", {"iteration": 2}, seq=90_001),
+                                           ev.Event(ev.ITERATION_ACCEPTED, "it2", {
+                                               "iteration": 2, "val": 1.0, "test": 1.0}, seq=90_002))))
+            await settle(pilot)
+            assert "T=2 accepted  val 1.000" in screen_text(app)
             chart = str(app.screen.query_one(ScoresPane).render())
             ticks = [line.split("┤")[0].strip() for line in chart.splitlines() if "┤" in line]
             assert ticks[0] == "1.00" and ticks[-1] == "0.00", ticks
@@ -500,11 +494,11 @@ def test_the_header_says_when_the_model_fixes_the_temperature(tmp_path):
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             header = app.screen.query_one(SessionHeader)
             assert FIXED_TEMPERATURE not in str(header.render())
             await pilot.press("space")  # T=0: the seed's run makes one LM call
-            await wait_for(pilot, lambda: "temperature fixed by the model" in str(header.render()), 60)
+            await wait_until(pilot, lambda: "temperature fixed by the model" in str(header.render()), 60)
             # all of it when it fits, else on hover (the state and its detail keep their room)
             assert FIXED_TEMPERATURE in str(header.render()) or FIXED_TEMPERATURE in header.tooltip
             await pilot.press("ctrl+q")
@@ -524,19 +518,19 @@ def test_a_finished_session_in_a_small_terminal(tmp_path):
     async def go():
         app = StopApp(store=store, engine=False, theme="dark", remember_theme=False)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             model = app.view.model
             text = screen_text(app)
             for t in (1, 2):  # each iteration's score is shown whole, not cut at the pane's edge
                 assert f"T={t}  val {model.nodes[f'it{t}'].score:.3f}" in text
             assert "1.00 ┤" in text and "0.50 ┤" in text  # a [0, 1] axis with its middle
             app.post_message(FollowState(Holder(4242, "somehost", "2026-01-02 09:00:00 UTC"), store.meta()))
-            await pilot.pause()
-            header = screen_text(app).splitlines()[0]
+            await settle(pilot)
+            header = header_line(app)
             assert "watching" in header and "read-only: run by pid 4242 on somehost" in header
             await pilot.press("space")
             await pilot.pause()
-            assert "read-only: session is run by pid 4242 on somehost" in [n.message for n in app._notifications]
+            assert "read-only: session is run by pid 4242 on somehost" in notices(app)
             await pilot.press("e")  # T=0: the seed improver's (prose) note wraps inside the pane
             await pilot.pause()
             assert "LM exchange produced it." in screen_text(app)

@@ -11,11 +11,11 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from lm_helpers import kill9, only_session, responder, run_args, start, stop_tui
 from scripted_server import ScriptedLMServer
+from tui_helpers import notices, screen_text, settle, wait_until
 
 from stop_tui.engine.lock import holder
 from stop_tui.tui.launch import resume_app
@@ -27,26 +27,8 @@ from stop_tui.tui.widgets.scores import ScoresPane
 SIZE = (160, 48)
 
 
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
 def header_text(app) -> str:
     return str(app.main.query_one(SessionHeader).render())
-
-
-def notices(app) -> list[str]:
-    return [n.message for n in app._notifications]
-
-
-async def until(pilot, condition, timeout: float) -> float:
-    """Wait (letting the app run) until `condition()`; returns how long it took."""
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("timed out waiting")
-        await pilot.pause(0.02)
-    return time.monotonic() - t0
 
 
 def last_seq(folder: Path) -> int:
@@ -95,7 +77,7 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
 
             async def go():
                 async with app.run_test(size=SIZE) as pilot:
-                    await until(pilot, lambda: app.holder is not None, 5)
+                    await wait_until(pilot, lambda: app.holder is not None, 5)
                     head = header_text(app)
                     assert "watching" in head and f"read-only: run by pid {proc.pid} on " in head
                     assert socket.gethostname() in head and " since " in head
@@ -116,15 +98,15 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
                         while last_seq(folder) == before:
                             await pilot.pause(0.01)
                         committed = last_seq(folder)
-                        lags.append(await until(pilot, lambda c=committed: app.view.model.last_seq >= c, 5))
-                        await pilot.pause(0.3)
+                        lags.append(await wait_until(pilot, lambda c=committed: app.view.model.last_seq >= c, 5))
+                    await settle(pilot)
                     assert "it0/check/r1" in app.view.model.nodes
-                    assert "it0/check/r1" in screen_text(app) or "T=0" in screen_text(app)
+                    assert "T=0 accepted seed" in screen_text(app)  # the seed's scoring, followed
 
                     # The cap pauses the run; the process ends and the lock is free.
-                    await until(pilot, lambda: proc.poll() is not None, 60)
+                    await wait_until(pilot, lambda: proc.poll() is not None, 60)
                     assert proc.returncode == 3
-                    await until(pilot, lambda: isinstance(app.screen, TakeOverScreen), 3)
+                    await wait_until(pilot, lambda: isinstance(app.screen, TakeOverScreen), 3)
                     text = screen_text(app)
                     assert f"pid {proc.pid} on" in text and "stopped running this session" in text
                     assert "paused" in text
@@ -133,7 +115,7 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
                     assert app.view.model.last_seq == last_seq(folder)
 
                     await pilot.press("o")  # take it over: the lock and an engine here
-                    await until(pilot, lambda: app.session is not None and app.engine_on, 30)
+                    await wait_until(pilot, lambda: app.session is not None and app.engine_on, 30)
                     assert holder(folder)["pid"] == os.getpid()
                     assert "watching" not in header_text(app) and "paused" in header_text(app)
                     await pilot.press("ctrl+q")
@@ -187,7 +169,7 @@ def test_a_finished_session_opens_with_its_lm_server_gone(tmp_path, monkeypatch)
 
         async def go():
             async with app.run_test(size=SIZE) as pilot:
-                await pilot.pause(0.5)
+                await settle(pilot)
                 model = app.view.model
                 assert model.state == "finished" and model.verdicts[1][0] is not None
                 scores = str(app.main.query_one(ScoresPane).render())
@@ -219,7 +201,7 @@ def test_an_openai_session_opens_without_a_key(tmp_path, monkeypatch):
 
     async def go():
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             assert "gpt-4o-mini" in header_text(app) and "paused" in header_text(app)
             assert "T=1 accepted" in screen_text(app)
             await pilot.press("ctrl+q")
@@ -237,13 +219,13 @@ def test_meta_learned_by_the_runner_reaches_the_header(tmp_path, monkeypatch):
 
     async def go():
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             assert FIXED_TEMPERATURE not in header_text(app)
             con = sqlite3.connect(tmp_path / "reasoning" / "session.db")
             con.execute("INSERT OR REPLACE INTO meta VALUES ('lm_fixed_temperature', 'true')")
             con.commit()
             try:
-                await until(pilot, lambda: "temperature fixed by the model" in header_text(app), 3)
+                await wait_until(pilot, lambda: "temperature fixed by the model" in header_text(app), 3)
                 header = app.main.query_one(SessionHeader)
                 assert FIXED_TEMPERATURE in header_text(app) or FIXED_TEMPERATURE in header.tooltip
             finally:

@@ -18,6 +18,11 @@ def _own_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
+async def settled(pilot) -> None:
+    """The feeder has folded the whole log in and the panes show it (before any key)."""
+    await pilot.app.settled()
+
+
 def _app(tmp_path, theme: str) -> StopApp:
     store = write_session(tmp_path / "sessions", "demo", iterations=2, planned=3,
                           sandbox_missing=("no_network",))
@@ -31,12 +36,12 @@ def test_shipped_themes_are_files():
 
 @pytest.mark.parametrize("theme", SHIPPED)
 def test_main_screen(snap_compare, tmp_path, theme):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=SIZE)
+    assert snap_compare(_app(tmp_path, theme), terminal_size=SIZE, run_before=settled)
 
 
 def test_diff_view(snap_compare, tmp_path):
     # T=1 -> its first candidate, then the diff against the improver that proposed it.
-    assert snap_compare(_app(tmp_path, "dark"), terminal_size=SIZE,
+    assert snap_compare(_app(tmp_path, "dark"), terminal_size=SIZE, run_before=settled,
                         press=["down", "right", "down", "d"])
 
 
@@ -44,4 +49,4 @@ def test_new_session_first_frame(snap_compare, tmp_path):
     # Nothing has run: T=0 is selected and Source shows the seed improver it will score.
     store = write_session(tmp_path / "sessions", "new", iterations=0, planned=2, seed_scored=False)
     assert snap_compare(StopApp(store=store, engine=False, theme="dark", remember_theme=False),
-                        terminal_size=SIZE)
+                        terminal_size=SIZE, run_before=settled)

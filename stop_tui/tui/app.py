@@ -1,12 +1,12 @@
-"""The Textual workbench: one thread worker runs the engine; the UI hears about it only
-through posted messages carrying engine events, and renders everything from the event log."""
+"""The Textual workbench: one thread worker runs the engine; a feeder thread (tui/feeder.py)
+folds the session's events into its model and posts immutable snapshots; the UI thread only
+draws snapshots. A live, a resumed and a finished session are drawn the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,15 +17,20 @@ from textual import work
 from textual.app import App
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from stop_tui.engine import events as ev
 from stop_tui.engine.events import Event
-from stop_tui.engine.resume import effective
 from stop_tui.engine.store import SessionStore
 from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.commands import StopCommands
+from stop_tui.tui.feeder import Feeder
 from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
-from stop_tui.tui.messages import EngineEvents, EventsReady, FollowState, GateWaiting
-from stop_tui.tui.model import SessionModel
+from stop_tui.tui.messages import (
+    EngineEvents,
+    FeedFailed,
+    FollowState,
+    GateWaiting,
+    SessionSnapshot,
+)
+from stop_tui.tui.model import SessionModel, Snapshot
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
@@ -35,7 +40,6 @@ from stop_tui.tui.theming import DEFAULT_THEME, discover_themes, load_config, sa
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
 
-DRAIN_MAX = 2000  # events folded into the UI per message-loop turn
 QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
 
 
@@ -49,9 +53,10 @@ class _NoWaitExecutor(ThreadPoolExecutor):
 
 @dataclass
 class ViewState:
-    """What the main screen's panes read: the model and how to fetch texts."""
+    """What the main screen's panes read: the latest snapshot of the session and how to fetch
+    texts."""
 
-    model: SessionModel
+    model: Snapshot
     texts: Callable[[str | None], str | None]
     seed_solution: str | None
     session_dir: Path | None
@@ -78,6 +83,12 @@ def _seed_improver(settings: dict) -> str | None:
         return None
 
 
+def _run_complete(session: Session) -> bool:
+    """Every planned iteration is done (as the engine replayed its log): nothing to run."""
+    st = session.engine.state
+    return bool(st.seed_scored) and st.iterations_done >= session.engine.settings.iterations
+
+
 class StopApp(App[int]):
     """`session`: a session this process runs (the engine starts at once, paused or not).
     `store`: a session to view, read-only and followed live while another process runs it;
@@ -101,8 +112,8 @@ class StopApp(App[int]):
         self.remember_theme = remember_theme
         self.view: ViewState | None = None
         self.main: MainScreen | None = None
-        self._queue: deque[Event] = deque()
-        self._pending = threading.Event()
+        self.feeder: Feeder | None = None  # owns the session's model once a session is open
+        self._log_read = False  # the opening read of the log has been drawn
         self._engine_worker: Worker | None = None
         self.engine_done = threading.Event()
         self.engine_outcome: str | None = None
@@ -162,29 +173,73 @@ class StopApp(App[int]):
         return self.store.text(digest) if self.store is not None else None
 
     def _open_store(self) -> None:
+        """Draw what the session's meta says at once; the feeder reads the log off this thread
+        and the panes fill in from its snapshots (`_log_drawn` once it is all read)."""
         store = self.store
         assert store is not None
+        model = SessionModel(store.meta(), store.id)
+        self.feeder = Feeder(model, lambda snap: self.post_message(SessionSnapshot(snap)),
+                             on_message=self.post_message, meta=self._live_meta,
+                             on_error=lambda exc: self.post_message(FeedFailed(exc)))
         if self.engine_on:
             store.subscribe(self._listener)  # before reading the log: nothing falls in between
             if self.session is not None:
                 self.session.gate.on_wait = lambda point: self.post_message(GateWaiting(point))
-        meta = store.meta()
-        events = list(store.events())
-        model = SessionModel(meta, store.id)
-        model.ingest_all(effective(events))
-        model.take_changes()
-        self.view = ViewState(model, self._text, _seed_solution(model.task), store.folder,
+        self.feeder.load(store.events)
+        self.view = ViewState(model.snapshot(), self._text, _seed_solution(model.task), store.folder,
                               _seed_improver(model.settings))
         self.main = MainScreen(self.view)
         self.push_screen(self.main)
-        if self.engine_on:
-            self.update_state()
-            if model.state != "finished":
-                self._engine_started()
-        else:
-            self.follower = Follower(store.folder, events[-1].seq if events else 0)
+        if self.engine_on and self.session is not None and not _run_complete(self.session):
+            self._engine_started()  # at once: it waits at its first gate for the keys
+        self.update_state()
+        self.call_after_refresh(self.feeder.start)  # the first frame needs no log
+
+    def _live_meta(self) -> dict:
+        """The meta of a session run here (the LM layer records what it learns there)."""
+        return self.store.meta() if self.engine_on and self.store is not None else {}
+
+    def _log_drawn(self, snapshot: Snapshot) -> None:
+        """The whole log as it was at opening is drawn: follow it when another process may
+        write it."""
+        if not self.engine_on and self.store is not None and self.feeder is not None:
+            self.follower = Follower(self.store.folder, self.feeder.loaded_after)
             self._start_following()
-            self.update_state()
+
+    def on_session_snapshot(self, message: SessionSnapshot) -> None:
+        snapshot = message.snapshot
+        if self.view is None or self.feeder is None:
+            return
+        self.view.model = snapshot
+        if self.main is not None and self.main.is_mounted:
+            self.main.show(snapshot)
+        if not self._log_read and not snapshot.loading and snapshot.changes.full:
+            self._log_read = True
+            self._log_drawn(snapshot)
+        self.update_state()
+        self.feeder.took(snapshot)
+
+    def on_feed_failed(self, message: FeedFailed) -> None:
+        self.notify(f"cannot read the session: {message.error}", severity="error", timeout=15)
+
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Wait until everything the app was given so far (the log read at opening, live,
+        followed or injected events) is folded in and drawn: for tests and benchmarks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._handled()
+            if self.feeder is None or self.feeder.idle():
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the session view did not settle")
+            await asyncio.sleep(0.005)
+        await self._handled()  # what the feeder posted after its last snapshot
+
+    async def _handled(self) -> None:
+        """Return once the messages posted to the app before now are handled."""
+        done = asyncio.Event()
+        self.call_later(done.set)
+        await done.wait()
 
     def _engine_started(self) -> None:
         """Start the engine worker (the gate decides whether anything runs), after telling the
@@ -212,28 +267,24 @@ class StopApp(App[int]):
             seen: tuple | None = None
             while not worker.is_cancelled:
                 poll = follower.poll()
-                for event in poll.events:
-                    self._listener(event)
+                if poll.events:
+                    self.feeder.put(poll.events)
                 if seen != (poll.holder, poll.meta):
                     seen = (poll.holder, poll.meta)
-                    self.post_message(FollowState(poll.holder, poll.meta))
+                    self.feeder.post_after(FollowState(poll.holder, poll.meta))  # after its events
                 worker.cancelled_event.wait(POLL_SECONDS)
         finally:
             self._follow_done.set()
 
     def on_follow_state(self, message: FollowState) -> None:
-        while self._queue:  # its events first: the holder's last ones come before "it left"
-            self.drain()
         before, self.holder = self.holder, message.holder
-        if self.view is not None:
-            self.view.model.apply_meta(message.meta)
+        if self.feeder is not None:
+            self.feeder.put_meta(message.meta)
         if before is not None and self.holder is None:
             self._holder_left(before)
         elif self.holder is not None and isinstance(self.screen, TakeOverScreen):
             self.screen.dismiss(False)  # someone took it again
         self.update_state()
-        if self.main is not None and self.main.is_mounted:
-            self.main.meta_changed()
 
     def _holder_left(self, before: Holder) -> None:
         model = self.view.model if self.view is not None else None
@@ -271,20 +322,19 @@ class StopApp(App[int]):
         """The session is ours now: catch up on the log, switch to its store, start the engine."""
         then = self._opening
         self._opening = None
-        while self._queue:
-            self.drain()
         viewing, follower = self.store, self.follower
         self.session, self.store, self.engine_on, self.holder = session, session.store, True, None
         self.follower = None
         session.store.subscribe(self._listener)
         session.gate.on_wait = lambda point: self.post_message(GateWaiting(point))
-        self.inject(list(session.store.events(after=follower.after if follower else 0)))
+        assert self.feeder is not None
+        after = follower.after if follower is not None else self.feeder.loaded_after
+        self.feeder.read(lambda: session.store.events(after=after))  # what the holder wrote last
         if follower is not None:
             follower.close()
         if viewing is not None and viewing is not session.store:
-            viewing.close()
-        if self.view is not None:
-            self.view.model.apply_meta(session.store.meta())
+            viewing.close()  # the feeder read it only at opening
+        self.feeder.put_meta(session.store.meta())
         self._after_open = then or None  # done once the engine waits at its first gate
         self.notify(f"Session {session.id} is run here now.", timeout=5)
         self._engine_started()
@@ -313,49 +363,17 @@ class StopApp(App[int]):
             self.engine_done.set()
 
     def _listener(self, event: Event) -> None:
-        """Called in engine (or follower) threads after each commit: queue it, wake the app
-        once per burst."""
-        self._queue.append(event)
-        if not self._pending.is_set():
-            self._pending.set()
-            self.post_message(EventsReady())
-
-    def on_events_ready(self, _: EventsReady) -> None:
-        self._pending.clear()
-        self.drain()
-
-    def drain(self) -> None:
-        """Fold queued events in, at most DRAIN_MAX per turn so keys stay responsive under a
-        flood; the rest is picked up by the next turn of the message loop."""
-        batch: list[Event] = []
-        while self._queue and len(batch) < DRAIN_MAX:
-            batch.append(self._queue.popleft())
-        if batch:
-            self.inject(batch)
-        if self._queue and not self._pending.is_set():
-            self._pending.set()
-            self.post_message(EventsReady())
+        """Called in the engine's thread after each commit: the feeder folds it in."""
+        if self.feeder is not None:
+            self.feeder.put_event(event)
 
     def on_engine_events(self, message: EngineEvents) -> None:
         self.inject(message.events)
 
     def inject(self, events: Iterable[Event]) -> None:
-        """Fold events into the model and update the panes once (also used by tests)."""
-        if self.view is None:
-            return
-        model = self.view.model
-        lm_replied = False
-        for event in events:
-            model.ingest(event)
-            lm_replied = lm_replied or event.kind == ev.LM_REPLY
-        if lm_replied and self.engine_on and self.store is not None and not model.fixed_temperature:
-            model.apply_meta(self.store.meta())  # the LM service records what it learns there
-            if model.fixed_temperature and self.main is not None and self.main.is_mounted:
-                self.main.meta_changed()
-        added, changed, reset, log_lines = model.take_changes()
-        if self.main is not None and self.main.is_mounted:
-            self.main.apply_changes(added, changed, reset, log_lines)
-        self.update_state()
+        """Hand events to the feeder (tests, replays); `settled()` waits until they are drawn."""
+        if self.feeder is not None:
+            self.feeder.put(events)
 
     def on_gate_waiting(self, message: GateWaiting) -> None:
         self._waiting_at = message.point
@@ -384,7 +402,6 @@ class StopApp(App[int]):
         elif event.state == WorkerState.ERROR:
             self.engine_outcome = "error"
             self.notify(f"the engine stopped: {event.worker.error}", severity="error", timeout=15)
-        self.drain()
         self.update_state()
 
     # -- state ----------------------------------------------------------------------------
@@ -434,6 +451,9 @@ class StopApp(App[int]):
             return False
         if self.holder is not None and not self.engine_on:
             self.notify(f"read-only: session is run by {self.holder.who}", severity="warning")
+            return False
+        if not self.engine_on and not self._log_read:
+            self.notify("Still reading the session's log; the keys act once it is read.", timeout=3)
             return False
         if self.view.model.state == "finished":
             self.notify("This session is finished.", severity="information")
@@ -521,5 +541,8 @@ class StopApp(App[int]):
             deadline = time.monotonic() + QUIT_GRACE
             while not self.engine_done.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            self.drain()
         self.exit(0)
+
+    def on_unmount(self) -> None:
+        if self.feeder is not None:
+            self.feeder.close()

@@ -1,4 +1,5 @@
-"""Messages the engine side posts to the app. Payloads are immutable; widgets never see threads."""
+"""Messages the engine side and the feeder post to the app. Payloads are immutable; widgets
+never see threads."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ from textual.message import Message
 from stop_tui.engine.events import Event
 
 
-class EventsReady(Message):
-    """New engine events are queued; the app drains the queue (one message per burst)."""
+class SessionSnapshot(Message):
+    """The feeder's latest picture of the session (model.Snapshot): the UI draws it."""
+
+    def __init__(self, snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class FeedFailed(Message):
+    """The feeder could not fold something in (a damaged log row read while following)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
 
 
 class EngineEvents(Message):
-    """Events injected directly (tests, replays): the app folds them in order."""
+    """Events injected directly (tests, replays): the app hands them to the feeder in order."""
 
     def __init__(self, events: tuple[Event, ...]) -> None:
         super().__init__()

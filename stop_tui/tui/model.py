@@ -2,15 +2,20 @@
 
 `SessionModel.ingest(event)` folds one engine event into a lineage of nodes (iterations ->
 candidate improvers -> meta-utility runs -> downstream solutions), score series, budget
-totals and the LM exchanges. It records what changed so the widgets can update only that.
-A live session, a resumed one and a finished one go through the same code.
+totals and the LM exchanges. One thread owns a SessionModel (the feeder, tui/feeder.py);
+`snapshot()` hands out an immutable `Snapshot` of it, with a version per part (tree, lm,
+scores, budget, header, log) and what changed since the previous snapshot, so each pane
+redraws only when its part changed. A live session, a resumed one and a finished one go
+through the same code.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from stop_tui.engine import events as ev
@@ -48,7 +53,7 @@ def iteration_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Node:
     path: str
     kind: str
@@ -60,15 +65,15 @@ class Node:
     output: str | None = None  # a run's returned solution
     role: str = ""
     error: str | None = None
-    flags: list[dict[str, Any]] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
+    flags: tuple[dict[str, Any], ...] = ()
+    children: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LMCall:
     path: str
     request: dict[str, Any] = field(default_factory=dict)
@@ -76,7 +81,7 @@ class LMCall:
     t: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Usage:
     calls: int = 0
     requests: int = 0
@@ -85,17 +90,13 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
 
-    def add_reply(self, d: dict[str, Any]) -> None:
-        self.calls += 1
-        self.requests += int(d.get("requests") or 0)
-        self.completions += len(d.get("replies") or []) - int(d.get("failed") or 0)
-        self.prompt_tokens += int(d.get("prompt_tokens") or 0)
-        self.completion_tokens += int(d.get("completion_tokens") or 0)
+    def plus_reply(self, d: dict[str, Any]) -> Usage:
         cost = d.get("cost_usd")
-        if cost is None:
-            self.cost_usd = None
-        elif self.cost_usd is not None:
-            self.cost_usd += cost
+        return Usage(self.calls + 1, self.requests + int(d.get("requests") or 0),
+                     self.completions + len(d.get("replies") or []) - int(d.get("failed") or 0),
+                     self.prompt_tokens + int(d.get("prompt_tokens") or 0),
+                     self.completion_tokens + int(d.get("completion_tokens") or 0),
+                     None if cost is None or self.cost_usd is None else self.cost_usd + cost)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,119 @@ class LogLine:
     level: str = "info"  # info | good | bad | warn | dim
 
 
-class SessionModel:
+PARTS = ("tree", "lm", "scores", "budget", "header", "log")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed between two snapshots: tree nodes added (in order), changed and reset
+    (children dropped), and the new log lines. `full`: redraw everything from the snapshot
+    (while the log is first read, and once it has been)."""
+
+    added: tuple[str, ...] = ()
+    changed: frozenset[str] = frozenset()
+    reset: tuple[str, ...] = ()
+    log: tuple[LogLine, ...] = ()
+    full: bool = False
+
+
+class SessionQueries:
+    """What the panes ask of a session, over the attributes a SessionModel and a Snapshot share."""
+
+    nodes: Mapping[str, Node]
+    accepted: Mapping[int, tuple[float | None, float | None, str | None]]
+    verdicts: Mapping[int, tuple[bool, str | None]]
+    calls_by_owner: Mapping[str, tuple[str, ...]]
+    reply_times: Iterable[tuple[float, int, int]]
+
+    def iterations_done(self) -> int:
+        return max((t for t in self.verdicts if t > 0), default=0)
+
+    def accepted_path(self) -> str | None:
+        """The node holding the currently accepted improver."""
+        if not self.accepted:
+            return None
+        t = max(self.accepted)
+        improver = self.accepted[t][2]
+        for k in range(t, -1, -1):
+            ok = self.verdicts.get(k, (False, None))[0]
+            if ok and self.accepted.get(k, (None, None, None))[2] == improver:
+                node = self.nodes.get(f"it{k}/check")
+                return node.path if node else f"it{k}"
+        return None
+
+    def exchange_for(self, path: str, extracted: dict[str, str | None] | None = None) -> list[str]:
+        """LM call paths that produced the node at `path` (most specific first)."""
+        node = self.nodes.get(path)
+        if node is None:
+            return []
+        if node.kind in (ITERATION, RUN):
+            return list(self.calls_by_owner.get(path, ()))
+        return list(self.calls_by_owner.get(ev.parent_path(path), ()))
+
+    def in_flight(self) -> list[str]:
+        """LM calls asked but not answered yet (while the engine runs), oldest first."""
+        return list(self.flying)
+
+    def rate(self) -> tuple[float, float]:
+        """(LM calls per minute, tokens per second) over the recent replies."""
+        times = list(self.reply_times)
+        if len(times) < 2:
+            return 0.0, 0.0
+        span = times[-1][0] - times[0][0]
+        if span <= 0:
+            return 0.0, 0.0
+        calls = sum(c for _, c, _ in times[1:])
+        tokens = sum(tk for _, _, tk in times[1:])
+        return calls * 60.0 / span, tokens / span
+
+
+@dataclass(frozen=True)
+class Snapshot(SessionQueries):
+    """The session as the panes draw it at one moment; never changed once made (the feeder
+    thread makes a new one). `versions[part]` grows whenever that part changed."""
+
+    number: int
+    loading: bool  # the log is still being read for the first time
+    versions: Mapping[str, int]
+    changes: Changes
+    session_id: str
+    task: str
+    model: str
+    settings: Mapping[str, Any]
+    rng_reference: bool
+    fixed_temperature: bool
+    nodes: Mapping[str, Node]
+    roots: tuple[str, ...]
+    current_iteration: int | None
+    lm_calls: Mapping[str, LMCall]
+    calls_by_owner: Mapping[str, tuple[str, ...]]
+    flying: tuple[str, ...]
+    accepted: Mapping[int, tuple[float | None, float | None, str | None]]
+    verdicts: Mapping[int, tuple[bool, str | None]]
+    candidate_scores: tuple[tuple[int, float], ...]
+    totals: Usage
+    iteration_usage: Mapping[int, Usage]
+    peak_concurrency: int
+    reply_times: tuple[tuple[float, int, int], ...]
+    state: str
+    pause_reason: str | None
+    sandbox_missing: tuple[str, ...]
+    flags: int
+    errors: int
+    log: tuple[LogLine, ...]
+    t0: float | None
+    last_seq: int
+    events: int
+
+
+def _frozen(d: dict) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+class SessionModel(SessionQueries):
+    """The session folded from its events; owned by one thread at a time (see module doc)."""
+
     def __init__(self, meta: dict[str, Any] | None = None, session_id: str = "") -> None:
         meta = meta or {}
         self.session_id = session_id
@@ -116,11 +229,11 @@ class SessionModel:
         self.settings: dict[str, Any] = dict(meta.get("settings", {}))
         self.rng_reference = reference_on(meta)  # --set rng=reference: the header says so
         self.fixed_temperature = False  # the model refuses custom temperatures (meta, set by the LM layer)
-        self.apply_meta(meta)
         self.nodes: dict[str, Node] = {}
         self.roots: list[str] = []
         self.lm_calls: dict[str, LMCall] = {}
-        self.calls_by_owner: dict[str, list[str]] = {}
+        self.calls_by_owner: dict[str, tuple[str, ...]] = {}
+        self.flying: dict[str, None] = {}  # LM calls asked, not answered (an ordered set)
         self.totals = Usage()
         self.peak_concurrency = 0  # most LM requests in flight at once, over the session
         self.iteration_usage: dict[int, Usage] = {}
@@ -137,18 +250,25 @@ class SessionModel:
         self.t0: float | None = None
         self.last_seq = 0
         self.events = 0
-        # change tracking, drained by the UI
+        # change tracking, drained by snapshot() / take_changes()
         self.added: list[str] = []
         self.changed: set[str] = set()
         self.reset: list[str] = []
         self.log: deque[LogLine] = deque(maxlen=5000)
         self.new_log: list[LogLine] = []
+        self.dirty: set[str] = set(PARTS)  # parts changed since the last snapshot
+        self._versions = dict.fromkeys(PARTS, 0)
+        self._parts: dict[str, dict[str, Any]] = {}
+        self.apply_meta(meta)
         for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
             self._ensure(f"it{t}")
 
     def apply_meta(self, meta: dict[str, Any]) -> None:
         """What the session's meta says beyond its log (learned about the LM while running)."""
-        self.fixed_temperature = bool(meta.get("lm_fixed_temperature"))
+        fixed = bool(meta.get("lm_fixed_temperature"))
+        if fixed != self.fixed_temperature:
+            self.fixed_temperature = fixed
+            self.dirty.add("header")
 
     # -- change tracking ----------------------------------------------------------------
     def take_changes(self) -> tuple[list[str], set[str], list[str], list[LogLine]]:
@@ -156,7 +276,55 @@ class SessionModel:
         self.added, self.changed, self.reset, self.new_log = [], set(), [], []
         return out
 
+    def has_changes(self) -> bool:
+        return bool(self.dirty)
+
+    def _freeze(self, part: str) -> dict[str, Any]:
+        if part == "tree":
+            return {"nodes": _frozen(self.nodes), "roots": tuple(self.roots),
+                    "current_iteration": self.current_iteration}
+        if part == "lm":
+            return {"lm_calls": _frozen(self.lm_calls), "calls_by_owner": _frozen(self.calls_by_owner),
+                    "flying": tuple(self.flying)}
+        if part == "scores":
+            return {"accepted": _frozen(self.accepted), "verdicts": _frozen(self.verdicts),
+                    "candidate_scores": tuple(self.candidate_scores)}
+        if part == "budget":
+            return {"totals": self.totals, "iteration_usage": _frozen(self.iteration_usage),
+                    "peak_concurrency": self.peak_concurrency, "reply_times": tuple(self.reply_times)}
+        if part == "header":
+            return {"task": self.task, "model": self.model, "settings": _frozen(self.settings),
+                    "rng_reference": self.rng_reference, "fixed_temperature": self.fixed_temperature,
+                    "state": self.state, "pause_reason": self.pause_reason,
+                    "sandbox_missing": tuple(self.sandbox_missing), "flags": self.flags, "errors": self.errors}
+        return {"log": tuple(self.log)}
+
+    def snapshot(self, number: int = 0, *, loading: bool = False, full: bool = False) -> Snapshot:
+        """An immutable picture of the session now, with the changes since the previous one;
+        parts that did not change are shared with the previous snapshot, not copied."""
+        for part in PARTS:
+            if part in self.dirty or part not in self._parts:
+                self._parts[part] = self._freeze(part)
+                self._versions[part] += 1
+        self.dirty = set()
+        added, changed, reset, new_log = self.take_changes()
+        fields: dict[str, Any] = {}
+        for part in PARTS:
+            fields.update(self._parts[part])
+        return Snapshot(number=number, loading=loading, versions=MappingProxyType(dict(self._versions)),
+                        changes=Changes(tuple(added), frozenset(changed), tuple(reset), tuple(new_log), full),
+                        session_id=self.session_id, t0=self.t0, last_seq=self.last_seq, events=self.events,
+                        **fields)
+
     # -- nodes ----------------------------------------------------------------------------
+    def _put(self, path: str, **values: Any) -> Node:
+        """Replace the node at `path` by a copy with `values` (nodes are never changed in place:
+        a snapshot keeps the ones it was made with)."""
+        node = self.nodes[path] = replace(self.nodes[path], **values)
+        self.changed.add(path)
+        self.dirty.add("tree")
+        return node
+
     def _ensure(self, path: str) -> Node | None:
         node = self.nodes.get(path)
         if node is not None:
@@ -169,12 +337,12 @@ class SessionModel:
             up = self._ensure(parent)
             if up is None:
                 return None
-            up.children.append(path)
-            self.changed.add(parent)
+            self._put(parent, children=up.children + (path,))
         else:
             self._insert_root(path)
         node = self.nodes[path] = Node(path, kind)
         self.added.append(path)
+        self.dirty.add("tree")
         return node
 
     def _insert_root(self, path: str) -> None:
@@ -191,7 +359,7 @@ class SessionModel:
             child = self.nodes.pop(path, None)
             if child:
                 stack.extend(child.children)
-        node.children = []
+        self._put(node.path, children=())
         self.reset.append(node.path)
 
     def _restart_iteration(self, t: int) -> None:
@@ -200,23 +368,27 @@ class SessionModel:
         if node is not None:
             if node.children:
                 self._drop_children(node)
-            node.status, node.score, node.test, node.error = PENDING, None, None, None
-            self.changed.add(node.path)
+            self._put(node.path, status=PENDING, score=None, test=None, error=None)
         prefix = f"it{t}/"
         for path in [p for p in self.lm_calls if p.startswith(prefix)]:
             del self.lm_calls[path]
+            self.flying.pop(path, None)
         for owner in [p for p in self.calls_by_owner if p == f"it{t}" or p.startswith(prefix)]:
             del self.calls_by_owner[owner]
         self.iteration_usage.pop(t, None)
         self.candidate_scores = [(i, v) for i, v in self.candidate_scores if i != t]
         self.accepted.pop(t, None)
         self.verdicts.pop(t, None)
+        self.dirty.update(("lm", "scores", "budget", "header"))
 
-    def _lm_call(self, path: str, t: float) -> LMCall:
+    def _lm_call(self, path: str, t: float, **values: Any) -> LMCall:
         call = self.lm_calls.get(path)
         if call is None:
-            call = self.lm_calls[path] = LMCall(path, t=t)
-            self.calls_by_owner.setdefault(ev.parent_path(path), []).append(path)
+            call = LMCall(path, t=t)
+            owner = ev.parent_path(path)
+            self.calls_by_owner[owner] = self.calls_by_owner.get(owner, ()) + (path,)
+        call = self.lm_calls[path] = replace(call, **values)
+        self.dirty.add("lm")
         return call
 
     def owner_node(self, path: str) -> Node | None:
@@ -250,6 +422,7 @@ class SessionModel:
                 self.settings = dict(d["settings"])
                 for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
                     self._ensure(f"it{t}")
+            self.dirty.update(("header", "budget"))
             text = f"session {'resumed' if d.get('resumed') else 'started'}: {self.task} on {self.model}"
         elif k == ev.ITERATION_STARTED:
             t = d.get("iteration", iteration_of(path) or 0)
@@ -257,12 +430,12 @@ class SessionModel:
             if node is not None:
                 if node.children:
                     self._drop_children(node)
-                node.status, node.source, node.score, node.test = RUNNING, d.get("improver"), None, None
                 prev = self.accepted.get(t - 1)
-                node.parent_source = prev[2] if prev else None
-                self.changed.add(path)
+                self._put(path, status=RUNNING, source=d.get("improver"), score=None, test=None,
+                          parent_source=prev[2] if prev else None)
             self.current_iteration = t
             self.state = "running"
+            self.dirty.update(("tree", "budget", "header"))
             text = f"iteration {t} started"
         elif k in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
             t = d.get("iteration", iteration_of(path) or 0)
@@ -274,17 +447,15 @@ class SessionModel:
                 prev = self.accepted.get(t - 1)
                 self.accepted[t] = prev if prev else (None, None, d.get("kept"))
             self.verdicts[t] = (ok, d.get("reason"))
+            self.dirty.update(("scores", "header"))
             if node is not None:
-                node.status = ACCEPTED if ok else REJECTED
-                node.score, node.test = d.get("val"), d.get("test")
-                node.error = None if ok else d.get("reason")
-                self.changed.add(path)
+                node = self._put(path, status=ACCEPTED if ok else REJECTED, score=d.get("val"), test=d.get("test"),
+                                 error=None if ok else d.get("reason"))
                 if ok:
                     for child in node.children:
                         c = self.nodes.get(child)
                         if c and c.source and c.source == d.get("improver"):
-                            c.status = ACCEPTED
-                            self.changed.add(child)
+                            self._put(child, status=ACCEPTED)
             val = d.get("val")
             vs = f"val {val:.4f}" if isinstance(val, int | float) else "val -"
             test = d.get("test")
@@ -293,68 +464,61 @@ class SessionModel:
                     else f"iteration {t} rejected ({vs}{ts}): {d.get('reason')}")
             level = "good" if ok else "warn"
         elif k == ev.CANDIDATE_PROPOSED:
-            node = self._ensure(path)
-            if node is not None:
-                node.status, node.role = RUNNING, d.get("role", "")
-                node.source, node.parent_source = d.get("source"), d.get("parent")
-                self.changed.add(path)
+            if self._ensure(path) is not None:
+                self._put(path, status=RUNNING, role=d.get("role", ""), source=d.get("source"),
+                          parent_source=d.get("parent"))
             text = f"{d.get('role', 'candidate')} proposed" + ("" if d.get("source") else " (no program)")
         elif k == ev.CANDIDATE_SCORED:
             node = self._ensure(path)
             score = d.get("score")
             if node is not None:
-                node.score, node.test, node.error = score, d.get("test"), d.get("error")
-                if node.status != ACCEPTED:
-                    node.status = FAILED if d.get("error") and not score else SCORED
-                self.changed.add(path)
+                status = node.status if node.status == ACCEPTED else (
+                    FAILED if d.get("error") and not score else SCORED)
+                self._put(path, score=score, test=d.get("test"), error=d.get("error"), status=status)
             if d.get("role") == "candidate" and isinstance(score, int | float):
                 self.candidate_scores.append((iteration_of(path) or 0, float(score)))
+                self.dirty.add("scores")
             text = f"{d.get('role', 'candidate')} scored {_num(score)}" + (f" ({d['error']})" if d.get("error") else "")
             level = "bad" if d.get("error") and not score else "info"
         elif k == ev.RUN_STARTED:
-            node = self._ensure(path)
-            if node is not None:
-                node.status, node.source = RUNNING, d.get("improver")
-                self.changed.add(path)
+            if self._ensure(path) is not None:
+                self._put(path, status=RUNNING, source=d.get("improver"))
             text, level = "improver run started", "dim"
         elif k == ev.RUN_FINISHED:
-            node = self._ensure(path)
-            if node is not None:
-                node.score, node.test, node.error = d.get("val"), d.get("test"), d.get("error")
-                node.output = d.get("solution")
-                node.status = FAILED if d.get("error") else SCORED
-                self.changed.add(path)
+            if self._ensure(path) is not None:
+                self._put(path, score=d.get("val"), test=d.get("test"), error=d.get("error"),
+                          output=d.get("solution"), status=FAILED if d.get("error") else SCORED)
             text = f"run finished: val {_num(d.get('val'))}" + (f" ({d['error']})" if d.get("error") else "")
             level = "bad" if d.get("error") else "dim"
         elif k == ev.SCORING_CANCELLED:  # ended unscored: no score, not a failure
-            node = self._ensure(path)
-            if node is not None:
-                node.status, node.score, node.test = CANCELLED, None, None
-                node.error = d.get("reason")
-                self.changed.add(path)
+            if self._ensure(path) is not None:
+                self._put(path, status=CANCELLED, score=None, test=None, error=d.get("reason"))
             text, level = f"{path}: {d.get('reason', 'cancelled')}", "dim"
         elif k == ev.SOLUTION_SCORED:
-            node = self._ensure(path)
-            if node is not None:
+            if self._ensure(path) is not None:
                 if d.get("split") == "test":
-                    node.test = d.get("score")
+                    self._put(path, test=d.get("score"))
                 else:
-                    node.score, node.source, node.error = d.get("score"), d.get("source"), d.get("error")
-                    node.status = FAILED if d.get("error") and not d.get("score") else SCORED
-                self.changed.add(path)
+                    self._put(path, score=d.get("score"), source=d.get("source"), error=d.get("error"),
+                              status=FAILED if d.get("error") and not d.get("score") else SCORED)
             text = f"solution {d.get('split')} {_num(d.get('score'))}" + (f" ({d['error']})" if d.get("error") else "")
             level = "dim"
         elif k == ev.LM_REQUEST:
-            self._lm_call(path, e.t).request = d
+            self._lm_call(path, e.t, request=d)
+            self.flying[path] = None
+            self.dirty.add("header")
             text, level = f"LM call: {d.get('n', 1)} prompt(s), T={d.get('temperature')}", "dim"
         elif k == ev.LM_REPLY:
-            self._lm_call(path, e.t).reply = d
+            self._lm_call(path, e.t, reply=d)
+            if self.flying.pop(path, "") is None:
+                self.dirty.add("header")
             self.peak_concurrency = max(self.peak_concurrency, int(d.get("concurrency") or 0))
             t = iteration_of(path)
             if t is not None:
-                self.iteration_usage.setdefault(t, Usage()).add_reply(d)
+                self.iteration_usage[t] = self.iteration_usage.get(t, Usage()).plus_reply(d)
             tokens = int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
             self.reply_times.append((e.t, 1, tokens))
+            self.dirty.add("budget")
             text = (f"LM reply: {d.get('prompt_tokens', 0)} in / {d.get('completion_tokens', 0)} out tokens, "
                     f"{d.get('latency', 0):.1f}s" + (f" ({d['error']})" if d.get("error") else ""))
             level = "bad" if d.get("error") else "dim"
@@ -362,8 +526,10 @@ class SessionModel:
             self.totals = Usage(**{key: d.get(key, 0) for key in (
                 "calls", "requests", "completions", "prompt_tokens", "completion_tokens")},
                 cost_usd=d.get("cost_usd"))
+            self.dirty.add("budget")
         elif k == ev.SANDBOX:
             self.sandbox_missing = list(d.get("missing") or [])
+            self.dirty.add("header")
             prot = d.get("protections") or {}
             on = [name for name, v in prot.items() if v]
             text = "sandbox: " + (", ".join(on) or "no protections")
@@ -373,17 +539,19 @@ class SessionModel:
         elif k == ev.FLAG:
             node = self.owner_node(path)
             if node is not None:
-                node.flags.append(d)
-                self.changed.add(node.path)
+                self._put(node.path, flags=self.nodes[node.path].flags + (d,))
             self.flags += 1
+            self.dirty.add("header")
             line = f" line {d['line']}" if d.get("line") else ""
             text, level = f"FLAG {d.get('kind', '?')}{line}: {d.get('detail', '')}", "warn"
         elif k == ev.PAUSED:
             self.state = "paused"
             self.pause_reason = d.get("reason")
+            self.dirty.add("header")
             text, level = f"paused: {d.get('reason', '')}", "warn"
         elif k == ev.RESUMED:
             self.state = "running"
+            self.dirty.add("header")
             t = d.get("iteration")
             if d.get("superseded_from") is not None and isinstance(t, int):
                 self._restart_iteration(t)
@@ -396,9 +564,11 @@ class SessionModel:
             text = None
         elif k == ev.SESSION_FINISHED:
             self.state = "finished"
+            self.dirty.add("header")
             text, level = f"session finished after {d.get('iterations_completed', '?')} iteration(s)", "good"
         elif k == ev.ERROR:
             self.errors += 1
+            self.dirty.add("header")
             text, level = f"error: {d.get('message', '')}", "bad"
         else:
             text, level = k, "dim"
@@ -406,51 +576,7 @@ class SessionModel:
             line = LogLine(e.t, k, path, text, level)
             self.log.append(line)
             self.new_log.append(line)
-
-    # -- queries --------------------------------------------------------------------------
-    def iterations_done(self) -> int:
-        return max((t for t in self.verdicts if t > 0), default=0)
-
-    def accepted_path(self) -> str | None:
-        """The node holding the currently accepted improver."""
-        if not self.accepted:
-            return None
-        t = max(self.accepted)
-        improver = self.accepted[t][2]
-        for k in range(t, -1, -1):
-            ok = self.verdicts.get(k, (False, None))[0]
-            if ok and self.accepted.get(k, (None, None, None))[2] == improver:
-                node = self.nodes.get(f"it{k}/check")
-                return node.path if node else f"it{k}"
-        return None
-
-    def exchange_for(self, path: str, extracted: dict[str, str | None] | None = None) -> list[str]:
-        """LM call paths that produced the node at `path` (most specific first)."""
-        node = self.nodes.get(path)
-        if node is None:
-            return []
-        if node.kind == ITERATION:
-            return list(self.calls_by_owner.get(path, []))
-        if node.kind == CANDIDATE:
-            return list(self.calls_by_owner.get(ev.parent_path(path), []))
-        if node.kind == RUN:
-            return list(self.calls_by_owner.get(path, []))
-        return list(self.calls_by_owner.get(ev.parent_path(path), []))
-
-    def in_flight(self) -> list[str]:
-        """LM calls asked but not answered yet (while the engine runs)."""
-        return [p for p, call in self.lm_calls.items() if call.reply is None]
-
-    def rate(self) -> tuple[float, float]:
-        """(LM calls per minute, tokens per second) over the recent replies."""
-        if len(self.reply_times) < 2:
-            return 0.0, 0.0
-        span = self.reply_times[-1][0] - self.reply_times[0][0]
-        if span <= 0:
-            return 0.0, 0.0
-        calls = sum(c for _, c, _ in list(self.reply_times)[1:])
-        tokens = sum(tk for _, _, tk in list(self.reply_times)[1:])
-        return calls * 60.0 / span, tokens / span
+            self.dirty.add("log")
 
 
 def _num(x: object) -> str:

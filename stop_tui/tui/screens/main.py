@@ -10,6 +10,7 @@ from textual.widgets import Footer
 
 from stop_tui.tui.actions import MAIN, bindings, in_registry_order, live_keys
 from stop_tui.tui.messages import NodeSelected
+from stop_tui.tui.model import Snapshot
 from stop_tui.tui.widgets.budget import BudgetPane
 from stop_tui.tui.widgets.header import SessionHeader
 from stop_tui.tui.widgets.lineage import LineagePane
@@ -48,8 +49,9 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(LineagePane).border_title = "Lineage"
-        log = self.st.model.log  # on opening, the most recent lines (the database has them all)
-        self.query_one(LogPane).add_lines(list(log)[-INITIAL_LOG_LINES:], self.st.model.t0)
+        snapshot = self.st.model  # the latest: what came before mounting is drawn from it
+        self._versions = snapshot.versions
+        self.query_one(LogPane).add_lines(list(snapshot.log)[-INITIAL_LOG_LINES:], snapshot.t0)
         self.query_one(LineagePane).focus()
         self.call_after_refresh(self.app.update_state)
         self.bindings_updated_signal.subscribe(self, self._keys_changed)
@@ -82,16 +84,38 @@ class MainScreen(Screen[None]):
         lineage.select_path(path)
         lineage.focus()
 
-    def apply_changes(self, added, changed, reset, log_lines) -> None:
-        self.query_one(LineagePane).apply_changes(added, changed, reset)
-        self.query_one(SourcePane).node_changed(changed)
-        self.query_one(ScoresPane).refresh()
-        self.query_one(BudgetPane).refresh()
-        self.query_one(SessionHeader).refresh()
-        self.query_one(LogPane).add_lines(log_lines, self.st.model.t0)
+    def show(self, snapshot: Snapshot) -> None:
+        """Draw a new snapshot of the session: each pane only if its part of it changed."""
+        before, self._versions = self._versions, snapshot.versions
 
-    def meta_changed(self) -> None:
-        self.query_one(SessionHeader).refresh()
+        def changed(*parts: str) -> bool:
+            return any(before.get(part) != snapshot.versions[part] for part in parts)
+
+        lineage, source, log = self.query_one(LineagePane), self.query_one(SourcePane), self.query_one(LogPane)
+        scores, budget, header = self.query_one(ScoresPane), self.query_one(BudgetPane), self.query_one(SessionHeader)
+        for pane in (lineage, source, scores, budget, header):
+            pane.model = snapshot
+        changes = snapshot.changes
+        if changes.full:  # the log read at opening: everything drawn from the snapshot
+            lineage.redraw()
+            source.refresh_view()
+            log.clear()
+            log.add_lines(list(snapshot.log)[-INITIAL_LOG_LINES:], snapshot.t0)
+            for pane in (scores, budget, header):
+                pane.refresh()
+            return
+        if changes.added or changes.changed or changes.reset:
+            lineage.apply_changes(changes.added, changes.changed, changes.reset)
+        if changed("tree", "lm", "scores"):
+            source.node_changed(changes.changed)
+        if changed("scores"):
+            scores.refresh()
+        if changed("budget", "header"):
+            budget.refresh()
+        if changed("header"):
+            header.refresh()
+        if changes.log:
+            log.add_lines(list(changes.log), snapshot.t0)
 
     def theme_changed(self) -> None:
         self.query_one(LineagePane).theme_changed()

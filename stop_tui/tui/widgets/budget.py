@@ -47,7 +47,7 @@ than a few seconds.
 """
     WAIT_SHOWN = 5.0  # seconds a request waits before the pane names it
 
-    def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
+    def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = session_model
 

@@ -14,7 +14,7 @@ FIXED_TEMPERATURE = "temperature fixed by the model: the paper's temperatures ar
 
 
 class SessionHeader(Widget):
-    def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
+    def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = session_model
         self.state = "paused"

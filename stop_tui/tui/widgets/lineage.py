@@ -7,6 +7,8 @@ model at render time, so a status change repaints one line and the selection nev
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import Tree
@@ -46,7 +48,7 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
 
     BINDINGS = bindings(LINEAGE)
 
-    def __init__(self, session_model: m.SessionModel, **kwargs) -> None:
+    def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__("session", data="", **kwargs)
         self.model = session_model
         self.show_root = False
@@ -70,6 +72,15 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
         if self.cursor_node is not None and self.cursor_node.data:
             self._last_selected = self.cursor_node.data
             self.post_message(NodeSelected(self.cursor_node.data))
+
+    def redraw(self) -> None:
+        """Build the tree again from the model, keeping the selection where it can."""
+        keep = self.cursor_node.data if self.cursor_node is not None else None
+        self.rebuild()
+        if keep and keep in self.model.nodes:
+            self.call_after_refresh(self.select_path, keep)
+        else:
+            self.call_after_refresh(self._select_initial)
 
     def rebuild(self) -> None:
         self.clear()
@@ -123,7 +134,7 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
                     if ctn is not None and ctn.children and not ctn.is_expanded:
                         ctn.expand()
 
-    def apply_changes(self, added: list[str], changed: set[str], reset: list[str]) -> None:
+    def apply_changes(self, added: Iterable[str], changed: Iterable[str], reset: Iterable[str]) -> None:
         """Fold a batch of model changes into the tree, keeping the selection where it is."""
         keep = self.cursor_node.data if self.cursor_node is not None else None
         structural = False

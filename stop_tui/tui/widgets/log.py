@@ -10,7 +10,7 @@ from stop_tui.tui import model as m
 from stop_tui.tui.palette import palette
 
 MAX_LINES = 2000
-MAX_PER_UPDATE = 200  # a burst of events shows its newest lines (the database keeps them all)
+MAX_PER_UPDATE = 60  # a burst of events shows its newest lines (the database keeps them all)
 
 
 class LogPane(RichLog):

@@ -61,7 +61,7 @@ test (◇) instances; every candidate improver's û (·); and baselines (┄) wh
 folder has `baselines/*.json`. The table lists each iteration's numbers and verdict.
 """
 
-    def __init__(self, session_model: m.SessionModel, session_dir: Path | None = None, **kwargs) -> None:
+    def __init__(self, session_model: m.Snapshot, session_dir: Path | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = session_model
         self.session_dir = session_dir
@@ -137,7 +137,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         if plot_w < 8 or plot_h < 2:
             return Text("")
         planned = int(self.model.settings.get("iterations", 0) or 0)
-        last = max([planned, self.model.current_iteration or 0] + [t for t, _ in vals + cands])
+        last = max([planned, self.model.current_iteration or 0] + [t for t, _ in [*vals, *cands]])
         span = max(last, 1)
         grid = [[" "] * plot_w for _ in range(plot_h)]
         style = [[""] * plot_w for _ in range(plot_h)]

@@ -44,7 +44,7 @@ The selected node's program, syntax highlighted.
   matches exactly).
 """
 
-    def __init__(self, session_model: m.SessionModel, texts: Callable[[str | None], str | None],
+    def __init__(self, session_model: m.Snapshot, texts: Callable[[str | None], str | None],
                  seed_solution: str | None = None, seed_improver: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = session_model
