@@ -9,7 +9,7 @@ import pytest
 from conftest import PROGRAMS, stop_tui
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.baseline import PROGRAMS as BASELINES
+from stop_tui.engine.baseline import PROGRAMS as BASELINES
 from stop_tui.engine import events as ev
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore

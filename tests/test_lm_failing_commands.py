@@ -12,7 +12,7 @@ from conftest import PROGRAMS, stop_tui
 from lm_helpers import events_of, responder
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.transfer import SCORED
+from stop_tui.engine.transfer import SCORED
 from stop_tui.engine import events as ev
 from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.session import new_session, session_settings

@@ -17,7 +17,7 @@ import pytest
 from conftest import PROGRAMS, ROOT, stop_tui
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.transfer import SCORED, mean_ci, resolve_improver
+from stop_tui.engine.transfer import SCORED, resolve_improver
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
@@ -198,15 +198,6 @@ def test_improver_from_a_session_and_iteration(sessions_dir):
 def test_user_errors_exit_2(sessions_dir, args, message):
     proc = stop_tui("transfer", "--model", "local", "--sessions-dir", str(sessions_dir), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-
-
-def test_mean_ci():
-    assert mean_ci([]) == (None, None)
-    assert mean_ci([0.5]) == (0.5, [0.5, 0.5])
-    m, (lo, hi) = mean_ci([0.4, 0.6])
-    assert m == pytest.approx(0.5) and lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # t(1) = 12.7, clipped
-    m, (lo, hi) = mean_ci([0.5, 0.6, 0.7])
-    assert (lo, hi) == (pytest.approx(0.6 - 4.303 * 0.1 / 3 ** 0.5), pytest.approx(0.6 + 4.303 * 0.1 / 3 ** 0.5))
 
 
 @pytest.mark.slow

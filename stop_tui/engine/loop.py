@@ -37,6 +37,7 @@ class MetaScore:
     val: float
     test: float | None
     errors: list[str]
+    runs: tuple[tuple[float, float | None], ...] = ()  # each improver run's (val, test), in run order
 
 
 @dataclass
@@ -164,7 +165,7 @@ class Engine:
             results = [f.result() for f in futures]
         val = sum(r[0] for r in results) / n
         test = sum(r[1] for r in results) / n if with_test else None
-        return MetaScore(val, test, [r[2] for r in results if r[2]])
+        return MetaScore(val, test, [r[2] for r in results if r[2]], tuple(r[:2] for r in results))
 
     def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
                         with_test: bool, cancel: CancelFlag | None = None) -> MetaScore:
