@@ -23,6 +23,7 @@ new session's own), never in the STOP session's own log.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.lock import SessionLock, acquire
-from stop_tui.engine.session import wire_session
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import SessionStore, session_folder
@@ -63,11 +63,7 @@ def request(initial_solution, utility, extra=""):
 '''
 
 
-_PROMPT = _seed_prompt()
-
-BEST_OF_N = '''from helpers import extract_code
-''' + _PROMPT + '''
-
+_BEST_OF_N = '''
 def improve_algorithm(initial_solution, utility, language_model):
     """Best of n: every LM call of the budget samples the same improvement request; the best
     scoring of all the programs returned wins."""
@@ -85,9 +81,7 @@ def improve_algorithm(initial_solution, utility, language_model):
     return best
 '''
 
-COT = '''from helpers import extract_code
-''' + _PROMPT + '''
-
+_COT = '''
 def improve_algorithm(initial_solution, utility, language_model):
     """One chain-of-thought attempt: reason step by step, then write the program once."""
     message = request(initial_solution, utility, extra="""
@@ -99,9 +93,7 @@ improved solution in one ```python block.""")
     return extract_code(replies)[0]
 '''
 
-GREEDY = '''from helpers import extract_code
-''' + _PROMPT + '''
-
+_GREEDY = '''
 def improve_algorithm(initial_solution, utility, language_model):
     """Greedy iterative improvement: each LM call asks to improve the best program so far; a
     candidate replaces it only when it scores strictly higher."""
@@ -120,7 +112,13 @@ def improve_algorithm(initial_solution, utility, language_model):
     return best
 '''
 
-PROGRAMS = {"best-of-n": BEST_OF_N, "cot": COT, "greedy": GREEDY}
+
+@functools.cache
+def programs() -> dict[str, str]:
+    """Each method's improver program: the seed improver's prompt (read once), then the method."""
+    head = "from helpers import extract_code\n" + _seed_prompt() + "\n"
+    return {"best-of-n": head + _BEST_OF_N, "cot": head + _COT, "greedy": head + _GREEDY}
+
 
 # The paper's LPN baselines (arXiv 2310.02304; GPT-4): mean and +- half-width.
 PAPER = {("lpn", "cot"): (0.577, 0.030), ("lpn", "greedy"): (0.642, 0.009)}
@@ -190,13 +188,15 @@ class Baseline:
             self.lock.release()
 
     def _score(self, echo: Callable[[str], None] | None, again: str) -> dict[str, Any]:
+        from stop_tui.engine.session import wire_session
+
         store, method, task_name, settings = self.store, self.method, self.task_name, self.settings
         session = wire_session(store, settings, task_name, self.backend)
         try:
             if echo:
                 echo(f"baseline {method} on {task_name}: {settings.meta_runs} run(s)")
             try:
-                result = session.engine.score_candidate(PROGRAMS[method], f"baseline-{method}", None,
+                result = session.engine.score_candidate(programs()[method], f"baseline-{method}", None,
                                                         f"baseline:{method}", with_test=True)
             except Cancelled:
                 reason = session.pause_if_stopped(again, switch="change --base-url URL / --model NAME")

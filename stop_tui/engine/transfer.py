@@ -21,18 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.gate import ITERATION
 from stop_tui.engine.lock import acquire
-from stop_tui.engine.session import Session, claim, make_backend, wire_session
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, session_folder
 from stop_tui.engine.tasks import load_task
+
+if TYPE_CHECKING:
+    from stop_tui.engine.session import Session
 
 KIND = "transfer"
 STARTED = "transfer_started"  # {task, who, run}
@@ -167,6 +169,8 @@ class Transfer:
 
 def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url: str | None) -> Transfer:
     """A new transfer session (locked by this process) for `plan`."""
+    from stop_tui.engine.session import wire_session
+
     store = SessionStore.create(sessions_dir, {
         "kind": KIND, "task": ",".join(plan.tasks), "tasks": plan.tasks, "runs": plan.runs,
         "model": backend.model, "settings": settings.to_dict(), "base_url": base_url,
@@ -185,6 +189,8 @@ def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None) -> 
     """A saved transfer session, locked, its LM totals and record restored (a unit cut short
     gets the answers it already paid for from the record, not the server): the recorded model,
     on `base_url` when given, else on the recorded server."""
+    from stop_tui.engine.session import claim, make_backend, wire_session
+
     lock = claim(session_folder(sessions_dir, session_id))  # released by Session.close()
     store = SessionStore(lock.folder)
     meta = store.meta()
