@@ -11,53 +11,11 @@ from collections.abc import Callable
 from typing import TextIO
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.history import describe
 from stop_tui.engine.untrusted import printable
 
 Waiting = Callable[[], list[tuple[str, str, float]]]  # LMService.waiting
 WAIT_NOTICE = 15.0  # seconds a request waits before a line says so (then again every 15 s)
-
-
-def _pct(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "-"
-
-
-def describe(event: ev.Event) -> str | None:
-    """One human line for the events worth a line (None for the rest)."""
-    d, p = event.data, event.path
-    if event.kind == ev.SESSION_STARTED:
-        return f"session started: task {d.get('task')}, model {d.get('model')}"
-    if event.kind == ev.ITERATION_STARTED:
-        return f"iteration {d['iteration']} started" + (" (scoring the seed improver)" if d["iteration"] == 0 else "")
-    if event.kind == ev.CANDIDATE_SCORED:
-        err = f"  ({d['error'][:80]})" if d.get("error") else ""
-        test = f", test {_pct(d['test'])}" if "test" in d else ""
-        return f"{p}: {d.get('role')} improver scored {_pct(d.get('score'))}{test}{err}"
-    if event.kind == ev.ITERATION_ACCEPTED:
-        return f"iteration {d['iteration']}: accepted, meta-utility val {_pct(d.get('val'))} test {_pct(d.get('test'))}"
-    if event.kind == ev.ITERATION_REJECTED:
-        return f"iteration {d['iteration']}: kept the previous improver ({d.get('reason')})"
-    if event.kind == ev.LM_REPLY:
-        err = f" error: {d['error'][:80]}" if d.get("error") else ""
-        return (f"{p}: LM reply, {d['prompt_tokens']} in / {d['completion_tokens']} out tokens,"
-                f" {d['latency']:.1f} s{err}")
-    if event.kind == ev.SCORING_CANCELLED:
-        return f"{p}: {d.get('reason')}"
-    if event.kind == ev.RUN_FINISHED and d.get("error"):
-        return f"{p}: improver run failed: {d['error'][:100]}"
-    if event.kind == ev.LM_RETRY:
-        return f"{p}: LM request failed ({d.get('error', '')[:80]}), retry in {d.get('wait', 0):.1f} s"
-    if event.kind == ev.RESUMED:
-        if d.get("superseded_from") is None:
-            return f"resumed at iteration {d.get('iteration')}"
-        return (f"resumed: re-running iteration {d.get('iteration')}, {d.get('recorded_calls', 0)} "
-                "LM call(s) answered from the record")
-    if event.kind == ev.PAUSED:
-        return f"paused: {d.get('reason')}"
-    if event.kind == ev.SESSION_FINISHED:
-        return f"finished: {d.get('iterations_completed')} iteration(s)"
-    if event.kind == ev.ERROR:
-        return f"error: {d.get('message')}"
-    return None
 
 
 def describe_waiting(rows: list[tuple[str, str, float]], at_least: float = 0.0) -> str | None:

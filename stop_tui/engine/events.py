@@ -8,49 +8,413 @@ Node paths name every piece of work, e.g. ``it2/c3/r1/lm2``:
 iteration's improver asked û about, ``check`` the engine's re-score of what the improver
 returned, ``rJ`` one improver run inside a meta-utility, ``lmI`` one LM call, ``sI`` one
 downstream solution scored inside a run, ``final`` the run's returned solution.
+
+Each kind has one schema below: a frozen dataclass whose fields are the payload's keys (a Python
+keyword gets a trailing underscore and is stored under the plain key, ``from_`` -> ``"from"``).
+Build every event with ``event(payload, path)``; read a stored one's typed payload with
+``Event.payload``; ``validate(event)`` lists how a stored event differs from its schema.
+
+A field is one of three sorts:
+- required (no default): always written; an old row that lacks it still decodes (to None);
+- optional (a default): always written now, absent in sessions older than the key;
+- sparse (``sparse(default)``): written only when its value is not the default (``error``,
+  ``replayed``...), so readers that test ``"key" in data`` read what they always did.
+Decoding tolerates keys a schema does not know (an older or newer version wrote them);
+``validate`` reports them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import keyword
+import re
 import time
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar, NewType, Union
 
 # Session level
-SESSION_STARTED = "session_started"  # {task, model, settings, seed, resumed}
-SESSION_FINISHED = "session_finished"  # {iterations_completed, reason}
-PAUSED = "paused"  # {reason, cap?: "--max-cost" | "--max-tokens" | "--max-calls"}
-RESUMED = "resumed"  # {iteration, superseded_from: seq|None, recorded_calls}: see engine/resume.py
-ERROR = "error"  # {message}
-LM_CHANGED = "lm_changed"  # {from: {model, base_url, replay_of}, to: {...}}: resumed with another model / server
+SESSION_STARTED = "session_started"
+SESSION_FINISHED = "session_finished"
+PAUSED = "paused"
+RESUMED = "resumed"
+ERROR = "error"
+LM_CHANGED = "lm_changed"
 # Iterations
-ITERATION_STARTED = "iteration_started"  # {iteration, improver: hash}
-ITERATION_ACCEPTED = "iteration_accepted"  # {iteration, improver: hash, val, test, rule}
-ITERATION_REJECTED = "iteration_rejected"  # {iteration, kept: hash, reason, val, test}
+ITERATION_STARTED = "iteration_started"
+ITERATION_ACCEPTED = "iteration_accepted"
+ITERATION_REJECTED = "iteration_rejected"
 # Candidates and runs (improvers)
-CANDIDATE_PROPOSED = "candidate_proposed"  # {source: hash, parent: hash|None, role}
-CANDIDATE_SCORED = "candidate_scored"  # {score, test?, error?, role}
-RUN_STARTED = "run_started"  # {improver: hash}
-RUN_FINISHED = "run_finished"  # {solution: hash|None, error?, seconds}
-# The improver run (RUN_STARTED) or candidate (CANDIDATE_PROPOSED) at this path ended unscored:
-# the improver run that asked for its scoring ended first. Not a score (readers count it as
-# neither scored nor failed); a stop of the engine (quit, cap) records nothing instead.
-SCORING_CANCELLED = "scoring_cancelled"  # {reason}
+CANDIDATE_PROPOSED = "candidate_proposed"
+CANDIDATE_SCORED = "candidate_scored"
+RUN_STARTED = "run_started"
+RUN_FINISHED = "run_finished"
+SCORING_CANCELLED = "scoring_cancelled"
 # Downstream solutions
-SOLUTION_SCORED = "solution_scored"  # {source: hash|None, split, score, error?, seconds}
+SOLUTION_SCORED = "solution_scored"
 # LM traffic
+LM_REQUEST = "lm_request"
+LM_REPLY = "lm_reply"
+LM_PART = "lm_part"
+LM_RETRY = "lm_retry"
+BUDGET = "budget"
+SANDBOX = "sandbox"
+FLAG = "flag"
+# Transfer sessions (stop-tui transfer)
+TRANSFER_STARTED = "transfer_started"
+TRANSFER_SCORED = "transfer_scored"
+TRANSFER_FINISHED = "transfer_finished"
+
+Hash = NewType("Hash", str)  # a text's content hash in the session store (store.content_hash)
+HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def sparse(default: Any = None) -> Any:
+    """A key written only when its value is not `default` (absent from the log otherwise)."""
+    return field(default=default, metadata={"sparse": True})
+
+
+def _key(name: str) -> str:
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+class Payload:
+    """The typed payload of one event kind (subclasses are frozen, keyword-only dataclasses)."""
+
+    KIND: ClassVar[str]
+
+    def to_data(self) -> dict[str, Any]:
+        """The payload as the JSON dict stored in the event (sparse keys left out at default)."""
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.metadata.get("sparse") and value == f.default:
+                continue
+            data[_key(f.name)] = _jsonable(value)
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Payload:
+        """Decode a stored dict: missing keys take their default (a required one: None);
+        keys the schema does not know are ignored."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            key = _key(f.name)
+            if key in data:
+                values[f.name] = data[key]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                values[f.name] = None
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+SCHEMAS: dict[str, type[Payload]] = {}
+
+
+def _schema(cls: type) -> type:
+    """Make `cls` a frozen, keyword-only dataclass and register it under its KIND."""
+    made = dataclass(frozen=True, kw_only=True)(cls)
+    assert made.KIND not in SCHEMAS, made.KIND
+    SCHEMAS[made.KIND] = made
+    return made
+
+
+# -- session level --------------------------------------------------------------------------
+
+@_schema
+class SessionStarted(Payload):
+    KIND: ClassVar[str] = SESSION_STARTED
+    task: str  # a task name, a task folder, or "grid,mqa" (a transfer's tasks)
+    model: str
+    settings: dict[str, Any]
+    resumed: bool = False
+    kind: str | None = sparse()  # a session that is not a STOP run: "transfer", "baseline"
+    method: str | None = sparse()  # a baseline's method
+
+
+@_schema
+class SessionFinished(Payload):
+    KIND: ClassVar[str] = SESSION_FINISHED
+    iterations_completed: int
+    reason: str
+
+
+@_schema
+class Paused(Payload):
+    KIND: ClassVar[str] = PAUSED
+    reason: str  # the one `paused:` line a command prints
+    cap: str | None = sparse()  # the cap that paused it: "--max-cost" | "--max-tokens" | "--max-calls"
+    lm_failed: bool = sparse(False)  # the LM server kept failing (lm/service.py)
+
+
+@_schema
+class Resumed(Payload):
+    """A run continued (see engine/resume.py): `iteration` is the one it continues with;
+    `superseded_from` the first seq of an unfinished iteration's events, which this event
+    supersedes (it is re-executed, `recorded_calls` of its LM calls answered from the record).
+    A transfer's resume writes only `kind`."""
+
+    KIND: ClassVar[str] = RESUMED
+    iteration: int | None = sparse()
+    superseded_from: int | None = None
+    recorded_calls: int | None = sparse()
+    kind: str | None = sparse()
+
+
+@_schema
+class Error(Payload):
+    KIND: ClassVar[str] = ERROR
+    message: str
+
+
+@_schema
+class LMChanged(Payload):
+    """Resumed with another model or server: each side is {model, base_url, replay_of}."""
+
+    KIND: ClassVar[str] = LM_CHANGED
+    from_: dict[str, str | None]
+    to: dict[str, str | None]
+
+
+# -- iterations -----------------------------------------------------------------------------
+
+@_schema
+class IterationStarted(Payload):
+    KIND: ClassVar[str] = ITERATION_STARTED
+    iteration: int
+    improver: Hash  # the improver that runs (the one held after iteration - 1)
+
+
+@_schema
+class IterationAccepted(Payload):
+    KIND: ClassVar[str] = ITERATION_ACCEPTED
+    iteration: int
+    improver: Hash  # the improver held from now on
+    val: float
+    test: float | None
+    rule: str | None = None  # the acceptance rule (settings.acceptance)
+
+
+@_schema
+class IterationRejected(Payload):
+    KIND: ClassVar[str] = ITERATION_REJECTED
+    iteration: int
+    kept: Hash  # the improver still held
+    reason: str
+    val: float | None
+    test: float | None
+    rule: str | None = None
+
+
+# -- candidates and runs --------------------------------------------------------------------
+
+@_schema
+class CandidateProposed(Payload):
+    KIND: ClassVar[str] = CANDIDATE_PROPOSED
+    role: str  # "seed" | "candidate" | "check" | "baseline:METHOD"
+    source: Hash | None  # None: no program
+    parent: Hash | None
+
+
+@_schema
+class CandidateScored(Payload):
+    KIND: ClassVar[str] = CANDIDATE_SCORED
+    role: str
+    score: float
+    test: float | None = sparse()  # only when scored on test too
+    error: str | None = sparse()  # the first failed run's error
+    failed_runs: int | None = sparse()
+
+
+@_schema
+class RunStarted(Payload):
+    KIND: ClassVar[str] = RUN_STARTED
+    improver: Hash
+
+
+@_schema
+class RunFinished(Payload):
+    KIND: ClassVar[str] = RUN_FINISHED
+    solution: Hash | None
+    val: float | None = None
+    test: float | None = None
+    error: str | None
+    seconds: float
+    lm_uses: int | None = None
+    utility_uses: int | None = None
+
+
+@_schema
+class ScoringCancelled(Payload):
+    """The improver run (RUN_STARTED) or candidate (CANDIDATE_PROPOSED) at this path ended
+    unscored: the improver run that asked for its scoring ended first. Not a score (readers
+    count it as neither scored nor failed); a stop of the engine (quit, cap) records nothing."""
+
+    KIND: ClassVar[str] = SCORING_CANCELLED
+    reason: str
+
+
+@_schema
+class SolutionScored(Payload):
+    KIND: ClassVar[str] = SOLUTION_SCORED
+    source: Hash | None
+    split: str  # "val" | "test"
+    score: float
+    seconds: float
+    error: str | None = sparse()
+
+
+# -- LM traffic -----------------------------------------------------------------------------
 # One call (one `prompt` / `batch_prompt` use) is LM_REQUEST, an LM_PART per server request
 # that got an answer (group = index of the distinct message, offset = first sample; a failed or
 # malformed one has replies [null] and error), LM_REPLY, then BUDGET (session totals).
 # See lm/service.py and lm/record.py (replay keys); resume.py for superseded events.
-LM_REQUEST = "lm_request"  # {system, prompts: [hash], temperature, n, distinct, max_tokens, use, model}
-LM_REPLY = "lm_reply"  # {replies: [hash], prompt_tokens, completion_tokens, requests, retries, failed, latency, concurrency, cost_usd, error?, replayed?}
-LM_PART = "lm_part"  # {use, group, offset, seed, replies: [hash|null], finish_reasons, prompt_tokens, completion_tokens, requests (attempts), latency, error?, usage_missing?}
-LM_RETRY = "lm_retry"  # one failed attempt that will be retried: {use, group, offset, attempt, status, error, wait}
-BUDGET = "budget"  # {calls, requests, retries, completions, failed, prompt_tokens, completion_tokens, cost_usd}
-SANDBOX = "sandbox"  # {mode, protections: {name: bool}, missing: [name], fallbacks, notes} per session
-FLAG = "flag"  # {kind, detail, line, role, omitted?} a static safety finding, at the candidate's path
 
+@_schema
+class LMRequest(Payload):
+    KIND: ClassVar[str] = LM_REQUEST
+    use: int
+    system: Hash
+    prompts: list[Hash]
+    n: int
+    distinct: int | None = None
+    temperature: float
+    max_tokens: int
+    model: str | None = None
+    refused: str | None = sparse()  # refused before sending (prompt too long): why
+
+
+@_schema
+class LMReply(Payload):
+    KIND: ClassVar[str] = LM_REPLY
+    use: int
+    replies: list[Hash]  # "" (its hash) for a failed completion
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int = sparse(0)  # of completion_tokens, where the server reports them
+    requests: int  # server requests sent, failed attempts included
+    retries: int = 0
+    failed: int = 0  # completions that could not be obtained
+    latency: float
+    concurrency: int = 0  # the most requests in flight (session-wide) while this call's were
+    cost_usd: float | None  # None: the model has no known price
+    error: str | None = sparse()
+    replayed: bool = sparse(False)  # answered from another session's record
+    refused: bool = sparse(False)  # refused before sending
+
+
+@_schema
+class LMPart(Payload):
+    KIND: ClassVar[str] = LM_PART
+    use: int
+    group: int
+    offset: int
+    seed: int
+    replies: list[Hash | None]
+    finish_reasons: list[str | None]
+    prompt_tokens: int
+    completion_tokens: int
+    requests: int  # attempts made
+    latency: float
+    reasoning_tokens: int = sparse(0)
+    error: str | None = sparse()
+    usage_missing: bool = sparse(False)
+
+
+@_schema
+class LMRetry(Payload):
+    """One failed attempt that will be retried."""
+
+    KIND: ClassVar[str] = LM_RETRY
+    use: int
+    group: int
+    offset: int
+    attempt: int
+    status: int | None
+    error: str
+    wait: float
+
+
+@_schema
+class Budget(Payload):
+    """The session's LM totals after a call (lm/service.py Usage)."""
+
+    KIND: ClassVar[str] = BUDGET
+    calls: int
+    requests: int
+    retries: int = 0
+    completions: int
+    failed: int = 0
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int = sparse(0)
+    cost_usd: float | None
+
+
+@_schema
+class Sandbox(Payload):
+    """Which protections this machine's sandbox has (names: sandbox/isolation.py), per session."""
+
+    KIND: ClassVar[str] = SANDBOX
+    mode: str | None = None  # None: no sandbox mode could start (see `error`)
+    protections: dict[str, bool]
+    missing: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)  # why stronger modes could not start
+    notes: list[str] | None = sparse()
+    error: str | None = sparse()
+
+
+@_schema
+class Flag(Payload):
+    """A static safety finding (engine/safety.py KINDS), at the candidate's path."""
+
+    KIND: ClassVar[str] = FLAG
+    kind: str
+    detail: str
+    line: int | None = None
+    omitted: int = sparse(0)  # > 0: this finding stands for that many more of its kind
+    role: str | None = None  # "improver" | "solution"
+
+
+# -- transfer sessions ----------------------------------------------------------------------
+
+@_schema
+class TransferStarted(Payload):
+    KIND: ClassVar[str] = TRANSFER_STARTED
+    task: str
+    who: str  # "seed_solution" | "seed_improver" | "improver"
+    run: int
+
+
+@_schema
+class TransferScored(Payload):
+    KIND: ClassVar[str] = TRANSFER_SCORED
+    task: str
+    who: str
+    run: int
+    val: float
+    test: float | None
+    run_vals: list[float] | None = sparse()  # per improver run (not for seed_solution)
+    run_tests: list[float] | None = sparse()
+    errors: list[str] | None = sparse()
+
+
+@_schema
+class TransferFinished(Payload):
+    KIND: ClassVar[str] = TRANSFER_FINISHED
+    rows: list[dict[str, Any]]
+
+
+# -- the envelope ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Event:
@@ -68,6 +432,108 @@ class Event:
         return cls(kind=d["kind"], path=d.get("path", ""), data=d.get("data", {}),
                    t=d.get("t", 0.0), seq=d.get("seq", 0))
 
+    @cached_property
+    def payload(self) -> Any:
+        """The typed payload (decoded from `data` once); None for a kind without a schema."""
+        schema = SCHEMAS.get(self.kind)
+        if schema is None:
+            return None
+        return schema.from_data(self.data if isinstance(self.data, dict) else {})
+
+
+def event(payload: Payload, path: str = "", t: float | None = None) -> Event:
+    """The one way to build an event: its kind and data come from the typed payload."""
+    return Event(payload.KIND, path, payload.to_data(), time.time() if t is None else t)
+
 
 def parent_path(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+# -- validation -----------------------------------------------------------------------------
+
+def validate(e: Event) -> list[str]:
+    """How a stored event differs from its kind's schema: missing required keys, keys the
+    schema does not know, values of the wrong type ([] when it matches)."""
+    schema = SCHEMAS.get(e.kind)
+    if schema is None:
+        return [f"{e.kind}: no schema for this kind"]
+    if not isinstance(e.data, dict):
+        return [f"{e.kind}: data is {type(e.data).__name__}, not a dict"]
+    hints = _hints(schema)
+    problems = []
+    known = set()
+    for f in dataclasses.fields(schema):
+        key = _key(f.name)
+        known.add(key)
+        if key not in e.data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{e.kind}: missing key {key!r}")
+            continue
+        wrong = _mismatch(e.data[key], hints[f.name])
+        if wrong:
+            problems.append(f"{e.kind}.{key}: {wrong}")
+    problems += [f"{e.kind}: unexpected key {key!r}" for key in e.data if key not in known]
+    return problems
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(schema: type) -> dict[str, Any]:
+    if schema not in _HINTS:
+        _HINTS[schema] = typing.get_type_hints(schema)
+    return _HINTS[schema]
+
+
+def _mismatch(value: Any, tp: Any) -> str | None:
+    """Why `value` (decoded JSON) is not of type `tp`; None when it is."""
+    if tp is Any:
+        return None
+    if tp is Hash:
+        return None if isinstance(value, str) and HASH.fullmatch(value) else f"{value!r} is not a text hash"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if any(_mismatch(value, option) is None for option in options):
+            return None
+        return f"{_short(value)} is not {' | '.join(_name(o) for o in options)}"
+    if tp is type(None):
+        return None if value is None else f"{_short(value)} is not None"
+    if tp is bool:
+        return None if isinstance(value, bool) else f"{_short(value)} is not a bool"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"{_short(value)} is not an int"
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"{_short(value)} is not a number"
+    if tp is str:
+        return None if isinstance(value, str) else f"{_short(value)} is not a str"
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{_short(value)} is not a list"
+        (item,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            wrong = _mismatch(v, item)
+            if wrong:
+                return f"[{i}]: {wrong}"
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"{_short(value)} is not a dict"
+        _, item = typing.get_args(tp)
+        for k, v in value.items():
+            wrong = _mismatch(v, item)
+            if wrong:
+                return f"[{k!r}]: {wrong}"
+        return None
+    raise TypeError(f"events.validate cannot check the type {tp!r}")
+
+
+def _name(tp: Any) -> str:
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -20,6 +20,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
+from stop_tui.engine.history import History
 from stop_tui.engine.improver import WALL_FACTOR, Utility, run_improver
 from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import LMService
@@ -63,8 +64,8 @@ class Engine:
         self.state = self._replay_state()
 
     # -- plumbing -------------------------------------------------------------------------
-    def emit(self, kind: str, path: str, **data: object) -> None:
-        self.store.append(ev.Event(kind, path, data))
+    def emit(self, payload: ev.Payload, path: str = "") -> None:
+        self.store.append(ev.event(payload, path))
 
     def _seed(self, path: str) -> int:
         return zlib.crc32(f"{self.settings.seed}/{path}".encode()) & 0x7FFFFFFF
@@ -74,17 +75,11 @@ class Engine:
         return self.gate.cancel_event
 
     def _replay_state(self) -> LoopState:
-        state = LoopState(improver=self.meta.seed)
-        for event in self.store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)):
-            iteration = event.data.get("iteration", 0)
-            if event.kind == ev.ITERATION_ACCEPTED:
-                state.improver = self.store.text(event.data["improver"]) or state.improver
-                state.improver_val = event.data.get("val")
-            if iteration == 0:
-                state.seed_scored = True
-            else:
-                state.iterations_done = max(state.iterations_done, iteration)
-        return state
+        history = History.read(self.store)
+        held, latest = history.held_improver(), history.latest
+        return LoopState(improver=(self.store.text(held) if held else None) or self.meta.seed,
+                         improver_val=latest.val if latest else None,
+                         iterations_done=history.iterations_done, seed_scored=history.seed_scored)
 
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str, *,
@@ -94,12 +89,9 @@ class Engine:
             flag_candidate(self.store.append, source, path, "solution")
         result = score_solution(self.task, source, split, limits=self.limits,
                                 cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
-        data: dict[str, object] = {"source": self.store.put_text(source) if source else None,
-                                   "split": split, "score": result.score,
-                                   "seconds": round(result.seconds, 4)}
-        if result.error:
-            data["error"] = result.error
-        self.emit(ev.SOLUTION_SCORED, path, **data)
+        self.emit(ev.SolutionScored(source=self.store.put_text(source) if source else None,
+                                    split=split, score=result.score, seconds=round(result.seconds, 4),
+                                    error=result.error or None), path)
         return result.score
 
     # -- the meta-utility -----------------------------------------------------------------
@@ -112,8 +104,8 @@ class Engine:
             yield
         except Cancelled:
             if not self.cancel.is_set():
-                self.emit(ev.SCORING_CANCELLED, path,
-                          reason="cancelled: the improver run that asked for this scoring ended")
+                self.emit(ev.ScoringCancelled(
+                    reason="cancelled: the improver run that asked for this scoring ended"), path)
             raise
 
     def _wall_limit(self, meta_level: bool) -> float:
@@ -128,7 +120,7 @@ class Engine:
                       cancel: CancelFlag | None = None) -> tuple[float, float | None, str | None]:
         s = self.settings
         cancel = cancel or self.cancel
-        self.emit(ev.RUN_STARTED, path, improver=self.store.put_text(improver))
+        self.emit(ev.RunStarted(improver=self.store.put_text(improver)), path)
         utility = Utility(self.task.displayed, s.utility_budget,
                           lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val",
                                                                cancel=utility.cancel),
@@ -148,9 +140,9 @@ class Engine:
             else:
                 val = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel)
                 test = self.score_downstream(solution, f"{path}/final", "test", cancel=cancel) if with_test else None
-        self.emit(ev.RUN_FINISHED, path, solution=self.store.put_text(solution) if solution else None,
-                  val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
-                  lm_uses=lm.uses, utility_uses=utility.uses)
+        self.emit(ev.RunFinished(solution=self.store.put_text(solution) if solution else None,
+                                 val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
+                                 lm_uses=lm.uses, utility_uses=utility.uses), path)
         return val, test, out.error
 
     def meta_score(self, improver: str | None, path: str, *, with_test: bool,
@@ -169,36 +161,32 @@ class Engine:
 
     def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
                         with_test: bool, cancel: CancelFlag | None = None) -> MetaScore:
-        self.emit(ev.CANDIDATE_PROPOSED, path, role=role,
-                  source=self.store.put_text(source) if source else None,
-                  parent=self.store.put_text(parent) if parent else None)
+        self.emit(ev.CandidateProposed(role=role, source=self.store.put_text(source) if source else None,
+                                       parent=self.store.put_text(parent) if parent else None), path)
         flag_candidate(self.store.append, source, path, "improver")  # static safety checks, before it runs
         with self._cancellation_recorded(path):
             result = self.meta_score(source, path, with_test=with_test, cancel=cancel)
-        data: dict[str, object] = {"role": role, "score": result.val}
-        if with_test:
-            data["test"] = result.test
-        if result.errors:
-            data["error"] = result.errors[0]
-            data["failed_runs"] = len(result.errors)
-        self.emit(ev.CANDIDATE_SCORED, path, **data)
+        errors = result.errors
+        self.emit(ev.CandidateScored(role=role, score=result.val, test=result.test if with_test else None,
+                                     error=errors[0] if errors else None,
+                                     failed_runs=len(errors) if errors else None), path)
         return result
 
     # -- the loop -------------------------------------------------------------------------
     def score_seed(self) -> None:
         """Iteration 0: û of the seed improver, the baseline every later iteration is judged by."""
         st = self.state
-        self.emit(ev.ITERATION_STARTED, "it0", iteration=0, improver=self.store.put_text(st.improver))
+        self.emit(ev.IterationStarted(iteration=0, improver=self.store.put_text(st.improver)), "it0")
         result = self.score_candidate(st.improver, "it0/check", None, "seed", with_test=True)
         st.improver_val, st.seed_scored = result.val, True
-        self.emit(ev.ITERATION_ACCEPTED, "it0", iteration=0, improver=self.store.put_text(st.improver),
-                  val=result.val, test=result.test, rule=self.settings.acceptance)
+        self.emit(ev.IterationAccepted(iteration=0, improver=self.store.put_text(st.improver),
+                                       val=result.val, test=result.test, rule=self.settings.acceptance), "it0")
 
     def iterate(self, t: int) -> None:
         s, st = self.settings, self.state
         path = f"it{t}"
         current = st.improver
-        self.emit(ev.ITERATION_STARTED, path, iteration=t, improver=self.store.put_text(current))
+        self.emit(ev.IterationStarted(iteration=t, improver=self.store.put_text(current)), path)
         candidates = [0]
         lock = threading.Lock()
 
@@ -227,11 +215,11 @@ class Engine:
             reason = None
         if reason is None:
             st.improver, st.improver_val = proposed, check.val
-            self.emit(ev.ITERATION_ACCEPTED, path, iteration=t, improver=self.store.put_text(proposed),
-                      val=check.val, test=check.test, rule=s.acceptance)
+            self.emit(ev.IterationAccepted(iteration=t, improver=self.store.put_text(proposed),
+                                           val=check.val, test=check.test, rule=s.acceptance), path)
         else:
-            self.emit(ev.ITERATION_REJECTED, path, iteration=t, kept=self.store.put_text(current),
-                      reason=reason, val=check.val, test=check.test, rule=s.acceptance)
+            self.emit(ev.IterationRejected(iteration=t, kept=self.store.put_text(current), reason=reason,
+                                           val=check.val, test=check.test, rule=s.acceptance), path)
         st.iterations_done = t
 
     def prepare_resume(self) -> None:
@@ -247,12 +235,11 @@ class Engine:
             totals = next((e.data for e in reversed(effective(events)) if e.kind == ev.BUDGET), None)
             self.lm.restore(totals, book)
             nxt = self.state.iterations_done + 1 if self.state.seed_scored else 0
-            self.emit(ev.RESUMED, "", iteration=nxt, superseded_from=None, recorded_calls=0)
+            self.emit(ev.Resumed(iteration=nxt, superseded_from=None, recorded_calls=0))
             return
         self.lm.restore(interrupted.totals, book)
-        self.emit(ev.RESUMED, "", iteration=interrupted.iteration,
-                  superseded_from=interrupted.superseded_from,
-                  recorded_calls=interrupted.recorded_calls)
+        self.emit(ev.Resumed(iteration=interrupted.iteration, superseded_from=interrupted.superseded_from,
+                             recorded_calls=interrupted.recorded_calls))
 
     def run(self, iterations: int | None = None) -> str:
         """Run (or continue) the session up to `iterations`; returns why it stopped:
@@ -272,9 +259,9 @@ class Engine:
             # them). A cap waits for them; a quit waits a little.
             self.lm.drain(timeout=stop.drain_timeout if stop is not None else 10.0)
             if stop is not None:  # a cap, or a failing LM server (lm/service.py)
-                self.emit(ev.PAUSED, "", **stop.pause_data(f"stop-tui run --resume {cli_name(self.store.folder)}"))
+                self.emit(ev.Paused(**stop.pause_data(f"stop-tui run --resume {cli_name(self.store.folder)}")))
                 return "capped"
-            self.emit(ev.PAUSED, "", reason="stopped by the user; resume to continue")
+            self.emit(ev.Paused(reason="stopped by the user; resume to continue"))
             return "cancelled"
-        self.emit(ev.SESSION_FINISHED, "", iterations_completed=self.state.iterations_done, reason="done")
+        self.emit(ev.SessionFinished(iterations_completed=self.state.iterations_done, reason="done"))
         return "finished"

@@ -74,12 +74,6 @@ class Finding:
     line: int
     omitted: int = 0  # > 0: this finding stands for that many more of its kind, from `line` on
 
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"kind": self.kind, "detail": self.detail, "line": self.line}
-        if self.omitted:
-            out["omitted"] = self.omitted
-        return out
-
 
 def _dotted(node: ast.AST) -> str:
     """`a.b.c` for Name/Attribute chains, '' otherwise."""
@@ -366,7 +360,8 @@ def flag_candidate(append: Callable[[ev.Event], object], source: str | None, pat
     `append` is SessionStore.append; `role` is "improver" or "solution"."""
     findings = check_source(source)
     for finding in findings:
-        append(ev.Event(ev.FLAG, path, {**finding.to_dict(), "role": role}))
+        append(ev.event(ev.Flag(kind=finding.kind, detail=finding.detail, line=finding.line,
+                                omitted=finding.omitted, role=role), path))
     return findings
 
 

@@ -1,15 +1,20 @@
 """Synthetic sessions (deterministic event logs) for snapshot tests, demos and the benchmark.
 
-The events have the shapes the engine emits; nothing is run. Times are fixed offsets from a
-fixed start, so what the app draws from them never depends on the clock.
+The events are built through the engine's own schemas (engine/events.py), in the order the
+engine emits them; nothing is run. Protection names are the sandbox's (sandbox/isolation.py),
+flag kinds the safety checker's (engine/safety.py). Times are fixed offsets from a fixed start,
+so what the app draws from them never depends on the clock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import zlib
 from pathlib import Path
 
 from stop_tui.engine import events as ev
+from stop_tui.engine.sandbox.isolation import DESCRIPTIONS as PROTECTIONS
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
 
@@ -57,7 +62,11 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
                   seed: int = 7, model: str = "local", priced: bool = True,
                   settings_overrides: dict | None = None, seed_scored: bool = True) -> SessionStore:
     """A session folder with a complete (or still going) event log and every text it names
-    (`seed_scored=False`: a new session, nothing run yet)."""
+    (`seed_scored=False`: a new session, nothing run yet). `sandbox_missing`: protections
+    (names the sandbox reports) this machine's sandbox lacks."""
+    unknown = [name for name in sandbox_missing if name not in PROTECTIONS]
+    if unknown:
+        raise ValueError(f"not a sandbox protection: {', '.join(unknown)} (see sandbox/isolation.py)")
     rng = random.Random(seed)
     settings = preset("quick").with_overrides(iterations=planned if planned is not None else iterations,
                                               **(settings_overrides or {}))
@@ -65,96 +74,109 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
                                                "settings": settings.to_dict(), "base_url": None}, name=name)
     clock = [T0]
 
-    def emit(kind_: str, path: str, **data) -> None:
+    def emit(payload: ev.Payload, path: str = "") -> None:
         clock[0] += 0.5
-        store.append(ev.Event(kind_, path, data, t=clock[0]))
+        store.append(ev.event(payload, path, t=clock[0]))
 
     put = store.put_text
-    usage = {"calls": 0, "requests": 0, "completions": 0, "prompt_tokens": 0, "completion_tokens": 0,
-             "cost_usd": 0.0 if priced else None}
+    usage = ev.Budget(calls=0, requests=0, completions=0, prompt_tokens=0, completion_tokens=0,
+                      cost_usd=0.0 if priced else None)
     system = put("You are an expert computer science researcher and programmer.")
 
-    def lm_call(path: str, reply_code: str | None) -> None:
+    def lm_call(path: str, reply_code: str | None, retried: bool = False) -> None:
+        """One call of two identical messages, asked as two concurrent single requests (a
+        server that does not honour n); `retried`: the second one is refused once (429)."""
+        nonlocal usage
+        use = int(path.rsplit("lm", 1)[1])
         prompt = put(f"Improve the following solution ({path}):\n```python\n...\n```")
         reply_text = ("Idea: sample more, filter empties.\n```python\n" + reply_code + "```\n"
                       if reply_code else "I think the solution is already optimal.")
-        emit(ev.LM_REQUEST, path, use=int(path.rsplit("lm", 1)[1]), system=system, prompts=[prompt, prompt],
-             n=2, distinct=1, temperature=0.7, max_tokens=512, model=model)
+        emit(ev.LMRequest(use=use, system=system, prompts=[prompt, prompt], n=2, distinct=1,
+                          temperature=0.7, max_tokens=512, model=model), path)
         pt, ct = 640 + rng.randrange(80), 300 + rng.randrange(200)
-        emit(ev.LM_REPLY, path, use=1, replies=[put(reply_text), put("No code here.")], prompt_tokens=pt,
-             completion_tokens=ct, requests=2, failed=0, latency=round(2 + rng.random() * 3, 2),
-             cost_usd=0.0 if priced else None)
-        usage["calls"] += 1
-        usage["requests"] += 2
-        usage["completions"] += 2
-        usage["prompt_tokens"] += pt
-        usage["completion_tokens"] += ct
-        emit(ev.BUDGET, path, **usage)
+        latency = round(2 + rng.random() * 3, 2)
+        replies = [put(reply_text), put("No code here.")]
+        base = zlib.crc32(f"{seed}/{path}/0".encode()) & 0x7FFFFFFF
+        if retried:
+            emit(ev.LMRetry(use=use, group=0, offset=1, attempt=1, status=429,
+                            error="HTTP 429: rate limited", wait=1.0), path)
+        for offset in (0, 1):
+            attempts = 2 if retried and offset == 1 else 1
+            emit(ev.LMPart(use=use, group=0, offset=offset, seed=base + offset, replies=[replies[offset]],
+                           finish_reasons=["stop"], prompt_tokens=pt // 2 + offset * (pt % 2),
+                           completion_tokens=ct // 2 + offset * (ct % 2), requests=attempts,
+                           latency=round(latency - 0.4 + 0.2 * offset, 2)), path)
+        retries = 1 if retried else 0
+        emit(ev.LMReply(use=use, replies=replies, prompt_tokens=pt, completion_tokens=ct,
+                        requests=2 + retries, retries=retries, failed=0, latency=latency, concurrency=2,
+                        cost_usd=0.0 if priced else None), path)
+        usage = dataclasses.replace(
+            usage, calls=usage.calls + 1, requests=usage.requests + 2 + retries,
+            retries=usage.retries + retries, completions=usage.completions + 2,
+            prompt_tokens=usage.prompt_tokens + pt, completion_tokens=usage.completion_tokens + ct)
+        emit(usage, path)
 
     def candidate(path: str, source: str | None, parent: str | None, role: str, with_test: bool,
-                  base: float) -> tuple[float, float | None]:
-        emit(ev.CANDIDATE_PROPOSED, path, role=role, source=put(source) if source else None,
-             parent=put(parent) if parent else None)
+                  base: float, flags: tuple[ev.Flag, ...] = ()) -> tuple[float, float | None]:
+        emit(ev.CandidateProposed(role=role, source=put(source) if source else None,
+                                  parent=put(parent) if parent else None), path)
+        for finding in flags:  # the static safety checks, before it runs
+            emit(finding, path)
         vals, tests = [], []
         for j in range(1, runs + 1):
             rp = f"{path}/r{j}"
-            emit(ev.RUN_STARTED, rp, improver=put(source or ""))
+            emit(ev.RunStarted(improver=put(source or "")), rp)
             for q in range(1, lm_calls_per_run + 1):
                 lm_call(f"{rp}/lm{q}", solution_variant(q + j))
             best = 0.0
             for s in range(1, solutions + 1):
                 score = round(min(1.0, max(0.0, base + rng.uniform(-0.1, 0.1))), 4)
                 sol = solution_variant(s + j)
-                emit(ev.SOLUTION_SCORED, f"{rp}/s{s}", source=put(sol), split="val", score=score, seconds=0.02)
+                emit(ev.SolutionScored(source=put(sol), split="val", score=score, seconds=0.02), f"{rp}/s{s}")
                 best = max(best, score)
             final = solution_variant(1 + j)
-            emit(ev.SOLUTION_SCORED, f"{rp}/final", source=put(final), split="val", score=best, seconds=0.02)
+            emit(ev.SolutionScored(source=put(final), split="val", score=best, seconds=0.02), f"{rp}/final")
             test = round(best - 0.02, 4) if with_test else None
             if with_test:
-                emit(ev.SOLUTION_SCORED, f"{rp}/final", source=put(final), split="test", score=test, seconds=0.02)
-            emit(ev.RUN_FINISHED, rp, solution=put(final), val=best, test=test, error=None, seconds=1.5,
-                 lm_uses=lm_calls_per_run, utility_uses=solutions)
+                emit(ev.SolutionScored(source=put(final), split="test", score=test, seconds=0.02), f"{rp}/final")
+            emit(ev.RunFinished(solution=put(final), val=best, test=test, error=None, seconds=1.5,
+                                lm_uses=lm_calls_per_run, utility_uses=solutions), rp)
             vals.append(best)
             tests.append(test or 0.0)
         val = round(sum(vals) / len(vals), 4)
-        data = {"role": role, "score": val}
         test_mean = round(sum(tests) / len(tests), 4) if with_test else None
-        if with_test:
-            data["test"] = test_mean
-        emit(ev.CANDIDATE_SCORED, path, **data)
+        emit(ev.CandidateScored(role=role, score=val, test=test_mean), path)
         return val, test_mean
 
-    emit(ev.SESSION_STARTED, "", task="lpn", model=model, settings=settings.to_dict(), resumed=False)
-    protections = {"process_group": True, "rlimits": True, "network_namespace": not sandbox_missing}
-    emit(ev.SANDBOX, "", protections=protections, missing=list(sandbox_missing))
+    emit(ev.SessionStarted(task="lpn", model=model, settings=settings.to_dict(), resumed=False))
+    emit(ev.Sandbox(mode="bwrap", protections={name: name not in sandbox_missing for name in PROTECTIONS},
+                    missing=list(sandbox_missing), fallbacks=[], notes=[]))
     if not seed_scored:
         return store
     current = SEED_IMPROVER
-    emit(ev.ITERATION_STARTED, "it0", iteration=0, improver=put(current))
+    emit(ev.IterationStarted(iteration=0, improver=put(current)), "it0")
     val, test = candidate("it0/check", current, None, "seed", True, 0.3)
-    emit(ev.ITERATION_ACCEPTED, "it0", iteration=0, improver=put(current), val=val, test=test, rule="paper")
+    emit(ev.IterationAccepted(iteration=0, improver=put(current), val=val, test=test, rule="paper"), "it0")
     best_val = val
     for t in range(1, iterations + 1):
-        emit(ev.ITERATION_STARTED, f"it{t}", iteration=t, improver=put(current))
+        emit(ev.IterationStarted(iteration=t, improver=put(current)), f"it{t}")
         variants = [improver_variant(t * 100 + k) for k in range(1, candidates + 1)]
-        for q in range(1, 2):
-            lm_call(f"it{t}/lm{q}", variants[0])
+        lm_call(f"it{t}/lm1", variants[0], retried=t == 1)
         scores = []
         for k, variant in enumerate(variants, start=1):
-            v, _ = candidate(f"it{t}/c{k}", variant, current, "candidate", False, 0.3 + 0.05 * t + 0.02 * k)
+            flags = (ev.Flag(kind="subprocess", detail="calls os.system(...)", line=3, role="improver"),)
+            v, _ = candidate(f"it{t}/c{k}", variant, current, "candidate", False, 0.3 + 0.05 * t + 0.02 * k,
+                             flags if flag and t == 1 and k == 2 else ())
             scores.append(v)
-            if flag and t == 1 and k == 2:
-                emit(ev.FLAG, f"it{t}/c{k}", kind="sandbox-escape", detail="imports os and calls os.system",
-                     line=3)
         chosen = variants[max(range(len(variants)), key=lambda i: scores[i])]
         val, test = candidate(f"it{t}/check", chosen, current, "check", True, 0.3 + 0.06 * t)
         if val > best_val - 0.2:
             current, best_val = chosen, val
-            emit(ev.ITERATION_ACCEPTED, f"it{t}", iteration=t, improver=put(chosen), val=val, test=test,
-                 rule="paper")
+            emit(ev.IterationAccepted(iteration=t, improver=put(chosen), val=val, test=test, rule="paper"),
+                 f"it{t}")
         else:
-            emit(ev.ITERATION_REJECTED, f"it{t}", iteration=t, kept=put(current), reason="the new improver scored 0",
-                 val=val, test=test, rule="paper")
+            emit(ev.IterationRejected(iteration=t, kept=put(current), reason="the new improver scored 0",
+                                      val=val, test=test, rule="paper"), f"it{t}")
     if finished:
-        emit(ev.SESSION_FINISHED, "", iterations_completed=iterations, reason="done")
+        emit(ev.SessionFinished(iterations_completed=iterations, reason="done"))
     return store

@@ -328,17 +328,17 @@ class LMService:
             self._admit(worst)
         replayed = recorded is not None and book is self.source_book and not missing
         try:
-            self._emit(ev.Event(ev.LM_REQUEST, path, {
-                "use": use, "system": system_hash, "prompts": prompt_hashes,
-                "n": len(messages), "distinct": len(groups), "temperature": temperature,
-                "max_tokens": self.max_tokens, "model": self.backend.model}))
+            self._emit(ev.event(ev.LMRequest(
+                use=use, system=system_hash, prompts=prompt_hashes, n=len(messages),
+                distinct=len(groups), temperature=temperature, max_tokens=self.max_tokens,
+                model=self.backend.model), path))
             started = time.monotonic()
             peak = [0]
             known: dict[str, str] = {}
             fresh_parts: list[dict] = []
             for (g, offset), part in sorted(parts.items()):  # the record, written again
                 parts[(g, offset)] = self._copy_part(part, use, book, known)
-                self._emit(ev.Event(ev.LM_PART, path, parts[(g, offset)]))
+                self._emit(ev.event(ev.LMPart.from_data(parts[(g, offset)]), path))
             if missing:
                 call = _Call(path, use, system, temperature, peak, known)
                 fresh = list(self._group_pool.map(
@@ -408,16 +408,15 @@ class LMService:
                 u.calls += 1
                 u.failed += len(messages)
                 snapshot = u.to_dict()
-            self._emit(ev.Event(ev.LM_REQUEST, path, {
-                "use": use, "system": system_hash, "prompts": prompts, "n": len(messages),
-                "distinct": len(set(messages)), "temperature": temperature,
-                "max_tokens": self.max_tokens, "model": self.backend.model, "refused": str(error)}))
-            self._emit(ev.Event(ev.LM_REPLY, path, {
-                "use": use, "replies": [empty] * len(messages), "prompt_tokens": 0,
-                "completion_tokens": 0, "requests": 0, "retries": 0, "failed": len(messages),
-                "latency": 0.0, "concurrency": 0, "cost_usd": 0.0 if self.priced else None,
-                "error": str(error), "refused": True}))
-            self._emit(ev.Event(ev.BUDGET, path, snapshot))
+            self._emit(ev.event(ev.LMRequest(
+                use=use, system=system_hash, prompts=prompts, n=len(messages),
+                distinct=len(set(messages)), temperature=temperature, max_tokens=self.max_tokens,
+                model=self.backend.model, refused=str(error)), path))
+            self._emit(ev.event(ev.LMReply(
+                use=use, replies=[empty] * len(messages), prompt_tokens=0, completion_tokens=0,
+                requests=0, retries=0, failed=len(messages), latency=0.0, concurrency=0,
+                cost_usd=0.0 if self.priced else None, error=str(error), refused=True), path))
+            self._emit(ev.event(ev.Budget(**snapshot), path))
         finally:
             self._order.release()
         raise error
@@ -532,11 +531,10 @@ class LMService:
                         self._waiting.pop(token, None)
 
         def on_retry(made: int, exc: LMRequestError, wait: float) -> None:
-            self._emit(ev.Event(ev.LM_RETRY, path, {
-                "use": use, "group": g, "offset": offset, "attempt": made, "status": exc.status,
-                "error": str(exc)[:300], "wait": round(wait, 3)}))
+            self._emit(ev.event(ev.LMRetry(
+                use=use, group=g, offset=offset, attempt=made, status=exc.status,
+                error=str(exc)[:300], wait=round(wait, 3)), path))
 
-        data: dict = {"use": use, "group": g, "offset": offset, "seed": base_seed + offset}
         try:
             result, made = with_retries(attempt, self.policy, on_retry=on_retry,
                                         cancel=self.gate.cancel_event, rng=self._rng)
@@ -550,20 +548,15 @@ class LMService:
             if digest is not None:
                 call.known[digest] = text
             hashes.append(digest)
-        data.update({
-            "replies": hashes,
-            "finish_reasons": list(result.finish_reasons[:n]),
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "requests": made, "latency": round(time.monotonic() - started, 4)})
-        reasoning = getattr(result, "reasoning_tokens", 0)
-        if reasoning:
-            data["reasoning_tokens"] = reasoning
-        if result.error:
-            data["error"] = result.error
-        if result.usage_missing:
-            data["usage_missing"] = True
-        self._emit(ev.Event(ev.LM_PART, path, data))
-        return data
+        part = ev.event(ev.LMPart(
+            use=use, group=g, offset=offset, seed=base_seed + offset, replies=hashes,
+            finish_reasons=list(result.finish_reasons[:n]), prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens, requests=made,
+            latency=round(time.monotonic() - started, 4),
+            reasoning_tokens=getattr(result, "reasoning_tokens", 0) or 0,
+            error=result.error or None, usage_missing=bool(result.usage_missing)), path)
+        self._emit(part)
+        return part.data
 
     def _send(self, request: Callable[[], Completions]) -> Completions:
         """One request, made in a thread of its own so that a request that never returns cannot
@@ -642,19 +635,16 @@ class LMService:
             if worst is not None:
                 self._release(worst, locked=True)
             snapshot = u.to_dict()
-        reply = {"use": use, "replies": [self._put_text(r) for r in replies],
-                 "prompt_tokens": totals["prompt_tokens"],
-                 "completion_tokens": totals["completion_tokens"],
-                 **({"reasoning_tokens": totals["reasoning_tokens"]} if totals["reasoning_tokens"] else {}),
-                 "requests": totals["requests"], "retries": totals["retries"], "failed": failed,
-                 "latency": round(latency, 4), "concurrency": peak, "cost_usd": dollars}
-        if errors:
-            reply["error"] = "; ".join(errors)[:1000]
-        if replayed:
-            reply["replayed"] = True
+        reply = ev.LMReply(use=use, replies=[self._put_text(r) for r in replies],
+                           prompt_tokens=totals["prompt_tokens"],
+                           completion_tokens=totals["completion_tokens"],
+                           reasoning_tokens=totals["reasoning_tokens"], requests=totals["requests"],
+                           retries=totals["retries"], failed=failed, latency=round(latency, 4),
+                           concurrency=peak, cost_usd=dollars,
+                           error="; ".join(errors)[:1000] if errors else None, replayed=replayed)
         try:
-            self._emit(ev.Event(ev.LM_REPLY, path, reply))
-            self._emit(ev.Event(ev.BUDGET, path, snapshot))
+            self._emit(ev.event(reply, path))
+            self._emit(ev.event(ev.Budget(**snapshot), path))
         finally:
             self._order.release()
         return replies
