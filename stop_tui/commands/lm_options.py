@@ -117,9 +117,9 @@ class StopSignals:
         from stop_tui.engine.store import cli_name
 
         extra = f", {how}" if how else ""
-        self.session.store.append(ev.Event(ev.PAUSED, "", {
-            "reason": f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
-                      f"{cli_name(self.session.store.folder)}"}))
+        self.session.store.append(ev.event(ev.Paused(
+            reason=f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
+                   f"{cli_name(self.session.store.folder)}")))
 
     @property
     def exit_code(self) -> int:

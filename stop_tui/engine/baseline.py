@@ -203,7 +203,7 @@ class Baseline:
                 if reason is None:
                     raise
                 raise BaselinePaused(reason) from None
-            store.append(ev.Event(ev.SESSION_FINISHED, "", {"iterations_completed": 0, "reason": "done"}))
+            store.append(ev.event(ev.SessionFinished(iterations_completed=0, reason="done")))
         finally:
             session.close()
         vals = [val for val, _ in result.runs]
@@ -243,8 +243,7 @@ def start(sessions_dir: Path, method: str, task_name: str, settings: Settings, b
         folder, name = store.folder, method
         lock = acquire(folder)
     assert lock is not None, "a parent session's baseline needs its lock"
-    store.append(ev.Event(ev.SESSION_STARTED, "", {"task": task_name, "model": backend.model,
-                                                   "settings": settings.to_dict(), "resumed": False,
-                                                   "kind": KIND, "method": method}))
+    store.append(ev.event(ev.SessionStarted(task=task_name, model=backend.model, settings=settings.to_dict(),
+                                            resumed=False, kind=KIND, method=method)))
     return Baseline(store, folder, folder / "baselines" / f"{name}.json", task_name, method, settings,
                     backend, lock)

@@ -78,9 +78,9 @@ class Session:
         if stop is None:
             return None
         lm.drain(timeout=stop.drain_timeout)
-        data = stop.pause_data(resume, switch)
-        self.store.append(ev.Event(ev.PAUSED, "", data))
-        return str(data["reason"])
+        paused = ev.Paused(**stop.pause_data(resume, switch))
+        self.store.append(ev.event(paused))
+        return paused.reason
 
     def close(self) -> None:
         try:
@@ -129,8 +129,8 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
     })
     session = wire_session(store, settings, task_name, backend, gate=gate)
     session.lock = acquire(store.folder)
-    store.append(ev.Event(ev.SESSION_STARTED, "", {
-        "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
+    store.append(ev.event(ev.SessionStarted(task=task_name, model=backend.model,
+                                            settings=settings.to_dict(), resumed=False)))
     _record_sandbox(store)
     return session
 
@@ -216,7 +216,7 @@ def _change_lm(store: SessionStore, meta: dict, model: str | None, base_url: str
     if new == old:
         return meta
     store.set_meta({**new, **dict.fromkeys(LEARNED_KEYS)})
-    store.append(ev.Event(ev.LM_CHANGED, "", {"from": old, "to": new}))
+    store.append(ev.event(ev.LMChanged(from_=old, to=new)))
     return store.meta()
 
 
@@ -227,8 +227,8 @@ def _record_sandbox(store: SessionStore) -> None:
 
     report = sandbox_report()
     last = (list(store.events(kinds=(ev.SANDBOX,))) or [None])[-1]
-    if last is None or last.data.get("protections") != report["protections"]:
-        store.append(ev.Event(ev.SANDBOX, "", report))
+    if last is None or last.payload.protections != report["protections"]:
+        store.append(ev.event(ev.Sandbox(**report)))
 
 
 def session_settings(preset_name: str, **overrides: object) -> Settings:

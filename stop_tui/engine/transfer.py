@@ -27,6 +27,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.gate import ITERATION
+from stop_tui.engine.history import History
 from stop_tui.engine.lock import acquire
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
     from stop_tui.engine.session import Session
 
 KIND = "transfer"
-STARTED = "transfer_started"  # {task, who, run}
-SCORED = "transfer_scored"  # {task, who, run, val, test, run_vals?, run_tests?, errors}
-FINISHED = "transfer_finished"  # {rows}
 WHO = ("seed_solution", "seed_improver", "improver")
 LABELS = {"seed_solution": "u(s)", "seed_improver": "û(I0)", "improver": "û(IT)"}
 DEFAULT_TASKS = ("grid", "mqa", "sat", "maxcut", "parity")
@@ -83,19 +81,16 @@ def resolve_improver(spec: str, sessions_dir: Path) -> tuple[str, str]:
         raise UserError(f"--improver {spec!r} is neither a file nor a session in {sessions_dir}") from None
     try:
         store.verify()
-        # TODO(history): History(store.events()).held_improver(t) once engine/history.py lands.
-        held: dict[int, str] = {}
-        for event in store.events(kinds=(ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)):
-            digest = event.data.get("improver") if event.kind == ev.ITERATION_ACCEPTED else event.data.get("kept")
-            held[int(event.data.get("iteration", 0))] = digest
-        if not held:
+        history = History.read(store)
+        done = [row.iteration for row in history.iterations]
+        if not done:
             raise UserError(f"session {store.id} has no scored improver yet")
         if iteration is None:
-            iteration = max(held)
-        if iteration not in held:
+            iteration = done[-1]
+        if iteration not in done:
             raise UserError(f"session {store.id} has no iteration {iteration} "
-                            f"(done: {', '.join(map(str, sorted(held)))})")
-        source = store.text(held[iteration])
+                            f"(done: {', '.join(map(str, done))})")
+        source = store.text(history.held_improver(iteration))
         if not source:
             raise UserError(f"session {store.id}: the improver of iteration {iteration} is missing")
         return source, f"{store.id}:{iteration}"
@@ -145,18 +140,18 @@ class Transfer:
         return f"stop-tui transfer --resume {cli_name(self.session.store.folder)}"
 
     def run(self, echo: Echo | None = None) -> Outcome:
-        """Measure what is not recorded yet, then the table (FINISHED). A ctrl+c or a stop of
+        """Measure what is not recorded yet, then the table (TRANSFER_FINISHED). A ctrl+c or a stop of
         the LM service (a cap, a failing server) leaves the session paused; closes the session."""
         store, session = self.session.store, self.session
         try:
             execute(session, self.plan, echo)
             table = rows(store, self.plan)
-            store.append(ev.Event(FINISHED, "", {"rows": table}))
-            store.append(ev.Event(ev.SESSION_FINISHED, "", {"iterations_completed": 0, "reason": "done"}))
+            store.append(ev.event(ev.TransferFinished(rows=table)))
+            store.append(ev.event(ev.SessionFinished(iterations_completed=0, reason="done")))
             return Outcome("finished", table)
         except KeyboardInterrupt:
             session.gate.cancel()
-            store.append(ev.Event(ev.PAUSED, "", {"reason": "stopped by the user; resume to continue"}))
+            store.append(ev.event(ev.Paused(reason="stopped by the user; resume to continue")))
             if echo:
                 echo(f"stopped; continue with: {self.resume_command}")
             return Outcome("cancelled", rows(store, self.plan))
@@ -179,9 +174,8 @@ def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url:
     }, name=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
     lock = acquire(store.folder)
     store.set_meta({"improver": store.put_text(plan.improver)})
-    store.append(ev.Event(ev.SESSION_STARTED, "", {"task": ",".join(plan.tasks), "model": backend.model,
-                                                   "settings": settings.to_dict(), "resumed": False,
-                                                   "kind": KIND}))
+    store.append(ev.event(ev.SessionStarted(task=",".join(plan.tasks), model=backend.model,
+                                            settings=settings.to_dict(), resumed=False, kind=KIND)))
     return Transfer(wire_session(store, settings, plan.tasks[0], backend, lock=lock), plan)
 
 
@@ -215,15 +209,15 @@ def restore_lm(session: Session) -> None:
     events = list(store.events())
     totals = next((e.data for e in reversed(events) if e.kind == ev.BUDGET), None)
     lm.restore(totals, Book.from_events(events, store.text))
-    store.append(ev.Event(ev.RESUMED, "", {"kind": KIND}))
+    store.append(ev.event(ev.Resumed(kind=KIND)))
 
 
 # -- measuring -------------------------------------------------------------------------------
 
-def recorded(store: SessionStore) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Each measured (task, who, run) unit's SCORED data."""
-    return {(e.data["task"], e.data["who"], int(e.data["run"])): e.data
-            for e in store.events(kinds=(SCORED,))}
+def recorded(store: SessionStore) -> dict[tuple[str, str, int], ev.TransferScored]:
+    """Each measured (task, who, run) unit's scores."""
+    return {(e.payload.task, e.payload.who, int(e.payload.run)): e.payload
+            for e in store.events(kinds=(ev.TRANSFER_SCORED,))}
 
 
 def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:
@@ -243,24 +237,25 @@ def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:
                     continue
                 gate.passage(ITERATION)
                 path = f"{name}/{who}/n{k}"
-                store.append(ev.Event(STARTED, path, {"task": name, "who": who, "run": k}))
+                store.append(ev.event(ev.TransferStarted(task=name, who=who, run=k), path))
                 if echo:
                     echo(f"{name}: {LABELS[who]} run {k}/{plan.runs} ...")
-                data: dict[str, Any] = {"task": name, "who": who, "run": k}
                 if who == "seed_solution":
-                    data["val"] = engine.score_downstream(task.seed, f"{path}/val", "val")
-                    data["test"] = engine.score_downstream(task.seed, f"{path}/test", "test")
+                    scored = ev.TransferScored(
+                        task=name, who=who, run=k,
+                        val=engine.score_downstream(task.seed, f"{path}/val", "val"),
+                        test=engine.score_downstream(task.seed, f"{path}/test", "test"))
                 else:
                     source = engine.meta.seed if who == "seed_improver" else plan.improver
                     result = engine.meta_score(source, path, with_test=True)
-                    data["val"], data["test"] = result.val, result.test
-                    data["run_vals"] = [val for val, _ in result.runs]
-                    data["run_tests"] = [test for _, test in result.runs]
-                    data["errors"] = result.errors[:5]
-                store.append(ev.Event(SCORED, path, data))
+                    scored = ev.TransferScored(
+                        task=name, who=who, run=k, val=result.val, test=result.test,
+                        run_vals=[val for val, _ in result.runs], run_tests=[test for _, test in result.runs],
+                        errors=result.errors[:5])
+                store.append(ev.event(scored, path))
                 if echo:
-                    echo(f"{name}: {LABELS[who]} run {k}/{plan.runs}: test {data['test']:.4f}, "
-                         f"val {data['val']:.4f}")
+                    echo(f"{name}: {LABELS[who]} run {k}/{plan.runs}: test {scored.test:.4f}, "
+                         f"val {scored.val:.4f}")
 
 
 def rows(store: SessionStore, plan: Plan) -> list[dict[str, Any]]:
@@ -273,11 +268,11 @@ def rows(store: SessionStore, plan: Plan) -> list[dict[str, Any]]:
         for who in WHO:
             results = [done[(name, who, k)] for k in range(1, plan.runs + 1) if (name, who, k) in done]
             if who == "seed_solution":
-                tests = [r["test"] for r in results]
-                vals = [r["val"] for r in results]
-            else:
-                tests = [x for r in results for x in r.get("run_tests", [r["test"]])]
-                vals = [x for r in results for x in r.get("run_vals", [r["val"]])]
+                tests = [r.test for r in results]
+                vals = [r.val for r in results]
+            else:  # each improver run's scores (a unit recorded without them: its mean)
+                tests = [x for r in results for x in (r.run_tests if r.run_tests is not None else [r.test])]
+                vals = [x for r in results for x in (r.run_vals if r.run_vals is not None else [r.val])]
             m, ci = mean_ci(tests)
             vm, vci = mean_ci(vals)
             row[who] = {"test": m, "ci95": ci, "val": vm, "val_ci95": vci, "n": len(tests),
