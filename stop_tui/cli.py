@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from stop_tui.commands import run_options
+from stop_tui.commands import audit, baseline, doctor, replay, run_options, task_scaffold, transfer, tui_launch
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.store import cli_name
 from stop_tui.engine.untrusted import printable
@@ -17,8 +17,6 @@ SPLITS = ("val", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stop_tui.commands import replay
-
     parser = argparse.ArgumentParser(prog="stop-tui", description="A terminal workbench for STOP.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -53,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON on stdout")
-    from stop_tui.commands import baseline, task_scaffold, transfer
-
     task_scaffold.add_subparser(p)
     transfer.add_parser(sub)
     baseline.add_parser(sub)
@@ -67,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run_options.add_session_options(p)
-
-    from stop_tui.commands import audit, doctor
 
     doctor.add_parser(sub)
     audit.add_parser(sub, run_options.add_session_options)
@@ -155,9 +149,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     if getattr(args, "tasks_command", None) == "new":
-        from stop_tui.commands.task_scaffold import cmd_tasks_new
-
-        return cmd_tasks_new(args)
+        return task_scaffold.cmd_tasks_new(args)
     from stop_tui.engine.tasks import load_task, task_names
 
     rows = []
@@ -253,52 +245,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_new(args: argparse.Namespace) -> int:
-    from stop_tui.commands.tui_launch import cmd_new as run_new
-
-    return run_new(args)
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    from stop_tui.commands.tui_launch import cmd_resume as run_resume
-
-    return run_resume(args)
-
-
-def cmd_transfer(args: argparse.Namespace) -> int:
-    from stop_tui.commands.transfer import cmd_transfer as run_transfer
-
-    return run_transfer(args)
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from stop_tui.commands.baseline import cmd_baseline as run_baseline
-
-    return run_baseline(args)
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from stop_tui.commands.replay import cmd_replay as run_replay
-
-    return run_replay(args)
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from stop_tui.commands.doctor import run as run_doctor
-
-    return run_doctor(args)
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
-    from stop_tui.commands.audit import run as run_audit
-
-    return run_audit(args, run_options.sessions_dir(args))
+    return audit.run(args, run_options.sessions_dir(args))
 
 
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
-            "show": cmd_show, "new": cmd_new, "resume": cmd_resume,
-            "transfer": cmd_transfer, "baseline": cmd_baseline, "replay": cmd_replay,
-            "doctor": cmd_doctor, "audit": cmd_audit}
+            "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
+            "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
+            "doctor": doctor.run}
 
 
 def main(argv: list[str] | None = None) -> int:
