@@ -8,7 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-from stop_tui.commands import audit, baseline, doctor, replay, run_options, task_scaffold, transfer, tui_launch
+from stop_tui.commands import (
+    audit,
+    baseline,
+    doctor,
+    replay,
+    run_options,
+    task_scaffold,
+    transfer,
+    tui_launch,
+)
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.store import cli_name
 from stop_tui.engine.untrusted import printable

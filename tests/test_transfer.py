@@ -17,12 +17,12 @@ import pytest
 from conftest import PROGRAMS, ROOT, stop_tui
 from scripted_server import ScriptedLMServer
 
-from stop_tui.engine.transfer import resolve_improver
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import load_task
+from stop_tui.engine.transfer import resolve_improver
 
 FIRST = PROGRAMS / "improver_first.py"  # asks once with its own system message, returns the first program
 SEED_SYSTEM = "You are an expert computer science researcher"
