@@ -199,7 +199,7 @@ class Baseline:
                 result = session.engine.score_candidate(programs()[method], f"baseline-{method}", None,
                                                         f"baseline:{method}", with_test=True)
             except Cancelled:
-                reason = session.pause_if_stopped(again, switch="change --base-url URL / --model NAME")
+                reason = session.engine.pause_if_stopped(again, switch="change --base-url URL / --model NAME")
                 if reason is None:
                     raise
                 raise BaselinePaused(reason) from None

@@ -68,20 +68,6 @@ class Session:
         engine = self.engine
         return Engine(self.store, self.settings, task, engine.meta, engine.lm, self.gate)
 
-    def pause_if_stopped(self, resume: str, switch: str) -> str | None:
-        """After a Cancelled: when the LM service stopped the run (a cap, a failing server: see
-        lm/service.py), let the calls in flight be recorded, write the PAUSED event and return
-        its reason (the command's one `paused:` line); None when it did not (a user's stop).
-        `resume` is the command that continues, `switch` how it moves to another server."""
-        lm = self.engine.lm
-        stop = lm.stop
-        if stop is None:
-            return None
-        lm.drain(timeout=stop.drain_timeout)
-        paused = ev.Paused(**stop.pause_data(resume, switch))
-        self.store.append(ev.event(paused))
-        return paused.reason
-
     def close(self) -> None:
         try:
             self.engine.lm.close()

@@ -32,7 +32,7 @@ from stop_tui.engine.lock import acquire
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, session_folder
-from stop_tui.engine.tasks import load_task
+from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
@@ -98,20 +98,6 @@ def resolve_improver(spec: str, sessions_dir: Path) -> tuple[str, str]:
         store.close()
 
 
-def make_plan(tasks: list[str], runs: int, improver: str, sessions_dir: Path,
-              task_settings: list[str]) -> Plan:
-    """The plan of a new transfer: downstream `tasks` only, the improver resolved (FILE,
-    SESSION or SESSION:ITERATION), `task_settings` (KEY=VALUE) parsed against the tasks."""
-    from stop_tui.engine.tasks import downstream_names, parse_settings
-
-    for name in tasks:
-        if load_task(name).kind != "solution":
-            raise UserError(f"{name} is not a downstream task (tasks: {', '.join(downstream_names())})")
-    source, label = resolve_improver(improver, sessions_dir)
-    overrides = parse_settings(task_settings, [load_task(name) for name in tasks])
-    return Plan(tasks, runs, source, label, overrides)
-
-
 # -- the session -----------------------------------------------------------------------------
 
 @dataclass
@@ -121,6 +107,18 @@ class Plan:
     improver: str  # its source
     improver_label: str  # FILE or SESSION:ITERATION, as resolved
     task_settings: dict[str, Any] = field(default_factory=dict)  # --set, applied where a task has it
+
+
+def make_plan(tasks: list[str], runs: int, improver: str, sessions_dir: Path,
+              task_settings: list[str]) -> Plan:
+    """The plan of a new transfer: downstream `tasks` only, the improver resolved (FILE,
+    SESSION or SESSION:ITERATION), `task_settings` (KEY=VALUE) parsed against the tasks."""
+    for name in tasks:
+        if load_task(name).kind != "solution":
+            raise UserError(f"{name} is not a downstream task (tasks: {', '.join(downstream_names())})")
+    source, label = resolve_improver(improver, sessions_dir)
+    overrides = parse_settings(task_settings, [load_task(name) for name in tasks])
+    return Plan(tasks, runs, source, label, overrides)
 
 
 @dataclass
@@ -156,7 +154,7 @@ class Transfer:
                 echo(f"stopped; continue with: {self.resume_command}")
             return Outcome("cancelled", rows(store, self.plan))
         except Cancelled:
-            paused = session.pause_if_stopped(self.resume_command, switch="add --base-url URL")
+            paused = session.engine.pause_if_stopped(self.resume_command, switch="add --base-url URL")
             return Outcome("capped" if paused is not None else "cancelled", rows(store, self.plan), paused)
         finally:
             session.close()
