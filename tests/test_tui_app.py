@@ -257,7 +257,7 @@ def test_injected_events_update_the_open_app_and_keep_the_selection(tmp_path):
 
 
 def test_flags_sandbox_warning_and_baselines(tmp_path):
-    store = write_session(tmp_path, "demo", iterations=1, sandbox_missing=("network_namespace",))
+    store = write_session(tmp_path, "demo", iterations=1, sandbox_missing=("no_network",))
     (store.folder / "baselines").mkdir()
     (store.folder / "baselines" / "seed-only.json").write_text(json.dumps(
         {"method": "seed-only", "task": "lpn", "scores": [0.2, 0.3], "mean": 0.25, "ci95": [0.2, 0.3]}))
@@ -267,9 +267,9 @@ def test_flags_sandbox_warning_and_baselines(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             text = screen_text(app)
-            assert "sandbox missing: network_namespace" in text
+            assert "sandbox missing: no_network" in text
             assert "⚑1" in text  # it1/c2 carries the flag
-            assert any("FLAG sandbox-escape line 3" in line.text for line in app.view.model.log)
+            assert any("FLAG subprocess line 3" in line.text for line in app.view.model.log)
             assert "seed-only 0.25" in text and "┄" in text
 
     asyncio.run(go())

@@ -20,7 +20,7 @@ def _own_config(tmp_path, monkeypatch):
 
 def _app(tmp_path, theme: str) -> StopApp:
     store = write_session(tmp_path / "sessions", "demo", iterations=2, planned=3,
-                          sandbox_missing=("network_namespace",))
+                          sandbox_missing=("no_network",))
     return StopApp(store=store, engine=False, theme=theme, remember_theme=False)
 
 

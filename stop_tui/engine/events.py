@@ -26,6 +26,7 @@ Decoding tolerates keys a schema does not know (an older or newer version wrote 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 import re
 import time
@@ -100,13 +101,20 @@ class Payload:
         """Decode a stored dict: missing keys take their default (a required one: None);
         keys the schema does not know are ignored."""
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            key = _key(f.name)
+        for name, key, required in _decoding(cls):
             if key in data:
-                values[f.name] = data[key]
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                values[f.name] = None
+                values[name] = data[key]
+            elif required:
+                values[name] = None
         return cls(**values)
+
+
+@functools.cache
+def _decoding(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """(field name, stored key, required) per field of a schema (a log decodes many events)."""
+    return tuple((f.name, _key(f.name),
+                  f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                 for f in dataclasses.fields(cls))
 
 
 def _jsonable(value: Any) -> Any:

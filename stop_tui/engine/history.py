@@ -77,6 +77,9 @@ def iteration_of(path: str) -> int | None:
 
 
 class History:
+    """What a session's log says: `History(events)` skips superseded events; `add(event)` folds
+    live ones (superseded ones included: the RESUMED that supersedes them takes them out)."""
+
     def __init__(self, events: Iterable[ev.Event] = (), session_id: str = "") -> None:
         self.session_id = session_id
         self.superseded: list[tuple[int, int]] = []  # [from, to) seq ranges a resume re-executed
@@ -84,12 +87,12 @@ class History:
         self._tally = _Tally()
         self._checkpoint = _Tally()  # the tally at the last iteration boundary
         self._since: list[ev.Event] = []  # events added since that boundary
-        self._verdicts: dict[int, tuple[bool, dict[str, Any]]] = {}
+        self._verdicts: dict[int, ev.IterationAccepted | ev.IterationRejected] = {}
         self._rows: list[Iteration] | None = None
         events = list(events)
         ranges = superseded_ranges(events)
         for event in events:
-            if not is_superseded(event, ranges):
+            if not (ranges and is_superseded(event, ranges)):
                 self.add(event)
         self.superseded = ranges
 
@@ -103,9 +106,8 @@ class History:
         if event.seq and event.seq <= self.last_seq:
             return
         self.last_seq = max(self.last_seq, event.seq)
-        d = event.data
-        if event.kind == ev.RESUMED and d.get("superseded_from") is not None:
-            start = int(d["superseded_from"])
+        if event.kind == ev.RESUMED and event.payload.superseded_from is not None:
+            start = int(event.payload.superseded_from)
             self.superseded.append((start, event.seq))
             self._tally = self._checkpoint.copy()
             self._since = [e for e in self._since if not (e.path and e.seq >= start)]
@@ -119,36 +121,39 @@ class History:
             self._since.append(event)
 
     def _count(self, event: ev.Event) -> None:
-        d, tally = event.data, self._tally
-        if event.kind == ev.BUDGET:
-            tally.lm = {key: d.get(key, 0) for key in LM_KEYS}
-        elif event.kind == ev.LM_REPLY:
-            tally.peak_concurrency = max(tally.peak_concurrency, int(d.get("concurrency", 0) or 0))
-            tally.replayed_calls += bool(d.get("replayed"))
+        kind, tally = event.kind, self._tally
+        if kind == ev.BUDGET:
+            # The stored totals as they are: a key an older session did not write reads 0 (its
+            # payload would say None, which is also what an unpriced model's cost_usd is).
+            tally.lm = {key: event.data.get(key, 0) for key in LM_KEYS}
+        elif kind == ev.LM_REPLY:
+            p = event.payload
+            tally.peak_concurrency = max(tally.peak_concurrency, int(p.concurrency or 0))
+            tally.replayed_calls += bool(p.replayed)
             t = iteration_of(event.path)
             if t is not None:
-                _add_reply(tally.usage.setdefault(t, dict.fromkeys(USAGE_KEYS, 0)), d)
-        elif event.kind == ev.RESUMED:
+                _add_reply(tally.usage.setdefault(t, dict.fromkeys(USAGE_KEYS, 0)), p)
+        elif kind == ev.RESUMED:
             tally.resumes += 1
             tally.state, tally.paused_reason = "running", None
-        elif event.kind == ev.CANDIDATE_SCORED and d.get("role") == "candidate":
+        elif kind == ev.CANDIDATE_SCORED and event.payload.role == "candidate":
+            p = event.payload
             tally.candidates_scored += 1
-            tally.candidates_failed += bool(d.get("error")) and d.get("score", 0) == 0
-            score = d.get("score")
-            if isinstance(score, int | float):
-                tally.candidate_scores.append((iteration_of(event.path) or 0, float(score)))
-        elif event.kind == ev.ITERATION_STARTED:
+            tally.candidates_failed += bool(p.error) and (p.score or 0) == 0
+            if isinstance(p.score, int | float):
+                tally.candidate_scores.append((iteration_of(event.path) or 0, float(p.score)))
+        elif kind == ev.ITERATION_STARTED:
             tally.state = "running"
-        elif event.kind == ev.PAUSED:
-            tally.state, tally.paused_reason = "paused", d.get("reason")
+        elif kind == ev.PAUSED:
+            tally.state, tally.paused_reason = "paused", event.payload.reason
         elif event.kind == ev.SESSION_FINISHED:
             tally.state = "finished"
 
     def _verdict(self, event: ev.Event) -> None:
-        d = event.data
-        if not isinstance(d.get("iteration"), int):
+        p = event.payload
+        if not isinstance(p.iteration, int) or isinstance(p.iteration, bool):
             raise SessionUnreadable(self.session_id, f"event {event.seq} ({event.kind}) has no iteration number")
-        self._verdicts[d["iteration"]] = (event.kind == ev.ITERATION_ACCEPTED, d)
+        self._verdicts[p.iteration] = p
         self._rows = None
 
     # -- iterations ---------------------------------------------------------------------------
@@ -160,12 +165,13 @@ class History:
             held: str | None = None
             current: tuple[float | None, float | None] = (None, None)
             for t in sorted(self._verdicts):
-                accepted, d = self._verdicts[t]
+                p = self._verdicts[t]
+                accepted = isinstance(p, ev.IterationAccepted)
                 if accepted:
-                    held, current = d.get("improver"), (d.get("val"), d.get("test"))
+                    held, current = p.improver, (p.val, p.test)
                 else:
-                    held = d.get("kept") or held
-                rows.append(Iteration(t, accepted, d.get("val"), d.get("test"), d.get("reason"),
+                    held = p.kept or held
+                rows.append(Iteration(t, accepted, p.val, p.test, None if accepted else p.reason,
                                       held, *current))
             self._rows = rows
         return self._rows
@@ -273,13 +279,13 @@ class History:
         return self._tally.candidates_failed
 
 
-def _add_reply(usage: dict[str, Any], d: dict[str, Any]) -> None:
+def _add_reply(usage: dict[str, Any], p: ev.LMReply) -> None:
     usage["calls"] += 1
-    usage["requests"] += int(d.get("requests") or 0)
-    usage["completions"] += len(d.get("replies") or []) - int(d.get("failed") or 0)
-    usage["prompt_tokens"] += int(d.get("prompt_tokens") or 0)
-    usage["completion_tokens"] += int(d.get("completion_tokens") or 0)
-    cost = d.get("cost_usd")
+    usage["requests"] += int(p.requests or 0)
+    usage["completions"] += len(p.replies or []) - int(p.failed or 0)
+    usage["prompt_tokens"] += int(p.prompt_tokens or 0)
+    usage["completion_tokens"] += int(p.completion_tokens or 0)
+    cost = p.cost_usd
     usage["cost_usd"] = None if cost is None or usage["cost_usd"] is None else usage["cost_usd"] + cost
 
 
@@ -290,15 +296,14 @@ _TERMINAL = frozenset({
     ev.SESSION_STARTED, ev.ITERATION_STARTED, ev.CANDIDATE_SCORED, ev.ITERATION_ACCEPTED,
     ev.ITERATION_REJECTED, ev.LM_REPLY, ev.SCORING_CANCELLED, ev.LM_RETRY, ev.RESUMED, ev.PAUSED,
     ev.SESSION_FINISHED, ev.ERROR, ev.LM_CHANGED})
-_SILENT = frozenset({ev.BUDGET, ev.LM_PART})  # totals and transport detail: the panes show them
 
 
 def _num(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
 
 
-def _error(d: dict[str, Any], width: int = 80) -> str:
-    return f" ({str(d['error'])[:width]})" if d.get("error") else ""
+def _error(error: object, width: int = 80) -> str:
+    return f" ({str(error)[:width]})" if error else ""
 
 
 def _lm_end(side: object) -> str:
@@ -308,68 +313,70 @@ def _lm_end(side: object) -> str:
 
 
 def _text(event: ev.Event) -> str | None:  # noqa: C901 - one branch per event kind
-    d, k = event.data, event.kind
+    k, p = event.kind, event.payload
+    if p is None:  # a kind without a schema (a newer version wrote it)
+        return k.replace("_", " ")
     if k == ev.SESSION_STARTED:
-        return f"session {'resumed' if d.get('resumed') else 'started'}: {d.get('task')} on {d.get('model')}"
+        return f"session {'resumed' if p.resumed else 'started'}: {p.task} on {p.model}"
     if k == ev.ITERATION_STARTED:
-        t = d.get("iteration")
-        return f"iteration {t} started" + (" (scoring the seed improver)" if t == 0 else "")
+        return f"iteration {p.iteration} started" + (" (scoring the seed improver)" if p.iteration == 0 else "")
     if k == ev.ITERATION_ACCEPTED:
-        test = f" test {_num(d.get('test'))}" if d.get("test") is not None else ""
-        return f"iteration {d.get('iteration')}: accepted, meta-utility val {_num(d.get('val'))}{test}"
+        test = f" test {_num(p.test)}" if p.test is not None else ""
+        return f"iteration {p.iteration}: accepted, meta-utility val {_num(p.val)}{test}"
     if k == ev.ITERATION_REJECTED:
-        return f"iteration {d.get('iteration')}: kept the previous improver ({d.get('reason')})"
+        return f"iteration {p.iteration}: kept the previous improver ({p.reason})"
     if k == ev.CANDIDATE_PROPOSED:
-        return f"{d.get('role') or 'candidate'} improver proposed" + ("" if d.get("source") else " (no program)")
+        return f"{p.role or 'candidate'} improver proposed" + ("" if p.source else " (no program)")
     if k == ev.CANDIDATE_SCORED:
-        test = f", test {_num(d.get('test'))}" if "test" in d else ""
-        return f"{d.get('role') or 'candidate'} improver scored {_num(d.get('score'))}{test}{_error(d)}"
+        test = f", test {_num(p.test)}" if p.test is not None else ""
+        return f"{p.role or 'candidate'} improver scored {_num(p.score)}{test}{_error(p.error)}"
     if k == ev.RUN_STARTED:
         return "improver run started"
     if k == ev.RUN_FINISHED:
-        if d.get("error"):
-            return f"improver run failed: {str(d['error'])[:100]}"
-        return f"improver run finished: val {_num(d.get('val'))}"
+        if p.error:
+            return f"improver run failed: {str(p.error)[:100]}"
+        return f"improver run finished: val {_num(p.val)}"
     if k == ev.SCORING_CANCELLED:
-        return str(d.get("reason") or "cancelled")
+        return str(p.reason or "cancelled")
     if k == ev.SOLUTION_SCORED:
-        return f"solution {d.get('split')} {_num(d.get('score'))}{_error(d)}"
+        return f"solution {p.split} {_num(p.score)}{_error(p.error)}"
     if k == ev.LM_REQUEST:
-        return f"LM call: {d.get('n', 1)} prompt(s), T={d.get('temperature')}"
+        return f"LM call: {p.n or 1} prompt(s), T={p.temperature}"
     if k == ev.LM_REPLY:
-        latency = d.get("latency")
-        took = f", {latency:.1f} s" if isinstance(latency, int | float) else ""
-        return (f"LM reply: {d.get('prompt_tokens', 0)} in / {d.get('completion_tokens', 0)} out tokens"
-                f"{took}{_error(d)}")
+        took = f", {p.latency:.1f} s" if isinstance(p.latency, int | float) else ""
+        return (f"LM reply: {p.prompt_tokens or 0} in / {p.completion_tokens or 0} out tokens"
+                f"{took}{_error(p.error)}")
     if k == ev.LM_RETRY:
-        wait = d.get("wait")
-        return (f"LM request failed ({str(d.get('error') or '')[:80]}), retry in "
-                f"{wait if isinstance(wait, int | float) else 0:.1f} s")
+        wait = p.wait if isinstance(p.wait, int | float) else 0
+        return f"LM request failed ({str(p.error or '')[:80]}), retry in {wait:.1f} s"
     if k == ev.LM_CHANGED:
-        return f"LM changed: {_lm_end(d.get('from'))} -> {_lm_end(d.get('to'))}"
+        return f"LM changed: {_lm_end(p.from_)} -> {_lm_end(p.to)}"
     if k == ev.SANDBOX:
-        on = [name for name, v in (d.get("protections") or {}).items() if v]
-        missing = list(d.get("missing") or [])
+        on = [name for name, v in (p.protections or {}).items() if v]
+        missing = list(p.missing or [])
         return "sandbox: " + (", ".join(on) or "no protections") + (
             "; MISSING: " + ", ".join(missing) if missing else "")
     if k == ev.FLAG:
-        line = f" line {d['line']}" if d.get("line") else ""
-        return f"FLAG {d.get('kind', '?')}{line}: {d.get('detail', '')}"
+        line = f" line {p.line}" if p.line else ""
+        return f"FLAG {p.kind or '?'}{line}: {p.detail or ''}"
     if k == ev.RESUMED:
-        t = d.get("iteration")
-        if d.get("superseded_from") is not None:
-            return (f"resumed: re-running iteration {t}, {d.get('recorded_calls', 0)} "
+        if p.superseded_from is not None:
+            return (f"resumed: re-running iteration {p.iteration}, {p.recorded_calls or 0} "
                     "LM call(s) answered from the record")
-        return f"resumed at iteration {t}" if t is not None else "resumed"
+        return f"resumed at iteration {p.iteration}" if p.iteration is not None else "resumed"
     if k == ev.PAUSED:
-        return f"paused: {d.get('reason')}"
+        return f"paused: {p.reason}"
     if k == ev.SESSION_FINISHED:
-        return f"session finished after {d.get('iterations_completed')} iteration(s)"
+        return f"session finished after {p.iterations_completed} iteration(s)"
     if k == ev.ERROR:
-        return f"error: {d.get('message')}"
-    if k in _SILENT:
-        return None
-    return k.replace("_", " ")  # a kind this reader does not know (e.g. a transfer's own)
+        return f"error: {p.message}"
+    if k == ev.TRANSFER_STARTED:
+        return f"{p.task}: {p.who} run {p.run} started"
+    if k == ev.TRANSFER_SCORED:
+        return f"{p.task}: {p.who} run {p.run} scored test {_num(p.test)}, val {_num(p.val)}"
+    if k == ev.TRANSFER_FINISHED:
+        return f"transfer finished: {len(p.rows or [])} task(s)"
+    return None  # BUDGET, LM_PART: totals and transport detail (the panes show them)
 
 
 def describe(event: ev.Event, *, log: bool = False) -> str | None:
@@ -380,7 +387,7 @@ def describe(event: ev.Event, *, log: bool = False) -> str | None:
     text = _text(event)
     if log or text is None:
         return text
-    if event.kind not in _TERMINAL and not (event.kind == ev.RUN_FINISHED and event.data.get("error")):
+    if event.kind not in _TERMINAL and not (event.kind == ev.RUN_FINISHED and event.payload.error):
         return None
     if event.path and not _ITERATION_PATH.fullmatch(event.path):
         return f"{event.path}: {text}"
@@ -389,19 +396,19 @@ def describe(event: ev.Event, *, log: bool = False) -> str | None:
 
 def level(event: ev.Event) -> str:
     """How the TUI log shows an event: info | good | bad | warn | dim."""
-    d, k = event.data, event.kind
+    k, p = event.kind, event.payload
     if k in (ev.ITERATION_ACCEPTED, ev.SESSION_FINISHED):
         return "good"
     if k in (ev.ITERATION_REJECTED, ev.FLAG, ev.PAUSED, ev.LM_RETRY):
         return "warn"
     if k == ev.SANDBOX:
-        return "warn" if d.get("missing") else "info"
+        return "warn" if p.missing else "info"
     if k == ev.ERROR:
         return "bad"
     if k == ev.CANDIDATE_SCORED:
-        return "bad" if d.get("error") and not d.get("score") else "info"
+        return "bad" if p.error and not p.score else "info"
     if k in (ev.RUN_FINISHED, ev.LM_REPLY):
-        return "bad" if d.get("error") else "dim"
+        return "bad" if p.error else "dim"
     if k in (ev.SESSION_STARTED, ev.ITERATION_STARTED, ev.CANDIDATE_PROPOSED, ev.RESUMED, ev.LM_CHANGED):
         return "info"
     return "dim"

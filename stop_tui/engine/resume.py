@@ -8,8 +8,9 @@ writes the same events again. The partial events are then *superseded*: the RESU
 that starts the re-execution says so with `superseded_from` (a seq), and every node event
 (non-empty path) with `superseded_from <= seq < RESUMED.seq` is to be ignored by readers
 (summaries, the TUI, exports). Session-level events (empty path: SESSION_STARTED, PAUSED,
-RESUMED, SANDBOX) are kept. `effective_events` applies this; with it, a resumed session reads
-exactly like an uninterrupted one (apart from timestamps and timings).
+RESUMED, SANDBOX) are kept. `effective` applies this, and history.History reads the log
+through it; with it, a resumed session reads exactly like an uninterrupted one (apart from
+timestamps and timings).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ BOUNDARY_KINDS = (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED)
 
 
 def superseded_ranges(events: Iterable[ev.Event]) -> list[tuple[int, int]]:
-    return [(int(e.data["superseded_from"]), e.seq) for e in events
-            if e.kind == ev.RESUMED and e.data.get("superseded_from") is not None]
+    return [(int(e.payload.superseded_from), e.seq) for e in events
+            if e.kind == ev.RESUMED and e.payload.superseded_from is not None]
 
 
 def is_superseded(event: ev.Event, ranges: list[tuple[int, int]]) -> bool:
@@ -41,10 +42,6 @@ def effective(events: Iterable[ev.Event]) -> list[ev.Event]:
     if not ranges:
         return events
     return [e for e in events if not is_superseded(e, ranges)]
-
-
-def effective_events(store) -> list[ev.Event]:
-    return effective(store.events())
 
 
 @dataclass(frozen=True)

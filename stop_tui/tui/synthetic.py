@@ -84,8 +84,8 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
     system = put("You are an expert computer science researcher and programmer.")
 
     def lm_call(path: str, reply_code: str | None, retried: bool = False) -> None:
-        """One call of two identical messages, asked as two concurrent single requests (a
-        server that does not honour n); `retried`: the second one is refused once (429)."""
+        """One call of two identical messages: one request with n = 2 (a server that honours
+        n), recorded as one LM_PART; `retried`: its first attempt is refused (429) and retried."""
         nonlocal usage
         use = int(path.rsplit("lm", 1)[1])
         prompt = put(f"Improve the following solution ({path}):\n```python\n...\n```")
@@ -96,23 +96,19 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
         pt, ct = 640 + rng.randrange(80), 300 + rng.randrange(200)
         latency = round(2 + rng.random() * 3, 2)
         replies = [put(reply_text), put("No code here.")]
-        base = zlib.crc32(f"{seed}/{path}/0".encode()) & 0x7FFFFFFF
+        requests = 2 if retried else 1
         if retried:
-            emit(ev.LMRetry(use=use, group=0, offset=1, attempt=1, status=429,
+            emit(ev.LMRetry(use=use, group=0, offset=0, attempt=1, status=429,
                             error="HTTP 429: rate limited", wait=1.0), path)
-        for offset in (0, 1):
-            attempts = 2 if retried and offset == 1 else 1
-            emit(ev.LMPart(use=use, group=0, offset=offset, seed=base + offset, replies=[replies[offset]],
-                           finish_reasons=["stop"], prompt_tokens=pt // 2 + offset * (pt % 2),
-                           completion_tokens=ct // 2 + offset * (ct % 2), requests=attempts,
-                           latency=round(latency - 0.4 + 0.2 * offset, 2)), path)
-        retries = 1 if retried else 0
+        emit(ev.LMPart(use=use, group=0, offset=0, seed=zlib.crc32(f"{seed}/{path}/0".encode()) & 0x7FFFFFFF,
+                       replies=replies, finish_reasons=["stop", "stop"], prompt_tokens=pt,
+                       completion_tokens=ct, requests=requests, latency=latency), path)
         emit(ev.LMReply(use=use, replies=replies, prompt_tokens=pt, completion_tokens=ct,
-                        requests=2 + retries, retries=retries, failed=0, latency=latency, concurrency=2,
-                        cost_usd=0.0 if priced else None), path)
+                        requests=requests, retries=requests - 1, failed=0, latency=latency,
+                        concurrency=1, cost_usd=0.0 if priced else None), path)
         usage = dataclasses.replace(
-            usage, calls=usage.calls + 1, requests=usage.requests + 2 + retries,
-            retries=usage.retries + retries, completions=usage.completions + 2,
+            usage, calls=usage.calls + 1, requests=usage.requests + requests,
+            retries=usage.retries + requests - 1, completions=usage.completions + 2,
             prompt_tokens=usage.prompt_tokens + pt, completion_tokens=usage.completion_tokens + ct)
         emit(usage, path)
 
