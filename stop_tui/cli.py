@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stop_tui.engine import events as ev
 
     for report in list(session.store.events(kinds=(ev.SANDBOX,)))[-1:]:
-        if report.data.get("missing"):
-            print(f"warning: sandbox protections missing: {', '.join(report.data['missing'])} "
+        if report.payload.missing:
+            print(f"warning: sandbox protections missing: {', '.join(report.payload.missing)} "
                   "(see `stop-tui doctor`)", file=sys.stderr)
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations

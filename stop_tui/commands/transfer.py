@@ -76,7 +76,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 def _progress(echo):
     """Engine events worth a line during a transfer run: failed improver runs, LM replies."""
-    from stop_tui.progress import describe
+    from stop_tui.engine.history import describe
 
     def listener(event: ev.Event) -> None:
         if event.kind in (ev.RUN_FINISHED, ev.LM_REPLY, ev.ERROR):
