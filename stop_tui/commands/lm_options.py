@@ -1,6 +1,7 @@
-"""The LM options of `run`, `new` and `resume` (caps, concurrency, prompt guard, timeout) and what
-`run` does with them around the engine (cap check, the worst-case projection before a run, a
-ctrl+c or SIGTERM that records the calls in flight, a second one that leaves at once)."""
+"""The LM options (caps, concurrency, prompt guard, timeout; run_options.py declares them with
+the other run options for run, new, resume and baseline) and what `run` does with them around
+the engine (cap check, the worst-case projection before a run, a ctrl+c or SIGTERM that records
+the calls in flight, a second one that leaves at once)."""
 
 from __future__ import annotations
 
