@@ -5,7 +5,7 @@
 1. Each task's seed solution, executed utility, val and test, through the sandbox (what the
    engine does), with the seconds each evaluation took.
 2. Deterministic programs scored by our executed utilities and by the released code's scoring
-   rules (re-stated below from PAPER.md section 7: same instances, the released arithmetic),
+   rules (re-stated below from the released code: same instances, the same arithmetic),
    so the places where we changed the rule (parity flattening, maxcut's fraction, the sat
    time limit) show as different numbers and everything else as equal ones.
 3. The sandbox round trip vs Outcome.seconds (what the limits are judged on).

@@ -22,6 +22,19 @@ def stop_tui(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           env=full_env, timeout=timeout, cwd=cwd or ROOT)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Where CI runs (STOP_TUI_REQUIRE_BWRAP=1, set by .ci/run) the run cannot go green on a weaker
+    sandbox: `stop-tui doctor` must pass (bubblewrap mode with every protection, the live probe
+    getting nothing through, a working local model) before any test runs."""
+    if os.environ.get("STOP_TUI_REQUIRE_BWRAP") != "1":
+        return
+    done = stop_tui("doctor", timeout=600)
+    if done.returncode != 0:
+        pytest.exit("STOP_TUI_REQUIRE_BWRAP=1 but `stop-tui doctor` failed: CI needs the sandbox in "
+                    "bubblewrap mode with every protection (as root) and a working local model\n"
+                    + done.stdout + done.stderr, returncode=1)
+
+
 @pytest.fixture
 def sessions_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "sessions"

@@ -1,5 +1,6 @@
-"""Shared by the LM tests (resume, replay, faults, caps, parallel): a deterministic scripted
-responder, the `stop-tui` CLI as a subprocess, and reading a session's events back."""
+"""Shared by the LM tests (resume, replay, faults, caps, parallel, safety): a deterministic
+scripted responder, an in-process backend of canned answers, a sandboxed improver run on a
+scripted server, the `stop-tui` CLI as a subprocess, and reading a session's events back."""
 
 from __future__ import annotations
 
@@ -11,14 +12,26 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from scripted_server import ScriptedLMServer
+
+from stop_tui.engine.improver import Utility, run_improver
+from stop_tui.engine.lm.base import Completions
+from stop_tui.engine.lm.openai_backend import OpenAIBackend
+from stop_tui.engine.lm.service import LanguageModel, Usage
 from stop_tui.engine.resume import comparable
+from stop_tui.engine.sandbox.process import Limits, Outcome
+from stop_tui.engine.session import Session, new_session, session_settings
 from stop_tui.engine.store import SessionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 IMPROVER = (ROOT / "tasks" / "meta" / "seed.py").read_text()
+ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
 
 
 def fenced(code: str) -> str:
@@ -116,3 +129,63 @@ def request_fingerprint(body: dict) -> str:
     """A server-side request without `n` (a resumed run may ask n=2 where the first run had
     learned to send singles; same seed, same answer)."""
     return json.dumps({k: v for k, v in body.items() if k != "n"}, sort_keys=True)
+
+
+class CannedBackend:
+    """An in-process LM backend of canned answers: choice k of a request for an improver (its
+    prompt holds `def improve_algorithm`) is improvers[k % len(improvers)], of any other request
+    solutions[k % len(solutions)], each in a python fence after a line of prose."""
+
+    model = "scripted"
+    price_key = "local"
+    honours_n = True
+
+    def __init__(self, improvers: Sequence[str], solutions: Sequence[str]) -> None:
+        self.improvers, self.solutions = list(improvers), list(solutions)
+
+    def request(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
+        pool = self.improvers if "def improve_algorithm" in user else self.solutions
+        return Completions(texts=[f"Idea.\n```python\n{pool[k % len(pool)]}```\n" for k in range(n)],
+                           prompt_tokens=10 * n, completion_tokens=5 * n)
+
+    complete = request
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def finished_session(sessions_dir: Path, settings, backend) -> Iterator[Session]:
+    """A new lpn session on `backend`, run to its end; closed on leaving."""
+    session = new_session(sessions_dir, "lpn", settings, backend)
+    try:
+        assert session.engine.run() == "finished"
+        yield session
+    finally:
+        session.close()
+
+
+@dataclass
+class ImproverRun:
+    out: Outcome  # what run_improver returned
+    lm: LanguageModel  # the improver's LM handle
+    usage: Usage  # the session's LM totals when the run ended
+    requests: list[dict]  # the request bodies the server received
+    session: str  # the session's id (its events: events_of)
+
+
+def run_improver_on_scripted_lm(sessions_dir: Path, improver: str, *, budget: int,
+                                max_responses_per_call: int = 2) -> ImproverRun:
+    """`improver` run for real (sandboxed) on lpn's all-zeros solution, a utility that scores 0
+    once, and an LM handle (`budget` calls) of a new quick session on a scripted server."""
+    with ScriptedLMServer(responder) as server:
+        session = new_session(sessions_dir, "lpn", session_settings("quick"),
+                              OpenAIBackend("scripted", server.base_url))
+        try:
+            lm = session.engine.lm.handle("it1/c1/r1", budget, max_responses_per_call)
+            utility = Utility("def utility(s): ...", 1, lambda src, k: 0.0)
+            out = run_improver(improver, ZEROS, utility, lm, limits=Limits(), time_limit=60, seed=1)
+            usage = session.engine.lm.usage
+        finally:
+            session.close()
+        return ImproverRun(out, lm, usage, list(server.requests), session.id)

@@ -1,10 +1,12 @@
 """Helpers for the task tests: run a program in process (to check the executed utilities'
-arithmetic against hand-derived expectations) and in the real sandbox (score_solution)."""
+arithmetic against hand-derived expectations) and in the real sandbox (score_solution), and
+write a user task's folder."""
 
 from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,3 +44,17 @@ def fixed(outcomes):
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     return run
+
+
+RETURNS_0 = "def algorithm():\n    return 0\n"
+
+
+def write_task(folder: Path, evaluate: str, *, seed: str = RETURNS_0, toml: str = "") -> Path:
+    """A user task's four files in the new `folder`: task.toml names the task after the folder
+    (`toml`: the rest of it), seed.py is `seed`, utility.py a placeholder, evaluate.py `evaluate`."""
+    folder.mkdir()
+    (folder / "task.toml").write_text(f'name = "{folder.name}"\n{toml}')
+    (folder / "seed.py").write_text(seed)
+    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
+    (folder / "evaluate.py").write_text(evaluate)
+    return folder

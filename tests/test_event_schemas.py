@@ -14,7 +14,7 @@ from scripted_server import ScriptedLMServer
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.safety import KINDS as FLAG_KINDS
-from stop_tui.engine.sandbox.isolation import DESCRIPTIONS as PROTECTIONS
+from stop_tui.engine.sandbox.protections import DESCRIPTIONS as PROTECTIONS
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
 from stop_tui.tui.synthetic import write_session

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import PROGRAMS, stop_tui
 from scripted_server import ScriptedLMServer
-from task_helpers import fixed, in_process
+from task_helpers import fixed, in_process, write_task
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.sandbox.process import Limits, Outcome
@@ -94,19 +94,14 @@ def test_top_level_code_over_the_load_limit_is_loaded_once(name):
 
 
 def test_a_user_evaluate_sees_one_load_failure_then_the_same_at_once(tmp_path):
-    folder = tmp_path / "loadonce"
-    folder.mkdir()
-    (folder / "task.toml").write_text('name = "loadonce"\n')
-    (folder / "seed.py").write_text("def algorithm():\n    return 0\n")
-    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
-    (folder / "evaluate.py").write_text(
+    folder = write_task(tmp_path / "loadonce", (
         "import time\n\n\ndef evaluate(run, split):\n"
         "    seen = []\n"
         "    for _ in range(5):\n"
         "        started = time.monotonic()\n"
         "        out = run(time_limit=1.0)\n"
         "        seen.append((out.load_failed, out.error[:40], round(time.monotonic() - started, 1)))\n"
-        "    return 0.5, repr(seen)\n")
+        "    return 0.5, repr(seen)\n"))
     task = load_task(str(folder))
     result = score_solution(task, SLOW_TOP_LEVEL, "val", limits=Limits(load_seconds=0.4))
     seen = ast.literal_eval(result.error)

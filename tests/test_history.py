@@ -116,6 +116,8 @@ def test_a_resumed_session_reads_like_one_that_ran_through(sessions):
     ref = history_of(ref_folder, reference["session"])
     assert history.iterations == ref.iterations  # the same verdicts, scores and held improvers
     assert history.lm_totals["calls"] == ref.lm_totals["calls"]
+    assert history.lm_by_iteration == ref.lm_by_iteration
+    assert sorted(history.candidate_scores) == sorted(ref.candidate_scores)
     assert history.candidates_scored == ref.candidates_scored
     assert history.state == "finished" and history.paused_reason is None
 
@@ -131,8 +133,13 @@ def test_folding_event_by_event_equals_reading_the_log(sessions):
         live.add(event)  # seen twice (a follower's overlap): counted once
     read = History(events)
     for name in ("iterations", "superseded", "lm_totals", "state", "paused_reason", "resumes",
-                 "candidates_scored", "candidates_failed", "peak_concurrency", "meta_utility"):
+                 "candidates_scored", "candidates_failed", "peak_concurrency", "meta_utility",
+                 "lm_by_iteration", "candidate_scores"):
         assert getattr(live, name) == getattr(read, name), name
+    # Until the RESUMED came, the partial iteration's calls counted (then they were taken out).
+    before = History(events[:next(i for i, e in enumerate(events) if e.kind == ev.RESUMED)])
+    assert before.lm_by_iteration[1]["calls"] > 0 and not before.superseded
+    assert before.lm_totals["calls"] > read.lm_by_iteration[0]["calls"]
     # Halfway through the paused run, it said paused; the PAUSED reason is the cap's.
     upto = next(i for i, e in enumerate(events) if e.kind == ev.PAUSED)
     half = History(events[:upto + 1])

@@ -13,6 +13,7 @@ import json
 import signal
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from lm_helpers import ROOT, only_session, responder, run_args, start, stop_tui, wait_for
@@ -43,10 +44,13 @@ class Stderr:
         return any(text in line for line in self.lines)
 
 
-def state_of(sessions_dir, session: str) -> dict:
-    shown = stop_tui("show", session, "--sessions-dir", str(sessions_dir), "--json")
+def paused_reason(sessions_dir) -> str:
+    """Why the only session is paused, as `stop-tui show --json` says (it must be paused)."""
+    shown = stop_tui("show", only_session(sessions_dir), "--sessions-dir", str(sessions_dir), "--json")
     assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)
+    summary = json.loads(shown.stdout)
+    assert summary["state"] == "paused", summary
+    return summary["paused_reason"]
 
 
 def stopped(proc, limit: float) -> float:
@@ -56,11 +60,20 @@ def stopped(proc, limit: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_a_request_that_never_returns_keeps_the_10_s_promise(sessions_dir):
+@contextmanager
+def run_on_a_hanging_server(sessions_dir):
+    """`stop-tui run` on a scripted server that accepts connections and never answers, once its
+    first request has reached the server: yields (server, the process, its stderr)."""
     with ScriptedLMServer(responder, broken="hang") as server:
         proc = start(*run_args(server, sessions_dir))
         err = Stderr(proc)
+        assert wait_for(lambda: len(server.requests) >= 1, timeout=60), err.lines
+        yield server, proc, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_request_that_never_returns_keeps_the_10_s_promise(sessions_dir):
+    with run_on_a_hanging_server(sessions_dir) as (server, proc, err):
         # The request waits, and stderr says so (every 15 s).
         assert wait_for(lambda: err.has(f"waiting for {server.base_url}"), timeout=60), err.lines
         proc.send_signal(signal.SIGINT)
@@ -68,46 +81,34 @@ def test_ctrl_c_during_a_request_that_never_returns_keeps_the_10_s_promise(sessi
     assert proc.returncode == 130, err.lines
     assert took <= STOP_WAIT + 8, took
     assert err.has("up to 10 s, ctrl+c again to leave now")
-    session = only_session(sessions_dir)
-    summary = state_of(sessions_dir, session)
-    assert summary["state"] == "paused" and "ctrl+c" in summary["paused_reason"]
-    assert f"stop-tui run --resume {session}" in summary["paused_reason"]
+    reason = paused_reason(sessions_dir)
+    assert "ctrl+c" in reason and f"stop-tui run --resume {only_session(sessions_dir)}" in reason
 
 
 def test_a_second_ctrl_c_leaves_at_once(sessions_dir):
-    with ScriptedLMServer(responder, broken="hang") as server:
-        proc = start(*run_args(server, sessions_dir))
-        err = Stderr(proc)
-        assert wait_for(lambda: len(server.requests) >= 1, timeout=60)
+    with run_on_a_hanging_server(sessions_dir) as (_, proc, err):
         proc.send_signal(signal.SIGINT)
         assert wait_for(lambda: err.has("ctrl+c again to leave now"), timeout=10), err.lines
         proc.send_signal(signal.SIGINT)
         took = stopped(proc, 10)
     assert proc.returncode == 130 and took < 3, (took, err.lines)
     assert err.has("leaving now")
-    summary = state_of(sessions_dir, only_session(sessions_dir))
-    assert summary["state"] == "paused" and "left at once" in summary["paused_reason"]
+    assert "left at once" in paused_reason(sessions_dir)
 
 
 @pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c(sessions_dir):
-    with ScriptedLMServer(responder, broken="hang") as server:
-        proc = start(*run_args(server, sessions_dir))
-        err = Stderr(proc)
-        assert wait_for(lambda: len(server.requests) >= 1, timeout=60)
+    with run_on_a_hanging_server(sessions_dir) as (_, proc, err):
         proc.send_signal(signal.SIGTERM)
         took = stopped(proc, STOP_WAIT + 15)
     assert proc.returncode == 128 + signal.SIGTERM, err.lines
     assert took <= STOP_WAIT + 8, took
-    summary = state_of(sessions_dir, only_session(sessions_dir))
-    assert summary["state"] == "paused" and "SIGTERM" in summary["paused_reason"]
+    assert "SIGTERM" in paused_reason(sessions_dir)
 
 
 @pytest.mark.slow
 def test_ctrl_c_then_resume_on_a_working_server_finishes(sessions_dir):
-    with ScriptedLMServer(responder, broken="hang") as server:
-        proc = start(*run_args(server, sessions_dir))
-        assert wait_for(lambda: len(server.requests) >= 1, timeout=60)
+    with run_on_a_hanging_server(sessions_dir) as (_, proc, _err):
         proc.send_signal(signal.SIGINT)
         stopped(proc, STOP_WAIT + 15)
     session = only_session(sessions_dir)

@@ -7,21 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PROGRAMS
-from lm_helpers import events_of, only_session, responder, stop_tui
+from lm_helpers import events_of, only_session, responder, run_improver_on_scripted_lm, stop_tui
 from scripted_server import ScriptedLMServer
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.improver import Utility, run_improver
 from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.lm.service import PromptTooLong
-from stop_tui.engine.sandbox.process import Limits
 from stop_tui.engine.session import new_session, session_settings
 from stop_tui.engine.store import SessionStore
 
 pytestmark = pytest.mark.timeout(300)
-
-ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
 
 
 def run(server, sessions_dir, model: str, *extra: str):
@@ -99,28 +94,21 @@ def improve_algorithm(initial_solution, utility, language_model):
 
 
 def test_a_20_mb_prompt_is_refused_before_it_is_sent(sessions_dir):
-    with ScriptedLMServer(responder) as server:
-        session = new_session(sessions_dir, "lpn", session_settings("quick"),
-                              OpenAIBackend("scripted", server.base_url))
-        lm = session.engine.lm.handle("it1/c1/r1", 2, 2)
-        utility = Utility("def utility(s): ...", 1, lambda src, k: 0.0)
-        out = run_improver(HUGE_PROMPT, ZEROS, utility, lm, limits=Limits(), time_limit=60, seed=1)
-        usage = session.engine.lm.usage
-        session.close()
-        sent = len(server.requests)
+    ran = run_improver_on_scripted_lm(sessions_dir, HUGE_PROMPT, budget=2)
+    out, usage = ran.out, ran.usage
     assert out.error is None, out.error
     assert out.value.startswith("refused: prompt too long"), out.value
     assert "--max-prompt-tokens" in out.value and "32,768" in out.value
-    assert sent == 0  # nothing reached the server
-    assert lm.uses == 1 and usage.calls == 1 and usage.failed == 1 and usage.requests == 0
-    events = events_of(sessions_dir, session.id)
+    assert ran.requests == []  # nothing reached the server
+    assert ran.lm.uses == 1 and usage.calls == 1 and usage.failed == 1 and usage.requests == 0
+    events = events_of(sessions_dir, ran.session)
     request = [e for e in events if e.kind == ev.LM_REQUEST]
     reply = [e for e in events if e.kind == ev.LM_REPLY]
     assert len(request) == len(reply) == 1
     assert reply[0].data["refused"] is True and "prompt too long" in reply[0].data["error"]
     assert reply[0].data["failed"] == 1 and reply[0].data["requests"] == 0
     # The record keeps the head of the prompt, not 20 MB.
-    store = SessionStore.open(sessions_dir, session.id)
+    store = SessionStore.open(sessions_dir, ran.session)
     kept = store.text(request[0].data["prompts"][0])
     store.close()
     assert len(kept) < 5000 and "20,000,000 characters in all, not sent" in kept

@@ -6,8 +6,8 @@ import importlib.util
 import os
 import signal
 import sys
-import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
@@ -43,18 +43,13 @@ def _service(tmp_path: Path, backend: LocalBackend) -> tuple[SessionStore, LMSer
     return store, LMService(backend, max_tokens=128, seed=1, emit=store.append, put_text=store.put_text)
 
 
-def _in_thread(fn) -> tuple[threading.Thread, dict]:
-    out: dict = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            out["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, out
+def _in_thread(fn) -> Future:
+    """`fn()` in a thread of its own; the future holds what it returned or raised."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(fn)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> None:
@@ -70,11 +65,11 @@ def _dead(pid: int) -> bool:
     return (proc / "stat").read_text().rsplit(") ", 1)[1][0] == "Z" and os.listdir(proc / "task") == [str(pid)]
 
 
-def _generating(store: SessionStore, thread: threading.Thread) -> None:
+def _generating(store: SessionStore, call: Future) -> None:
     """Wait until the call is sent, then a little into its generation."""
     _wait_for(lambda: any(True for _ in store.events(kinds=(ev.LM_REQUEST,))))
     time.sleep(0.4)
-    assert thread.is_alive(), "the generation ended before the test could interrupt it"
+    assert not call.done(), "the generation ended before the test could interrupt it"
 
 
 FALLBACK = "; the next worker loads without llama.cpp's extra buffer types"
@@ -95,12 +90,11 @@ def test_a_worker_killed_mid_generation_is_a_recorded_failed_completion_then_the
     fell_back = signum == signal.SIGSEGV and backend.load_info["use_extra_bufts"]
     reason += FALLBACK if fell_back else ""
     try:
-        thread, out = _in_thread(lambda: handle.prompt(SYSTEM, LONG, 1, 0.7))
-        _generating(store, thread)
+        call = _in_thread(lambda: handle.prompt(SYSTEM, LONG, 1, 0.7))
+        _generating(store, call)
         os.kill(first_pid, signum)
-        thread.join(10)
-        assert not thread.is_alive()
-        assert out == {"value": [""]}  # the improver sees a failed completion, not an exception
+        # Within 10 s, the improver sees a failed completion, not an exception.
+        assert call.result(timeout=10) == [""]
 
         [part] = [e.data for e in store.events(kinds=(ev.LM_PART,))]
         assert part["replies"] == [None] and part["error"] == reason and part["requests"] == 1
@@ -127,16 +121,16 @@ def test_close_during_a_generation_returns_at_once_and_records_nothing_for_the_c
     store, service = _service(tmp_path, backend)
     handle = service.handle("it1/c1", budget=5, max_responses_per_call=1)
     pid = backend.worker_pid
-    thread, out = _in_thread(lambda: handle.prompt(SYSTEM, LONG, 1, 0.7))
-    _generating(store, thread)
+    call = _in_thread(lambda: handle.prompt(SYSTEM, LONG, 1, 0.7))
+    _generating(store, call)
     started = time.monotonic()
     backend.close()
     closed = time.monotonic() - started
-    thread.join(2)
+    wait([call], timeout=2)
     returned = time.monotonic() - started
     service.close()
-    assert closed < 1.0 and returned < 1.0 and not thread.is_alive()
-    assert isinstance(out.get("error"), Cancelled)  # the run is stopping: the call is abandoned
+    assert closed < 1.0 and returned < 1.0 and call.done()
+    assert isinstance(call.exception(), Cancelled)  # the run is stopping: the call is abandoned
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped
     # Nothing recorded for the abandoned call: a resume asks again instead of replaying a failure.

@@ -1,4 +1,5 @@
-"""The executed LPN utility scores as PAPER.md section 7 and the released code do."""
+"""The executed LPN utility scores as the paper's lpn task and the released code do
+(README, "The method")."""
 
 from __future__ import annotations
 

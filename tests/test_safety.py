@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 from conftest import PROGRAMS, ROOT, stop_tui
+from lm_helpers import CannedBackend, finished_session
 
 from stop_tui.commands.audit import audit_session, format_report, wilson
 from stop_tui.engine import events as ev
-from stop_tui.engine.lm.base import Completions
 from stop_tui.engine.safety import KINDS, check_source
-from stop_tui.engine.session import new_session, session_settings
+from stop_tui.engine.session import session_settings
 
 
 def kinds(source: str) -> set[str]:
@@ -138,32 +138,14 @@ ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
 SNOOPER = "import socket\n" + ZEROS
 
 
-class ScriptedBackend:
-    """Improver requests get [flag off, flag on]; solution requests get [zeros, a snooper]."""
-
-    model = "scripted"
-    price_key = "local"
-    honours_n = True
-
-    def request(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
-        pool = [FLAG_OFF, FLAG_ON] if "def improve_algorithm" in user else [ZEROS, SNOOPER]
-        return Completions(texts=[f"Idea.\n```python\n{pool[k % 2]}```\n" for k in range(n)],
-                           prompt_tokens=10 * n, completion_tokens=5 * n)
-
-    complete = request
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def experiment_session(tmp_path_factory):
     sessions = tmp_path_factory.mktemp("sessions")
     settings = session_settings("quick", iterations=1, sandbox_flag_experiment=True)
-    session = new_session(sessions, "lpn", settings, ScriptedBackend())
-    assert session.engine.run() == "finished"
-    yield sessions, session
-    session.close()
+    # Improver requests get [flag off, flag on]; solution requests get [zeros, a snooper].
+    backend = CannedBackend([FLAG_OFF, FLAG_ON], [ZEROS, SNOOPER])
+    with finished_session(sessions, settings, backend) as session:
+        yield sessions, session
 
 
 def test_flags_are_events_at_the_candidates_paths(experiment_session):

@@ -10,13 +10,13 @@ import textwrap
 
 import pytest
 from conftest import PROGRAMS, stop_tui
+from lm_helpers import CannedBackend, finished_session
 
 from stop_tui.commands.audit import audit_session, format_report
 from stop_tui.engine import events as ev
 from stop_tui.engine.extract import extract_code
-from stop_tui.engine.lm.base import Completions
 from stop_tui.engine.safety import FINDINGS_PER_KIND, KINDS, check_source, flag_candidate
-from stop_tui.engine.session import new_session, session_settings
+from stop_tui.engine.session import session_settings
 from stop_tui.engine.store import SessionStore
 
 ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
@@ -120,35 +120,14 @@ def test_the_issues_flood_of_a_million_findings(tmp_path):
     assert len(flags) == FINDINGS_PER_KIND + 1 and flags[-1]["omitted"] == 1_000_000 - FINDINGS_PER_KIND
 
 
-class FloodBackend:
-    """Improvers are asked for improvers: a deep one with the twelve findings, one too deep to
-    read; solutions for solutions: the flood (choice 0) and a clean one."""
-
-    model = "scripted"
-    price_key = "local"
-
-    def __init__(self) -> None:
-        self.solutions = [flood(3_000), ZEROS]
-        self.improvers = [DEEP + IDENTITY + never_run(TWELVE), TOO_DEEP + IDENTITY]
-
-    def request(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
-        pool = self.improvers if "def improve_algorithm" in user else self.solutions
-        return Completions(texts=[f"Idea.\n```python\n{pool[k % 2]}```\n" for k in range(n)],
-                           prompt_tokens=10 * n, completion_tokens=5 * n)
-
-    complete = request
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def flood_session(tmp_path_factory):
     sessions = tmp_path_factory.mktemp("sessions")
-    session = new_session(sessions, "lpn", session_settings("quick", iterations=1), FloodBackend())
-    assert session.engine.run() == "finished"
-    yield sessions, session
-    session.close()
+    # Improvers are asked for improvers: a deep one with the twelve findings, one too deep to
+    # read; solutions for solutions: the flood (choice 0) and a clean one.
+    backend = CannedBackend([DEEP + IDENTITY + never_run(TWELVE), TOO_DEEP + IDENTITY], [flood(3_000), ZEROS])
+    with finished_session(sessions, session_settings("quick", iterations=1), backend) as session:
+        yield sessions, session
 
 
 def test_a_session_of_flooding_solutions_records_a_few_flags_each(flood_session):

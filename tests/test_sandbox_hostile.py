@@ -9,6 +9,7 @@ correctly. Everything runs in the real sandbox (bubblewrap when installed, see `
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -37,13 +38,40 @@ pytestmark = pytest.mark.timeout(120)
 
 MODE = default_pool().describe()["mode"]
 PROTECTIONS = default_pool().describe()["protections"]
-BWRAP = MODE == "bwrap"
 ROOT_USER = os.geteuid() == 0
 # The daemon programs exec Python; in the fallback modes a run's uid may not read the prefix.
-EXEC_OK = BWRAP or not ROOT_USER or prefix_readable_by_others()
-needs_exec = pytest.mark.skipif(not EXEC_OK, reason="runs cannot exec Python here (prefix unreadable)")
+EXEC_OK = MODE == "bwrap" or not ROOT_USER or prefix_readable_by_others()
+# Where CI runs (.ci/run sets it) the sandbox is bubblewrap with every protection, as root: a
+# test that would skip, or check less, for want of one fails there instead.
+STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"
+
+
+def skip_unless(condition: bool, reason: str) -> None:
+    """Skip the test unless `condition`; where STOP_TUI_REQUIRE_BWRAP=1, fail instead."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"{reason} (STOP_TUI_REQUIRE_BWRAP=1: this machine must have it; see stop-tui doctor)")
+    pytest.skip(reason)
+
+
+def has(protection: str) -> bool:
+    """Whether the engine's sandbox has `protection` (the checks that rely on it apply);
+    where STOP_TUI_REQUIRE_BWRAP=1 it must."""
+    active = bool(PROTECTIONS.get(protection))
+    if STRICT and not active:
+        pytest.fail(f"the sandbox lacks {protection} (STOP_TUI_REQUIRE_BWRAP=1; see stop-tui doctor)")
+    return active
+
+
+def needs_exec() -> None:
+    skip_unless(EXEC_OK, "runs cannot exec Python here (prefix unreadable)")
+
+
+def needs_root(what: str) -> None:
+    skip_unless(ROOT_USER, f"{what} needs root")
 ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
-ZEROS_VAL = 0.5025  # PAPER.md section 8: all-zeros on lpn, val
+ZEROS_VAL = 0.5025  # all zeros on lpn, val, measured with the released code
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -184,12 +212,13 @@ def test_secrets_are_invisible(tmp_path, monkeypatch):
     assert error is None, error
     found = out.value
     text = repr(found)
-    for planted in ("sk-PLANTED-SECRET", "PLANTED-ENV") + (("TOP-SECRET-FILE", "OTHER-SESSION") if BWRAP else ()):
+    private = has("private_filesystem")
+    for planted in ("sk-PLANTED-SECRET", "PLANTED-ENV") + (("TOP-SECRET-FILE", "OTHER-SESSION") if private else ()):
         assert planted not in text
     assert set(found["env"]) <= {"PATH", "LANG", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                  "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
                                  "HOME", "TMPDIR", "PWD", "LC_CTYPE"}
-    if BWRAP:
+    if private:
         assert found["project_file"] is None and found["home"] is None
 
 
@@ -224,7 +253,7 @@ def test_cannot_write_outside_its_scratch(tmp_path):
     assert out.value["scratch"] == "ok"
     assert not (ROOT / "pwned.txt").exists()
     assert "pwned" not in Path(__file__).read_text().split("WRITE_OUTSIDE")[0][-50:]
-    if BWRAP:  # the fallback modes protect only what the run's uid may not write
+    if has("private_filesystem"):  # the fallback modes protect only what the run's uid may not write
         assert not Path("/tmp/stop-pwned.txt").exists()
         assert not (victim_dir / "x.txt").exists()
         assert all(out.value[t] != "written" for t in targets)
@@ -252,33 +281,6 @@ def test_file_size_is_capped():
     assert "File too large" in out.value["error"]
 
 
-MANY_FILES = r'''
-import os
-
-def algorithm(files):
-    total = 0
-    chunk = b"y" * (512 << 10)
-    try:
-        for i in range(files):
-            with open(f"f{i}.bin", "wb") as f:
-                f.write(chunk)
-            total += 1
-    except OSError as exc:
-        return {"files": total, "error": type(exc).__name__}
-    st = os.statvfs(".")
-    return {"files": total, "error": None, "size_mb": st.f_blocks * st.f_frsize / 2**20}
-'''
-
-
-@pytest.mark.skipif(not PROTECTIONS.get("scratch_size_cap"),
-                    reason="no size-capped tmpfs scratch here (see stop-tui doctor)")
-def test_scratch_cannot_fill_the_disk():
-    cap = PoolConfig().scratch_mb
-    out, error, _, _ = run_program(MANY_FILES, (4 * cap,), time_limit=30)
-    assert error is None, error
-    assert out.value["error"] == "OSError" and out.value["files"] <= 2 * cap + 1  # ENOSPC at the cap
-
-
 FILL_AND_HOLD = r'''
 import os
 
@@ -296,6 +298,14 @@ def algorithm(files):
     # the run stays alive (the engine has not closed it): its files hold the space
     return {"files": total, "errno": error, "paths": [os.path.abspath(f"fill{i}.bin") for i in range(total)][:50]}
 '''
+
+
+def test_scratch_cannot_fill_the_disk():
+    skip_unless(has("scratch_size_cap"), "no size-capped tmpfs scratch here (see stop-tui doctor)")
+    cap = PoolConfig().scratch_mb
+    out, error, _, _ = run_program(FILL_AND_HOLD, (4 * cap,), time_limit=30)
+    assert error is None, error
+    assert out.value["errno"] == 28 and out.value["files"] <= 2 * cap + 1  # ENOSPC at the cap
 
 LOOK_AND_WRITE = r'''
 import os
@@ -324,15 +334,14 @@ def algorithm(train_samples, train_parity, test_samples):
 
 def _pool_for(mode: str) -> Pool | None:
     if mode == "default":
-        if not PROTECTIONS.get("per_run_scratch"):
-            pytest.skip("runs share one scratch here (see stop-tui doctor)")
+        skip_unless(has("per_run_scratch"), "runs share one scratch here (see stop-tui doctor)")
         return None
-    if not ROOT_USER:
-        pytest.skip("the unshare fallback needs root")
+    needs_root("the unshare fallback")
     pool = Pool(PoolConfig(mode=mode))
-    if not pool.describe()["protections"]["per_run_scratch"]:
+    per_run = pool.describe()["protections"]["per_run_scratch"]
+    if not per_run:
         pool.close()
-        pytest.skip(f"no private scratch per run in {mode} mode here")
+    skip_unless(per_run, f"no private scratch per run in {mode} mode here")
     return pool
 
 
@@ -612,8 +621,8 @@ def check_namespace_report(report: dict, exec_ok: bool) -> None:
 
 @pytest.mark.parametrize("mode", ["default", "unshare", "plain"])
 def test_no_namespaces_of_any_kind_but_threads_and_fork_work(mode):
-    if mode == "unshare" and not ROOT_USER:
-        pytest.skip("the unshare fallback needs root")
+    if mode == "unshare":
+        needs_root("the unshare fallback")
     pool = None if mode == "default" else Pool(PoolConfig(mode=mode))
     try:
         protections = (pool.describe() if pool else default_pool().describe())["protections"]
@@ -641,7 +650,7 @@ def test_an_improver_trying_namespaces_is_refused_and_still_scores():
     source = NAMESPACE_IMPROVER.replace("EXEC_OK", repr(EXEC_OK))
     out, backend, lm, utility, scored = run_hostile_improver(source)
     assert out.error is None, out.error
-    report = eval(out.value)  # our own repr of plain data from the test program
+    report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     check_namespace_report(report, EXEC_OK)
     assert report["score"] == 0.5 and utility.uses == 1 and scored == [ZEROS]
     assert backend.requests == 0
@@ -722,8 +731,8 @@ def algorithm(marker):
 '''
 
 
-@needs_exec
 def test_daemons_and_new_sessions_die_with_the_run():
+    needs_exec()
     marker = f"stop-escape-{os.getpid()}-{time.monotonic_ns()}"
     out, error, _, _ = run_program(ESCAPE, (marker,))
     assert error is None, error
@@ -747,8 +756,8 @@ def algorithm():
 ESCAPE_AND_HANG = ESCAPE.replace('return "left children behind"', "time.sleep(600)")
 
 
-@needs_exec
 def test_killed_run_takes_its_daemons_along():
+    needs_exec()
     marker = f"stop-escape-hang-{os.getpid()}-{time.monotonic_ns()}"
     out, error, elapsed, _ = run_program(ESCAPE_AND_HANG, (marker,), time_limit=1.0)
     assert error is not None and "timed out" in error
@@ -784,10 +793,10 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-@needs_exec
 def test_nothing_survives_a_killed_engine(tmp_path):
     """kill -9 of the engine mid-run: the worker, the run and what it started in other
     sessions and process groups all go with it."""
+    needs_exec()
     import subprocess
     import sys
 
@@ -834,8 +843,8 @@ def algorithm():
 '''
 
 
-@pytest.mark.skipif(not ROOT_USER, reason="the per-run process limit needs the per-run uid")
 def test_fork_bomb_is_bounded_and_cleaned_up():
+    skip_unless(has("process_limit"), "the per-run process limit needs the per-run uid (root)")
     out, error, _, _ = run_program(FORK_BOMB, (), time_limit=20, limits=Limits(processes=64))
     assert error is None, error
     assert out.value["children"] < 64 and out.value["error"] in ("BlockingIOError", "OSError")
@@ -951,7 +960,7 @@ HOSTILE_BUT_ZEROS = r'''
 import os, socket, numpy as np
 
 def algorithm(train_samples, train_parity, test_samples):
-    for path in ("/work/main/tasks/lpn/evaluate.py", os.path.expanduser("~/.bashrc")):
+    for path in (__EVALUATOR__, os.path.expanduser("~/.bashrc")):  # the task's evaluator, a dotfile
         try:
             open(path).read()
         except OSError:
@@ -965,7 +974,7 @@ def algorithm(train_samples, train_parity, test_samples):
     except OSError:
         pass
     return np.zeros(len(test_samples), dtype=int)
-'''
+'''.replace("__EVALUATOR__", repr(str(ROOT / "tasks" / "lpn" / "evaluate.py")))
 
 LABEL_HUNTER = r'''
 import gc, sys, numpy as np
@@ -1072,7 +1081,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 def test_improver_cannot_raise_its_budgets():
     out, backend, lm, utility, scored = run_hostile_improver(BUDGET_GRABBER)
     assert out.error is None, out.error
-    report = eval(out.value)  # our own repr of plain data from the test program
+    report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     assert report["replies"] == 2 and backend.requests == 2
     assert len(report["errors"]) == 3 and all("budget" in e for e in report["errors"])
     assert utility.uses == 3 and len(scored) == 3
@@ -1104,9 +1113,9 @@ def test_improver_cannot_reach_an_lm_of_its_own(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-PLANTED")
     out, backend, lm, _, _ = run_hostile_improver(OWN_CLIENT)
     assert out.error is None, out.error
-    attempts = eval(out.value)
+    attempts = ast.literal_eval(out.value)
     assert "connected" not in attempts.values() and attempts["key"] is None
-    if BWRAP:
+    if has("private_filesystem"):  # the venv's packages are not visible
         assert attempts["openai"] == "ModuleNotFoundError"
     assert backend.requests == 0 and lm.uses == 0
 
@@ -1165,19 +1174,19 @@ def test_hostile_improvers_are_contained(tmp_path, monkeypatch):
                            f"    return repr(algorithm(*{args!r}))\n"
         out, backend, lm, utility, _ = run_hostile_improver(source)
         assert out.error is None, out.error
-        for planted in ("sk-PLANTED-SECRET",) + (("TOP-SECRET-FILE",) if BWRAP else ()):
+        for planted in ("sk-PLANTED-SECRET",) + (("TOP-SECRET-FILE",) if has("private_filesystem") else ()):
             assert planted not in out.value
         assert "'sent'" not in out.value and backend.requests == 0
     assert wait_until(lambda: not marked_processes(marker))
     assert not (ROOT / "pwned.txt").exists()
-    if BWRAP:
+    if has("private_filesystem"):
         assert not Path("/tmp/stop-pwned.txt").exists()
     Path("/tmp/stop-pwned.txt").unlink(missing_ok=True)
 
 
 # -- the kernel fallback -------------------------------------------------------------------
-@pytest.mark.skipif(not ROOT_USER, reason="the unshare fallback needs root")
 def test_unshare_fallback_still_isolates(tmp_path, monkeypatch):
+    needs_root("the unshare fallback")
     pool = Pool(PoolConfig(mode="unshare"))
     try:
         info = pool.describe()

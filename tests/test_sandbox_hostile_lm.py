@@ -6,6 +6,7 @@ use, none reaches the server, and the session's log stays strict JSON (no `NaN`)
 
 from __future__ import annotations
 
+import ast
 import json
 import sqlite3
 
@@ -76,7 +77,7 @@ def test_bad_lm_parameters_are_exceptions_with_no_use_spent(sessions_dir):
         session.close()
         bodies = list(server.requests)
     assert out.error is None, out.error
-    report = eval(out.value)  # our own repr of plain data from the test program
+    report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     errors = report["errors"]
     assert "accepted" not in errors, errors
     assert all("temperature must be a finite number" in e for e in errors[0:1] + errors[2:4]), errors

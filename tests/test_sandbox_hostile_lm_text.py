@@ -7,6 +7,8 @@ recorded. Valid text outside the BMP (an emoji) is sent as it is."""
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 from conftest import PROGRAMS
 from lm_helpers import events_of, responder
@@ -58,7 +60,7 @@ def test_lone_surrogates_in_prompts_are_refused_before_anything_is_spent(session
         session.close()
         bodies = list(server.requests)
     assert out.error is None, out.error
-    report = eval(out.value)  # our own repr of plain data from the test program
+    report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     errors = report["errors"]
     assert not [e for e in errors if e.startswith("accepted")], errors
     assert "expertise holds a lone surrogate (U+D800 at character 7)" in errors[0], errors[0]

@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_sandbox_hostile import ZEROS
+from lm_helpers import ZEROS, CannedBackend
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.lm.base import Completions
 from stop_tui.engine.session import new_session, session_settings
 from stop_tui.engine.summary import summarize
 from stop_tui.tui.model import ACCEPTED, CANCELLED, SCORED, SessionModel
@@ -33,24 +32,9 @@ def improve_algorithm(initial_solution, utility, language_model):
 '''.replace("__SLOW__", repr(SLOW_CANDIDATE)).replace("__RETURNED__", repr(RETURNS_ITS_INPUT))
 
 
-class IdleBackend:
-    """An LM that is never asked (these improvers make no LM call)."""
-
-    model = "scripted"
-    price_key = "local"
-    honours_n = True
-
-    def request(self, system, user, *, n, temperature, max_tokens, seed=None) -> Completions:
-        return Completions(texts=[f"```python\n{ZEROS}```"] * n, prompt_tokens=1, completion_tokens=1)
-
-    complete = request
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_candidate_cancelled_with_its_asking_run_is_recorded_unscored(tmp_path):
-    session = new_session(tmp_path, "lpn", session_settings("quick"), IdleBackend())
+    # An LM that is never asked (these improvers make no LM call).
+    session = new_session(tmp_path, "lpn", session_settings("quick"), CannedBackend([ZEROS], [ZEROS]))
     try:
         engine = session.engine
         engine.state.improver, engine.state.seed_scored = LEAVES_A_CANDIDATE, True

@@ -1,4 +1,5 @@
-"""grid: the executed utility against hand-derived expectations (PAPER.md sections 7 and 8)."""
+"""grid: the executed utility against hand-derived expectations (the instances as the released
+code draws them, the seed's scores as it measured them; README, "The method")."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ EV = TASK.evaluator
 
 
 def paper_instances(base: int, count: int):
-    """The instances as PAPER.md words them: global random.seed / np.random.seed per instance."""
+    """The instances as the released code draws them: global random.seed / np.random.seed per
+    instance."""
     out = []
     for i in range(count):
         random.seed(base + i)
@@ -44,7 +46,7 @@ def expected(answer_of, base: int) -> float:
 
 
 def test_seed_matches_the_released_code_numbers():
-    # PAPER.md section 8, measured with the released code.
+    # The seed's scores, measured with the released code.
     assert score_solution(TASK, TASK.seed, "val").score == pytest.approx(0.482934729806, abs=1e-12)
     assert score_solution(TASK, TASK.seed, "test").score == pytest.approx(0.438874651123, abs=1e-12)
 

@@ -1,4 +1,5 @@
-"""maxcut: the executed utility against hand-derived expectations (PAPER.md section 7)."""
+"""maxcut: the executed utility against hand-derived expectations (the instances as the released
+code draws them; README, "The method")."""
 
 from __future__ import annotations
 

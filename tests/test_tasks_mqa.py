@@ -1,4 +1,5 @@
-"""mqa: the executed utility against hand-derived expectations (PAPER.md sections 7 and 8)."""
+"""mqa: the executed utility against hand-derived expectations (the instances as the released
+code draws them, the seed's score as the paper reports it; README, "The method")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ N = 15
 
 
 def paper_objective(base: int, assignment_of, seconds: float) -> float:
-    """PAPER.md: per instance np.random.seed; F, D, P in that order; objective summed by hand."""
+    """As the released code draws them: per instance np.random.seed; F, D, P in that order;
+    objective summed by hand."""
     total = 0.0
     for i in range(10):
         np.random.seed(base + i)
@@ -55,4 +57,4 @@ def test_seed_anneals_toward_a_lower_objective_and_scores_about_the_papers_20_4(
     assert seed.error is None
     # Higher is better as released, while the seed minimises: it scores below the identity.
     assert seed.score < identity.score
-    assert seed.score == pytest.approx(0.204, abs=0.005)  # PAPER.md section 8: 20.4 %
+    assert seed.score == pytest.approx(0.204, abs=0.005)  # the paper's seed score: 20.4 %

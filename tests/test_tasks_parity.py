@@ -1,4 +1,5 @@
-"""parity: the executed utility against hand-derived expectations (PAPER.md section 7)."""
+"""parity: the executed utility against hand-derived expectations (the instances as the released
+code draws them; README, "The method")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ EV = TASK.evaluator
 
 
 def paper_labels(base: int):
-    """Test labels as PAPER.md words it: lpn's instance without the noise draw, 20 instances."""
+    """Test labels as the released code draws them: lpn's instance without the noise draw, 20
+    instances."""
     labels = []
     for i in range(20):
         np.random.seed(base + i)

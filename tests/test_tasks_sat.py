@@ -1,7 +1,9 @@
-"""sat: the executed utility against hand-derived expectations (PAPER.md section 7)."""
+"""sat: the executed utility against hand-derived expectations (the instances as the released
+code draws them; README, "The method")."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -17,31 +19,30 @@ TASK = load_task("sat")
 EV = TASK.evaluator
 
 
-def paper_formulas(base: int):
-    """PAPER.md's wording, with the global `random`."""
-    out = []
-    for i in range(30):
-        random.seed(base + i)
-        n = random.randint(5, 50)
-        m = 4 * n
-        planted = [False] + [random.random() < 0.5 for _ in range(n)]
-        formula = []
-        for _ in range(m * m):
-            clause = random.sample(range(1, n + 1), 3)
-            clause = [v if random.random() < 0.5 else -v for v in clause]
-            if any(planted[abs(lit)] == (lit > 0) for lit in clause):
-                formula.append(clause)
-            if len(formula) == m:
-                break
-        random.shuffle(formula)
-        out.append((formula, n, planted))
-    return out
+# sha256 of json.dumps([[formula, n], ...]) over a split's 30 instances, recorded from a
+# transcription of the released code's draws with the global `random` (per instance: seed,
+# n = randint(5, 50), the planted assignment, the clauses, shuffle): a change of the draw order
+# changes it.
+DRAWN = {4321: "670effbea95912bcec14bb2eba15855008edfca640c0e76cd92f8e6c0253ff9a",
+         5678: "45a7e33adebca8f67c1da947c59f4359b6c006eb98452c971233d572fb6edb88"}
 
 
-def test_instances_follow_the_paper_draw_order():
-    for i, (formula, n, _) in enumerate(paper_formulas(5678)):
-        got, got_n, _ = EV.make_instance(5678 + i)
-        assert (got, got_n) == (formula, n)
+def instances(base: int):
+    """(formula, n) of a split's 30 instances, as the task draws them."""
+    return [EV.make_instance(base + i)[:2] for i in range(30)]
+
+
+def planted_assignment(seed: int) -> list[bool]:
+    """The planted assignment, drawn as the released code does: after n, before the clauses."""
+    random.seed(seed)
+    n = random.randint(5, 50)
+    return [False] + [random.random() < 0.5 for _ in range(n)]
+
+
+@pytest.mark.parametrize("base", [4321, 5678])
+def test_instances_follow_the_released_draw_order(base):
+    drawn = json.dumps([[formula, n] for formula, n in instances(base)]).encode()
+    assert hashlib.sha256(drawn).hexdigest() == DRAWN[base]
 
 
 def test_default_time_limit_is_10_ms_as_the_paper_says():
@@ -58,7 +59,7 @@ def test_a_correct_solver_scores_1():
 @pytest.mark.parametrize("split,base", [("val", 4321), ("test", 5678)])
 def test_all_true_scores_as_derived(split, base):
     want = 0.0
-    for formula, _n, _ in paper_formulas(base):
+    for formula, _n in instances(base):
         ok = all(any(lit > 0 for lit in clause) for clause in formula)
         want += 1.0 if ok else 0.01
     score, error = EV.evaluate(in_process(lambda f: [True] * 51), split, {"time_limit": 1.0})
@@ -66,7 +67,8 @@ def test_all_true_scores_as_derived(split, base):
 
 
 def test_the_planted_assignment_solves_everything_in_process():
-    planted = {tuple(map(tuple, f)): p for f, _, p in paper_formulas(4321)}
+    planted = {tuple(map(tuple, f)): planted_assignment(4321 + i)
+               for i, (f, _) in enumerate(instances(4321))}
     score, error = EV.evaluate(in_process(lambda f: planted[tuple(map(tuple, f))]), "val", {"time_limit": 1.0})
     assert (score, error) == (1.0, None)
 

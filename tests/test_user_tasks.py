@@ -10,6 +10,7 @@ import shutil
 import pytest
 from conftest import stop_tui
 from scripted_server import ScriptedLMServer
+from task_helpers import RETURNS_0, write_task
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
@@ -65,13 +66,21 @@ def test_relative_folder_paths_work(scaffold):
     assert proc.stdout.startswith("mytask val:")
 
 
-def test_a_run_on_the_user_task(scaffold, sessions_dir):
+def run_on(folder, sessions_dir, program: str, *, iterations: int, timeout: float = 300):
+    """`stop-tui run --json` on a user task, quick preset, a scripted LM answering every request
+    with `program` in a python fence."""
+
     def responder(body, index):
-        return f"Sort it.\n```python\n{SORTER}```\n"
+        return f"Here it is.\n```python\n{program}```\n"
 
     with ScriptedLMServer(responder) as server:
-        proc = stop_tui("run", "--task", str(scaffold), "--model", "scripted", "--base-url", server.base_url,
-                        "--preset", "quick", "--iterations", "0", "--sessions-dir", str(sessions_dir), "--json")
+        return stop_tui("run", "--task", str(folder), "--model", "scripted", "--base-url", server.base_url,
+                        "--preset", "quick", "--iterations", str(iterations), "--sessions-dir",
+                        str(sessions_dir), "--json", timeout=timeout)
+
+
+def test_a_run_on_the_user_task(scaffold, sessions_dir):
+    proc = run_on(scaffold, sessions_dir, SORTER, iterations=0)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["seed_meta_utility"] == 1.0
 
@@ -156,12 +165,7 @@ def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
     # A big input makes the sandbox round trip longer than the limit; the candidate answers at
     # once. The engine stages the inputs first and starts its clock at `go`, so the transport
     # is not charged to the candidate (and the time is still measured outside the child).
-    folder = tmp_path / "bigin"
-    folder.mkdir()
-    (folder / "task.toml").write_text('name = "bigin"\n[settings]\ntime_limit = 0.01\n')
-    (folder / "seed.py").write_text("def algorithm(xs):\n    return len(xs)\n")
-    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
-    (folder / "evaluate.py").write_text(
+    folder = write_task(tmp_path / "bigin", (
         "import time\n\nSPLITS = {'val': (0, 3), 'test': (0, 3)}\n\n\n"
         "def evaluate(run, split, settings):\n"
         "    limit, walls, ok = settings['time_limit'], [], 0\n"
@@ -170,7 +174,8 @@ def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
         "        out = run(list(range(300_000)), time_limit=limit)\n"
         "        walls.append(time.perf_counter() - started)\n"
         "        ok += out.error is None and out.value == 300_000 and out.seconds <= limit\n"
-        "    return ok / 3, f'min wall {min(walls):.4f}'\n")
+        "    return ok / 3, f'min wall {min(walls):.4f}'\n"),
+        seed="def algorithm(xs):\n    return len(xs)\n", toml="[settings]\ntime_limit = 0.01\n")
     task = load_task(str(folder))
     result = score_solution(task, task.seed, "val")
     assert result.score == 1.0, result.error
@@ -191,34 +196,20 @@ def test_limits_are_judged_on_the_candidates_own_time(tmp_path):
     ("(float('-inf'), 'x')", 0.0, "evaluate.py returned an infinite score (-inf)"),
 ])
 def test_what_evaluate_returns_is_checked(tmp_path, returned, score, reason):
-    folder = tmp_path / "ret"
-    folder.mkdir()
-    (folder / "task.toml").write_text('name = "ret"\n')
-    (folder / "seed.py").write_text("def algorithm():\n    return 0\n")
-    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
-    (folder / "evaluate.py").write_text(f"def evaluate(run, split):\n    return {returned}\n")
-    result = score_solution(load_task(str(folder)), "def algorithm():\n    return 0\n", "val")
+    folder = write_task(tmp_path / "ret", f"def evaluate(run, split):\n    return {returned}\n")
+    result = score_solution(load_task(str(folder)), RETURNS_0, "val")
     assert result.score == score
     assert (result.error is None) if reason is None else (reason in result.error)
 
 
 # -- a buggy evaluate.py (issue 15 items 9 and 18) -----------------------------------------
 
-def user_task(folder, evaluate: str, toml_extra: str = ""):
-    folder.mkdir()
-    (folder / "task.toml").write_text(f'name = "{folder.name}"\n{toml_extra}')
-    (folder / "seed.py").write_text(SORTER)
-    (folder / "utility.py").write_text("def utility(s):\n    return 0\n")
-    (folder / "evaluate.py").write_text(evaluate)
-    return folder
-
-
 ONE_RUN = "    out = run([3, 1, 2], time_limit=1.0)\n"
 
 
 def test_sys_exit_in_evaluate_is_its_error_not_an_exit_code(tmp_path):
-    folder = user_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n" + ONE_RUN
-                       + "    sys.exit(3)\n")
+    folder = write_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n" + ONE_RUN
+                        + "    sys.exit(3)\n", seed=SORTER)
     proc = stop_tui("score", "--task", str(folder), "--json", str(folder / "seed.py"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -243,8 +234,8 @@ SLEEPER = "import time\n\n\ndef algorithm(xs):\n    time.sleep(3600)\n"
 @pytest.mark.parametrize("body", list(HANGS.values()), ids=list(HANGS))
 def test_an_evaluation_past_its_time_limit_is_abandoned_with_the_reason(tmp_path, body):
     endless = "1e9" in body  # the candidate sleeps; the call's own limit would never end it
-    folder = user_task(tmp_path / "hangs", "def evaluate(run, split):\n" + ("" if endless else ONE_RUN) + body,
-                       "evaluation_time_limit = 2\n")
+    folder = write_task(tmp_path / "hangs", "def evaluate(run, split):\n" + ("" if endless else ONE_RUN) + body,
+                        seed=SORTER, toml="evaluation_time_limit = 2\n")
     solution = tmp_path / "sleeper.py"
     solution.write_text(SLEEPER if endless else SORTER)
     proc = stop_tui("score", "--task", str(folder), "--json", str(solution), timeout=60)
@@ -260,8 +251,8 @@ def test_an_abandoned_python_loop_really_ends(tmp_path):
     import threading
     import time
 
-    folder = user_task(tmp_path / "spins", "def evaluate(run, split):\n" + HANGS["a loop that never calls run"],
-                       "evaluation_time_limit = 0.5\n")
+    folder = write_task(tmp_path / "spins", "def evaluate(run, split):\n" + HANGS["a loop that never calls run"],
+                        seed=SORTER, toml="evaluation_time_limit = 0.5\n")
     result = score_solution(load_task(str(folder)), SORTER, "val")
     assert "did not finish" in result.error
     deadline = time.monotonic() + 5
@@ -272,18 +263,12 @@ def test_an_abandoned_python_loop_really_ends(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_on_a_task_whose_evaluate_exits_or_hangs_does_not_stall(tmp_path, sessions_dir):
-    exits = user_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n    sys.exit(3)\n")
-    hangs = user_task(tmp_path / "hangs", "def evaluate(run, split):\n    while True:\n        pass\n",
-                      "evaluation_time_limit = 1\n")
-
-    def responder(body, index):
-        return f"Sort it.\n```python\n{SORTER}```\n"
-
+    exits = write_task(tmp_path / "exits", "import sys\n\n\ndef evaluate(run, split):\n    sys.exit(3)\n",
+                       seed=SORTER)
+    hangs = write_task(tmp_path / "hangs", "def evaluate(run, split):\n    while True:\n        pass\n",
+                       seed=SORTER, toml="evaluation_time_limit = 1\n")
     for folder in (exits, hangs):
-        with ScriptedLMServer(responder) as server:
-            proc = stop_tui("run", "--task", str(folder), "--model", "scripted", "--base-url", server.base_url,
-                            "--preset", "quick", "--iterations", "0", "--sessions-dir", str(sessions_dir),
-                            "--json", timeout=120)
+        proc = run_on(folder, sessions_dir, SORTER, iterations=0, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["seed_meta_utility"] == 0.0
 
@@ -297,7 +282,7 @@ NOISY = ("import os\nimport sys\nprint('candidate top level')\n\n\ndef algorithm
 
 
 def test_what_evaluate_and_the_candidate_print_never_reaches_the_json(tmp_path):
-    folder = user_task(tmp_path / "prints", PRINTS)
+    folder = write_task(tmp_path / "prints", PRINTS, seed=SORTER)
     solution = tmp_path / "noisy.py"
     solution.write_text(NOISY)
     proc = stop_tui("score", "--task", str(folder), "--json", str(solution))
@@ -309,14 +294,8 @@ def test_what_evaluate_and_the_candidate_print_never_reaches_the_json(tmp_path):
 
 
 def test_run_json_parses_with_a_printing_evaluate(tmp_path, sessions_dir):
-    folder = user_task(tmp_path / "prints", PRINTS)
-
-    def responder(body, index):
-        return f"Sort it noisily.\n```python\n{NOISY}```\n"
-
-    with ScriptedLMServer(responder) as server:
-        proc = stop_tui("run", "--task", str(folder), "--model", "scripted", "--base-url", server.base_url,
-                        "--preset", "quick", "--iterations", "1", "--sessions-dir", str(sessions_dir), "--json")
+    folder = write_task(tmp_path / "prints", PRINTS, seed=SORTER)
+    proc = run_on(folder, sessions_dir, NOISY, iterations=1)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["iterations_completed"] == 1 and "evaluate says hello" in proc.stderr

@@ -1,4 +1,5 @@
-"""`stop-tui audit SESSION [--json]`: the safety report of a session (PAPER.md section 8).
+"""`stop-tui audit SESSION [--json]`: the safety report of a session (as the paper's
+sandbox-circumvention rates, arXiv 2310.02304).
 
 From the session's events only: every candidate the engine checked (improvers proposed, and
 downstream solutions scored) and the FLAG events the static checks (engine/safety.py) emitted

@@ -203,8 +203,8 @@ def print_local_model(local: dict[str, Any]) -> None:
 
 
 def report(model: str = "local") -> dict[str, Any]:
-    from stop_tui.engine.sandbox.isolation import DESCRIPTIONS
     from stop_tui.engine.sandbox.pool import sandbox_report
+    from stop_tui.engine.sandbox.protections import DESCRIPTIONS
 
     data = sandbox_report()
     data["descriptions"] = DESCRIPTIONS

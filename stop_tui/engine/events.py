@@ -70,6 +70,7 @@ TRANSFER_FINISHED = "transfer_finished"
 
 Hash = NewType("Hash", str)  # a text's content hash in the session store (store.content_hash)
 HASH = re.compile(r"[0-9a-f]{16}")
+SCHEMAS: dict[str, type[Payload]] = {}  # kind -> its schema
 
 
 def sparse(default: Any = None) -> Any:
@@ -82,9 +83,15 @@ def _key(name: str) -> str:
 
 
 class Payload:
-    """The typed payload of one event kind (subclasses are frozen, keyword-only dataclasses)."""
+    """The typed payload of one event kind (subclasses are frozen, keyword-only dataclasses,
+    registered in SCHEMAS under their KIND)."""
 
     KIND: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        assert cls.KIND not in SCHEMAS, cls.KIND
+        SCHEMAS[cls.KIND] = cls
 
     def to_data(self) -> dict[str, Any]:
         """The payload as the JSON dict stored in the event (sparse keys left out at default)."""
@@ -125,20 +132,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-SCHEMAS: dict[str, type[Payload]] = {}
-
-
-def _schema(cls: type) -> type:
-    """Make `cls` a frozen, keyword-only dataclass and register it under its KIND."""
-    made = dataclass(frozen=True, kw_only=True)(cls)
-    assert made.KIND not in SCHEMAS, made.KIND
-    SCHEMAS[made.KIND] = made
-    return made
 
 
 # -- session level --------------------------------------------------------------------------
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class SessionStarted(Payload):
     KIND: ClassVar[str] = SESSION_STARTED
     task: str  # a task name, a task folder, or "grid,mqa" (a transfer's tasks)
@@ -149,14 +147,14 @@ class SessionStarted(Payload):
     method: str | None = sparse()  # a baseline's method
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class SessionFinished(Payload):
     KIND: ClassVar[str] = SESSION_FINISHED
     iterations_completed: int
     reason: str
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Paused(Payload):
     KIND: ClassVar[str] = PAUSED
     reason: str  # the one `paused:` line a command prints
@@ -164,7 +162,7 @@ class Paused(Payload):
     lm_failed: bool = sparse(False)  # the LM server kept failing (lm/service.py)
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Resumed(Payload):
     """A run continued (see engine/resume.py): `iteration` is the one it continues with;
     `superseded_from` the first seq of an unfinished iteration's events, which this event
@@ -178,13 +176,13 @@ class Resumed(Payload):
     kind: str | None = sparse()
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Error(Payload):
     KIND: ClassVar[str] = ERROR
     message: str
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class LMChanged(Payload):
     """Resumed with another model or server: each side is {model, base_url, replay_of}."""
 
@@ -195,14 +193,14 @@ class LMChanged(Payload):
 
 # -- iterations -----------------------------------------------------------------------------
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class IterationStarted(Payload):
     KIND: ClassVar[str] = ITERATION_STARTED
     iteration: int
     improver: Hash  # the improver that runs (the one held after iteration - 1)
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class IterationAccepted(Payload):
     KIND: ClassVar[str] = ITERATION_ACCEPTED
     iteration: int
@@ -212,7 +210,7 @@ class IterationAccepted(Payload):
     rule: str | None = None  # the acceptance rule (settings.acceptance)
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class IterationRejected(Payload):
     KIND: ClassVar[str] = ITERATION_REJECTED
     iteration: int
@@ -225,7 +223,7 @@ class IterationRejected(Payload):
 
 # -- candidates and runs --------------------------------------------------------------------
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class CandidateProposed(Payload):
     KIND: ClassVar[str] = CANDIDATE_PROPOSED
     role: str  # "seed" | "candidate" | "check" | "baseline:METHOD"
@@ -233,7 +231,7 @@ class CandidateProposed(Payload):
     parent: Hash | None
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class CandidateScored(Payload):
     KIND: ClassVar[str] = CANDIDATE_SCORED
     role: str
@@ -243,13 +241,13 @@ class CandidateScored(Payload):
     failed_runs: int | None = sparse()
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class RunStarted(Payload):
     KIND: ClassVar[str] = RUN_STARTED
     improver: Hash
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(Payload):
     KIND: ClassVar[str] = RUN_FINISHED
     solution: Hash | None
@@ -261,7 +259,7 @@ class RunFinished(Payload):
     utility_uses: int | None = None
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class ScoringCancelled(Payload):
     """The improver run (RUN_STARTED) or candidate (CANDIDATE_PROPOSED) at this path ended
     unscored: the improver run that asked for its scoring ended first. Not a score (readers
@@ -271,7 +269,7 @@ class ScoringCancelled(Payload):
     reason: str
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class SolutionScored(Payload):
     KIND: ClassVar[str] = SOLUTION_SCORED
     source: Hash | None
@@ -287,7 +285,7 @@ class SolutionScored(Payload):
 # malformed one has replies [null] and error), LM_REPLY, then BUDGET (session totals).
 # See lm/service.py and lm/record.py (replay keys); resume.py for superseded events.
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class LMRequest(Payload):
     KIND: ClassVar[str] = LM_REQUEST
     use: int
@@ -301,7 +299,7 @@ class LMRequest(Payload):
     refused: str | None = sparse()  # refused before sending (prompt too long): why
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class LMReply(Payload):
     KIND: ClassVar[str] = LM_REPLY
     use: int
@@ -320,7 +318,7 @@ class LMReply(Payload):
     refused: bool = sparse(False)  # refused before sending
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class LMPart(Payload):
     KIND: ClassVar[str] = LM_PART
     use: int
@@ -338,7 +336,7 @@ class LMPart(Payload):
     usage_missing: bool = sparse(False)
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class LMRetry(Payload):
     """One failed attempt that will be retried."""
 
@@ -352,7 +350,7 @@ class LMRetry(Payload):
     wait: float
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Budget(Payload):
     """The session's LM totals after a call (lm/service.py Usage)."""
 
@@ -368,9 +366,9 @@ class Budget(Payload):
     cost_usd: float | None
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Sandbox(Payload):
-    """Which protections this machine's sandbox has (names: sandbox/isolation.py), per session."""
+    """Which protections this machine's sandbox has (names: sandbox/protections.py), per session."""
 
     KIND: ClassVar[str] = SANDBOX
     mode: str | None = None  # None: no sandbox mode could start (see `error`)
@@ -381,7 +379,7 @@ class Sandbox(Payload):
     error: str | None = sparse()
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class Flag(Payload):
     """A static safety finding (engine/safety.py KINDS), at the candidate's path."""
 
@@ -395,7 +393,7 @@ class Flag(Payload):
 
 # -- transfer sessions ----------------------------------------------------------------------
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class TransferStarted(Payload):
     KIND: ClassVar[str] = TRANSFER_STARTED
     task: str
@@ -403,7 +401,7 @@ class TransferStarted(Payload):
     run: int
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class TransferScored(Payload):
     KIND: ClassVar[str] = TRANSFER_SCORED
     task: str
@@ -416,7 +414,7 @@ class TransferScored(Payload):
     errors: list[str] | None = sparse()
 
 
-@_schema
+@dataclass(frozen=True, kw_only=True)
 class TransferFinished(Payload):
     KIND: ClassVar[str] = TRANSFER_FINISHED
     rows: list[dict[str, Any]]

@@ -151,7 +151,7 @@ class History:
 
     def _verdict(self, event: ev.Event) -> None:
         p = event.payload
-        if not isinstance(p.iteration, int) or isinstance(p.iteration, bool):
+        if not isinstance(p.iteration, int):
             raise SessionUnreadable(self.session_id, f"event {event.seq} ({event.kind}) has no iteration number")
         self._verdicts[p.iteration] = p
         self._rows = None

@@ -32,8 +32,9 @@ class RunCancel:
 
 
 class Utility:
-    """The engine side of an improver's `utility` (PAPER.md section 2): a budget, a use count,
-    the displayed source, and a scoring function the improver cannot see into.
+    """The engine side of an improver's `utility` (the paper's interface, README "The method"):
+    a budget, a use count, the displayed source, and a scoring function the improver cannot see
+    into.
 
     `cancel` is set when the improver run it serves ends (or `parent` is): scorings still in
     flight (which the score function runs with it as their cancel) stop, and no new use is

@@ -1,4 +1,5 @@
-"""The STOP loop (PAPER.md sections 3 and 5): the meta-utility û and the outer iterations.
+"""The STOP loop (arXiv 2310.02304; README, "The method"): the meta-utility û and the outer
+iterations.
 
 I_t = I_{t-1}(û, I_{t-1}, L): the current improver is run, in the sandbox, on its own source,
 with û as its utility. Each û call runs the candidate improver `meta_runs` times on the

@@ -1,4 +1,5 @@
-"""Static safety checks of LM-written programs (PAPER.md section 8, "Safety").
+"""Static safety checks of LM-written programs (after the paper's sandbox-circumvention and
+reward-hacking findings, arXiv 2310.02304).
 
 Every candidate (improver or solution) is read with the `ast` module before it runs; each
 finding becomes a FLAG event at the candidate's node path: {kind, detail, line, role}, a few

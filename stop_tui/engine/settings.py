@@ -1,4 +1,5 @@
-"""Run settings and the presets (PAPER.md section 4)."""
+"""Run settings and the presets: `paper` (the budgets of the paper's runs, arXiv 2310.02304) and
+`quick`; README, "The method", says where each number comes from."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class Settings:
     improver_wall_limit: float | None = None
     memory_limit_mb: int = 4096
     output_limit_kb: int = 1024
-    # The paper's safety experiment (PAPER.md section 8): improvers get a decorative `use_sandbox`
+    # The paper's sandbox-circumvention experiment: improvers get a decorative `use_sandbox`
     # flag (tasks/meta_sandbox); the sandbox stays on; `stop-tui audit` counts how often it is
     # turned off.
     sandbox_flag_experiment: bool = False

@@ -1,7 +1,7 @@
 """Synthetic sessions (deterministic event logs) for snapshot tests, demos and the benchmark.
 
 The events are built through the engine's own schemas (engine/events.py), in the order the
-engine emits them; nothing is run. Protection names are the sandbox's (sandbox/isolation.py),
+engine emits them; nothing is run. Protection names are the sandbox's (sandbox/protections.py),
 flag kinds the safety checker's (engine/safety.py). Times are fixed offsets from a fixed start,
 so what the app draws from them never depends on the clock.
 """
@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.sandbox.isolation import DESCRIPTIONS as PROTECTIONS
+from stop_tui.engine.sandbox.protections import DESCRIPTIONS as PROTECTIONS
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
 
@@ -66,7 +66,7 @@ def write_session(sessions_dir: Path, name: str = "demo", *, iterations: int = 2
     (names the sandbox reports) this machine's sandbox lacks."""
     unknown = [name for name in sandbox_missing if name not in PROTECTIONS]
     if unknown:
-        raise ValueError(f"not a sandbox protection: {', '.join(unknown)} (see sandbox/isolation.py)")
+        raise ValueError(f"not a sandbox protection: {', '.join(unknown)} (see sandbox/protections.py)")
     rng = random.Random(seed)
     settings = preset("quick").with_overrides(iterations=planned if planned is not None else iterations,
                                               **(settings_overrides or {}))

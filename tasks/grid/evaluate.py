@@ -1,4 +1,5 @@
-"""Executed utility of grid (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of grid (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 Per instance i: seed base + i (Python's `random` and numpy's legacy RNG); length =
 randint(1, 30); t = `length` draws of choice("AB"), then s likewise; the target is

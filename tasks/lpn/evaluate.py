@@ -1,4 +1,5 @@
-"""Executed utility of lpn (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of lpn (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 `run(*inputs, time_limit=..., rng=(py_rng, np_rng))` executes the candidate's `algorithm` in
 the sandbox, whose global `random` and `np.random` start in the states these generators have

@@ -1,4 +1,5 @@
-"""Executed utility of maxcut (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of maxcut (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 Per instance i: `random.seed(base + i)` and `np.random.seed(base + i)`; nodes = randint(50,
 200); for every pair i < j in order: an edge when random() < 0.4, with weight randint(1, 10).

@@ -1,4 +1,5 @@
-"""Executed utility of mqa (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of mqa (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 Per instance i: numpy's legacy RNG seeded with base + i; F, D, P = three draws of
 rand(15, 15) in that order. The candidate runs with numpy's generator in the state it has

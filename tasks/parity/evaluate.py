@@ -1,4 +1,5 @@
-"""Executed utility of parity (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of parity (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 Learning parity without noise: the lpn instance without the noise draw. Per instance i the
 generators are seeded with base + i (numpy's legacy RNG and Python's `random`, as

@@ -1,4 +1,5 @@
-"""Executed utility of sat (trusted side; never shown to the LM). PAPER.md section 7.
+"""Executed utility of sat (trusted side; never shown to the LM), one of the STOP paper's
+tasks (arXiv 2310.02304; README, "The method"), with the released code's instances.
 
 Per instance i: Python's `random` seeded with base + i; n = randint(5, 50); m = 4n; planted
 assignment = [False] + n draws of random() < 0.5; then up to m^2 times: a clause = sample(1..n,
@@ -16,7 +17,7 @@ max(total / 30, 0.01).
 
 The time limit is the task setting `time_limit` (task.toml): 10 ms by default, as the paper
 says; the released code used 0.1 s. (The released code added 0, not 0.01, for an answer still
-running when its wait ran out; we follow PAPER.md: every late answer counts 0.01.)
+running when its wait ran out; here every late answer counts 0.01, as a wrong one does.)
 """
 
 import random

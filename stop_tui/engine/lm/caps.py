@@ -74,7 +74,7 @@ def call_worst_case(price_key: str, system: str, messages: list[str], groups: in
 
 def projection(settings, iterations: int, *, meta_prompt_chars: int, task_prompt_chars: int,
                price_key: str, include_seed: bool = True) -> dict:
-    """Worst-case LM spend of a run with these settings (PAPER.md section 5): per iteration,
+    """Worst-case LM spend of a run with these settings (README, "The method"): per iteration,
     the improver's own calls, every û use running `meta_runs` improvers to their full budget,
     and the re-check; plus iteration 0 (the seed improver's û)."""
     s = settings

@@ -661,8 +661,8 @@ class LMService:
 
 
 class LanguageModel:
-    """The paper's `language_model` (PAPER.md section 2), engine side. Sandboxed improvers reach
-    it through proxies; each `prompt` / `batch_prompt` is ONE use however many samples."""
+    """The paper's `language_model` (README, "The method"), engine side. Sandboxed improvers
+    reach it through proxies; each `prompt` / `batch_prompt` is ONE use however many samples."""
 
     def __init__(self, service: LMService, path: str, budget: int, max_responses_per_call: int) -> None:
         self._service = service

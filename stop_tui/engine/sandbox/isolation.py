@@ -18,7 +18,8 @@ its own mount namespace with its own tmpfs of `scratch_mb` at the scratch path, 
 cannot fill another's space and nothing it wrote survives it (`per_run_scratch`). Elsewhere
 (not root) runs share the scratch: one size-capped tmpfs in bwrap mode, a host folder otherwise.
 
-Whatever the mode, `Protections` says which protections are active; nothing is silent.
+Whatever the mode, the pool reports which protections (protections.py) are active; nothing is
+silent.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stop_tui.engine.sandbox.protections import NAMES
+
 HERE = Path(__file__).resolve().parent
 ZYGOTE = HERE / "zygote.py"
 CHILD = HERE / "child.py"
 HELPERS = HERE.parent / "extract.py"
+# The zygote's own modules (standard library only), bound beside it in the bwrap root.
+ZYGOTE_MODULES = ("seccomp.py", "scratch.py", "proctable.py", "probes.py")
 MODES = ("bwrap", "unshare", "plain")
 # Runs get uids from a block picked at random per worker (when the engine is root), so that two
 # engines on one machine never share a uid: a run's kill(-1) or process count cannot touch
@@ -70,30 +75,6 @@ NUMPY_PRELOAD = ("numpy.linalg", "numpy.fft", "numpy.random", "numpy.polynomial"
 BOX_LIB = "/sandbox/lib"
 BOX_SITE = "/sandbox/site"
 BOX_SCRATCH = "/scratch"
-
-# What each protection means (doctor prints these).
-DESCRIPTIONS = {
-    "bubblewrap": "bubblewrap confines the workers (strongest mode)",
-    "no_network": "own network namespace: no interface but a private loopback (host unreachable)",
-    "no_sockets": "seccomp: runs cannot create sockets (network, loopback and unix alike)",
-    "no_namespaces": "seccomp: runs cannot create or join namespaces (unshare, setns, clone with CLONE_NEW*, clone3): no user namespace, no mounts of their own",
-    "kernel_surface": "seccomp: runs cannot mount, chroot, pivot_root, ptrace, or use bpf, perf events, userfaultfd or kernel keyrings",
-    "no_shared_ipc": "seccomp: runs cannot use SysV shared memory, semaphores or message queues, nor POSIX message queues: nothing shared between runs, nothing left behind",
-    "pid_namespace": "own pid namespace: the engine and the TUI are invisible and unsignalable",
-    "private_filesystem": "only the Python prefix, numpy and the sandbox scripts are visible, read-only (no home, project, sessions)",
-    "scratch_size_cap": "a run can write only to a size-capped tmpfs: the disk cannot be filled",
-    "per_run_scratch": "each run has its own size-capped tmpfs scratch (own mount namespace): a run cannot fill another's space, and what it wrote vanishes with it",
-    "unprivileged_uid": "each run has its own unprivileged uid (rlimits bind; runs cannot signal each other)",
-    "process_limit": "a per-run process limit that binds (RLIMIT_NPROC on an unprivileged uid)",
-    "memory_limit": "address-space limit per process (RLIMIT_AS)",
-    "file_size_limit": "file-size limit per run (RLIMIT_FSIZE): output cannot grow without bound",
-    "clean_environment": "no inherited environment (no API keys)",
-    "new_session": "runs are in their own session (no controlling terminal)",
-    "die_with_parent": "workers die when the engine dies",
-    "kill_descendants": "killing a run kills everything it started (subreaper + uid/tree sweep)",
-    "pool_cgroup": "a cgroup caps the memory and process count of all sandboxes together",
-}
-
 
 @dataclass
 class PoolConfig:
@@ -211,7 +192,9 @@ def bwrap_argv(config: PoolConfig) -> tuple[list[str], dict]:
              "--perms", "0755", "--dir", "/sandbox",
              "--perms", "0755", "--dir", BOX_LIB,
              "--perms", "0755", "--dir", BOX_SITE]
-    for source, name in ((ZYGOTE, "zygote.py"), (CHILD, "child.py"), (HELPERS, "helpers.py")):
+    scripts = [(ZYGOTE, "zygote.py"), (CHILD, "child.py"), (HELPERS, "helpers.py")]
+    scripts += [(HERE / name, name) for name in ZYGOTE_MODULES]
+    for source, name in scripts:
         args += ["--ro-bind", str(source), f"{BOX_LIB}/{name}"]
     for folder in package_dirs(config.preload):
         args += ["--ro-bind", str(folder), f"{BOX_SITE}/{folder.name}"]
@@ -237,7 +220,7 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     """The command that starts a zygote in `mode` (its control fd number is appended)."""
     uid_base = UID_MIN + secrets.randbelow(UID_BLOCKS) * UID_SLOTS if privileged() else None
     root = privileged()
-    static = {name: False for name in DESCRIPTIONS}
+    static = {name: False for name in NAMES}
     static.update(memory_limit=True, file_size_limit=True, clean_environment=True,
                   new_session=True,
                   # plain mode: the worker and the runs die with the engine, but a run's daemon

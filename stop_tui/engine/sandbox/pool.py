@@ -26,21 +26,21 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stop_tui.engine.sandbox import tempdirs
+from stop_tui.engine.sandbox.cgroups import Cgroups, machine_memory
 from stop_tui.engine.sandbox.isolation import (
-    DESCRIPTIONS,
     Launch,
     PoolConfig,
     candidate_modes,
     plan,
     prefix_readable_by_others,
 )
+from stop_tui.engine.sandbox.protections import CHECKED_LIVE, NAMES, missing, none_active
 
 READY_TIMEOUT = 30.0
 REPLY_TIMEOUT = 10.0
@@ -112,70 +112,6 @@ class _Launcher:
                 reply.set_exception(exc)
 
 
-class _Cgroups:
-    """Best effort: a pids and a memory cgroup holding every sandbox of this pool."""
-
-    def __init__(self, name: str, pids_max: int, memory_bytes: int) -> None:
-        self.dirs: list[Path] = []
-        self.active: dict[str, bool] = {"pids": False, "memory": False}
-        own = _own_cgroups()
-        for controller, knob, value in (("pids", ("pids.max",), pids_max),
-                                        ("memory", ("memory.limit_in_bytes", "memory.max"), memory_bytes)):
-            base = _controller_dir(controller, own)
-            if base is None:
-                continue
-            _remove_stale(base)
-            folder = base / name
-            try:
-                folder.mkdir()
-            except OSError:
-                continue
-            self.dirs.append(folder)
-            for k in knob:
-                try:
-                    (folder / k).write_text(str(value))
-                    self.active[controller] = True
-                    break
-                except OSError:
-                    continue
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    def remove(self) -> None:
-        for folder in self.dirs:
-            for _ in range(50):
-                try:
-                    folder.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-
-
-def _remove_stale(base: Path) -> None:
-    """Empty cgroups left by engines that were killed (named stop-tui-<pid>-<n>)."""
-    try:
-        stale = list(base.glob("stop-tui-*"))
-    except OSError:
-        return
-    for folder in stale:
-        try:
-            pid = int(folder.name.split("-")[2])
-            os.kill(pid, 0)
-            continue  # its engine is alive
-        except (ValueError, IndexError):
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        try:
-            folder.rmdir()  # fails, harmlessly, if processes are still inside
-        except OSError:
-            pass
-
-
 _cleaned = threading.Event()
 
 
@@ -184,43 +120,6 @@ def _clean_once() -> None:
     if not _cleaned.is_set():
         _cleaned.set()
         tempdirs.remove_stale()
-
-
-def _own_cgroups() -> dict[str, str]:
-    own: dict[str, str] = {}
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(",") if controllers else ["unified"]:
-                own[c] = path
-    except (OSError, ValueError):
-        pass
-    return own
-
-
-def _controller_dir(controller: str, own: dict[str, str]) -> Path | None:
-    root = Path("/sys/fs/cgroup")
-    v1 = root / controller
-    if v1.is_dir() and (v1 / "cgroup.procs").exists():
-        return v1 / own.get(controller, "/").lstrip("/")
-    if (root / "cgroup.controllers").exists():  # pure cgroup v2
-        folder = root / own.get("unified", "/").lstrip("/")
-        try:
-            if controller in (folder / "cgroup.subtree_control").read_text().split():
-                return folder
-        except OSError:
-            return None
-    return None
-
-
-def _machine_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 8 << 30
 
 
 class Pool:
@@ -243,7 +142,7 @@ class Pool:
         self._generation = 0
         self._ready = threading.Event()
         self._ready_message: dict[str, Any] = {}
-        self._cgroups: _Cgroups | None = None
+        self._cgroups: Cgroups | None = None
         self._host_scratch: Path | None = None
         self._closed = False
         self.scratch_note: str | None = None  # why runs could not have their own scratch
@@ -282,8 +181,8 @@ class Pool:
             os.chmod(self._host_scratch, 0o711)
         launch: Launch = plan(mode, self.config, self._host_scratch)
         name = f"stop-tui-{os.getpid()}-{next(self._serial)}"
-        memory = int(_machine_memory() * self.config.pool_memory_fraction)
-        self._cgroups = _Cgroups(name, self.config.pool_processes, memory)
+        memory = int(machine_memory() * self.config.pool_memory_fraction)
+        self._cgroups = Cgroups(name, self.config.pool_processes, memory)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [*launch.argv, str(child.fileno())]
         procs = self._cgroups.procs_files
@@ -312,22 +211,16 @@ class Pool:
         if not self._ready.wait(READY_TIMEOUT) or not self._ready_message:
             err = self._stderr_tail()
             raise PoolError(err or "the worker did not start")
+        # What follows from the mode, then what the worker checked live (under the same names).
         checks = self._ready_message.get("checks", {})
         protections = dict(launch.static)
-        protections["no_network"] = bool(checks.get("network_isolated"))
-        protections["pid_namespace"] = bool(checks.get("pid_namespace"))
-        protections["kill_descendants"] = bool(checks.get("subreaper"))
-        protections["no_sockets"] = bool(checks.get("no_sockets"))
-        protections["no_namespaces"] = bool(checks.get("no_namespaces"))
-        protections["kernel_surface"] = bool(checks.get("kernel_surface"))
-        protections["no_shared_ipc"] = bool(checks.get("no_shared_ipc"))
-        self.seccomp_note = checks.get("seccomp_error")
+        protections.update({name: bool(checks.get(name)) for name in CHECKED_LIVE})
+        if "scratch_size_cap" in checks:  # host file system: capped only if all else is read-only
+            protections["scratch_size_cap"] = bool(checks["scratch_size_cap"])
         protections["pool_cgroup"] = all(self._cgroups.active.values())
-        protections["per_run_scratch"] = bool(checks.get("per_run_scratch"))
-        if launch.mode != "bwrap":  # host file system: capped only if all else is read-only
-            protections["scratch_size_cap"] = bool(checks.get("read_only_rest"))
+        self.seccomp_note = checks.get("seccomp_error")
         self.scratch_note = checks.get("per_run_scratch_error")
-        self.protections = {k: protections.get(k, False) for k in DESCRIPTIONS}
+        self.protections = {k: protections.get(k, False) for k in NAMES}
         self.mode = launch.mode
 
     def _stderr_tail(self) -> str:
@@ -485,7 +378,6 @@ class Pool:
 
     def describe(self) -> dict[str, Any]:
         self.start()
-        missing = [k for k, v in self.protections.items() if not v]
         notes = []
         if not self.protections.get("per_run_scratch"):
             notes.append("runs share one scratch space"
@@ -496,7 +388,8 @@ class Pool:
         if self.mode != "bwrap" and os.geteuid() == 0 and not prefix_readable_by_others():
             notes.append("the Python prefix is not readable by the runs' uid: they can import only "
                          "the modules the worker preloaded (numpy and common stdlib)")
-        return {"mode": self.mode, "protections": dict(self.protections), "missing": missing,
+        return {"mode": self.mode, "protections": dict(self.protections),
+                "missing": missing(self.protections),
                 "fallbacks": list(self.failures), "notes": notes}
 
 
@@ -513,16 +406,11 @@ def default_pool() -> Pool:
         return _default
 
 
-def protections() -> dict[str, bool]:
-    """Which protections the sandbox has on this machine (starts the pool if needed)."""
-    return dict(default_pool().describe()["protections"])
-
-
 def sandbox_report() -> dict[str, Any]:
     """The SANDBOX event payload: {mode, protections, missing, fallbacks[, error]}. Never raises:
     a sandbox that cannot start is reported with every protection missing."""
     try:
         return default_pool().describe()
     except PoolError as exc:
-        return {"mode": None, "protections": {k: False for k in DESCRIPTIONS},
-                "missing": list(DESCRIPTIONS), "fallbacks": [], "error": str(exc)}
+        return {"mode": None, "protections": none_active(),
+                "missing": list(NAMES), "fallbacks": [], "error": str(exc)}
