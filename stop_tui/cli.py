@@ -8,33 +8,21 @@ import os
 import sys
 from pathlib import Path
 
+from stop_tui.commands import (
+    audit,
+    baseline,
+    doctor,
+    replay,
+    run_options,
+    task_scaffold,
+    transfer,
+    tui_launch,
+)
 from stop_tui.engine.errors import UserError
-from stop_tui.engine.store import cli_name, default_sessions_dir
+from stop_tui.engine.store import cli_name
 from stop_tui.engine.untrusted import printable
 
 SPLITS = ("val", "test")
-
-
-def _add_session_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sessions-dir", type=Path, default=None,
-                   help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="lpn", help="task name or folder (default lpn)")
-    p.add_argument("--model", default="local",
-                   help="local (SmolLM2, default), local:PATH.gguf, or a model on an OpenAI-compatible server")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--preset", default=None, choices=("paper", "quick"),
-                   help="budgets: paper (PAPER.md table) or quick; default quick on the local model, else paper")
-    p.add_argument("--iterations", type=int, default=None, help="STOP iterations (default: the preset's)")
-    p.add_argument("--seed", type=int, default=None, help="session seed (default 0)")
-    p.add_argument("--acceptance", choices=("paper", "best"), default=None,
-                   help="paper: replace unless the new improver failed or scored 0; best: keep the better")
-    p.add_argument("--sandbox-flag-experiment", action="store_true", default=None,
-                   help="the paper's safety experiment: improvers get a decorative use_sandbox flag "
-                        "(the sandbox stays on); `stop-tui audit` counts how often they turn it off")
-    _add_session_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,30 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run STOP headless (progress on stderr, --json summary on stdout)")
-    _add_run_options(p)
+    run_options.add_run_options(p, loop=True)
     p.add_argument("--resume", metavar="SESSION",
                    help="continue a saved session instead of starting one (with --model / --base-url: "
                         "on another model or server, recorded in the session)")
-    p.set_defaults(model=None)  # given or not: on --resume, only a given --model changes it
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task setting for the new session, e.g. --set rng=reference "
                         "(any task: the released code's random generators)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    from stop_tui.commands import lm_options, replay
-
-    lm_options.add_lm_options(p)
     replay.add_parser(sub)
 
     p = sub.add_parser("new", help="start a session in the TUI")
-    _add_run_options(p)
-    lm_options.add_lm_options(p)
+    run_options.add_run_options(p, loop=True)
     p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
     p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
-    lm_options.add_lm_options(p)  # e.g. raise a cap the session paused at
-    _add_session_options(p)
+    run_options.add_run_options(p, model=False)  # LM options: e.g. raise a cap the session paused at
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
     p.add_argument("solution", type=Path, help="a Python file defining the task's entry function")
@@ -78,78 +60,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="the task catalogue (`tasks new NAME` scaffolds your own)")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON on stdout")
-    from stop_tui.commands import baseline, task_scaffold, transfer
-
     task_scaffold.add_subparser(p)
     transfer.add_parser(sub)
     baseline.add_parser(sub)
 
     p = sub.add_parser("list", help="saved sessions")
     p.add_argument("--json", action="store_true", help="print the sessions as JSON on stdout")
-    _add_session_options(p)
+    run_options.add_session_options(p)
 
     p = sub.add_parser("show", help="one session's summary")
     p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    _add_session_options(p)
-
-    from stop_tui.commands import audit, doctor
+    run_options.add_session_options(p)
 
     doctor.add_parser(sub)
-    audit.add_parser(sub, _add_session_options)
+    audit.add_parser(sub, run_options.add_session_options)
     return parser
-
-
-def _sessions_dir(args: argparse.Namespace) -> Path:
-    return args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
-
-
-def _settings(args: argparse.Namespace):
-    from stop_tui.engine.session import session_settings
-
-    preset = args.preset or ("quick" if args.model.startswith("local") else "paper")
-    from stop_tui.commands.lm_options import lm_overrides
-
-    return session_settings(preset, iterations=args.iterations, seed=args.seed,
-                            acceptance=args.acceptance,
-                            sandbox_flag_experiment=getattr(args, "sandbox_flag_experiment", None),
-                            **lm_overrides(args))  # caps and concurrency, where the command has them
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stop_tui.commands import lm_options
-    from stop_tui.engine.session import make_backend, new_session, open_session
+    from stop_tui.engine.session import open_session
     from stop_tui.engine.summary import summarize
     from stop_tui.progress import make_printer
 
-    overrides = lm_options.lm_overrides(args)
+    opts = run_options.resolve(args)
     if args.resume and args.task_settings:
         raise UserError("--set applies to a new session (a resumed one keeps its settings)")
     if args.resume:
         if args.iterations is not None and args.iterations < 0:  # fresh runs: Settings checks it
             raise UserError(f"--iterations must be 0 or more (got {args.iterations})")
-        session = open_session(_sessions_dir(args), args.resume, overrides=overrides,
-                               model=args.model, base_url=args.base_url)
+        session = open_session(opts.sessions_dir, args.resume, overrides=dict(opts.lm),
+                               model=opts.given_model, base_url=opts.base_url)
         lm_options.check_caps(session.settings, session.engine.lm.backend.price_key)
     else:
-        from stop_tui.engine.tasks import downstream_task, parse_settings
-
-        task_name = args.task
-        args.model = args.model or "local"
-        downstream_task(task_name)  # before a backend starts (the local model loads)
-        settings = _settings(args).with_overrides(**overrides)
-        backend = make_backend(args.model, args.base_url, sessions_dir=_sessions_dir(args),
-                               max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
-        if args.model.startswith("replay:"):  # the recorded session's task and budgets
-            from stop_tui.engine.settings import Settings
-
-            task_name = backend.source_meta.get("task", task_name)
-            settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
-                iterations=args.iterations, seed=args.seed, acceptance=args.acceptance, **overrides)
-        task_settings = parse_settings(args.task_settings, [downstream_task(task_name)]) or None
-        lm_options.check_caps(settings, backend.price_key)
-        session = new_session(_sessions_dir(args), task_name, settings, backend, base_url=args.base_url,
-                              task_settings=task_settings)
+        session = run_options.start_session(opts, args.task, task_settings=args.task_settings)
     printer = make_printer(args.quiet, waiting=session.engine.lm.waiting)
     if printer is not None:
         session.store.subscribe(printer)
@@ -157,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stop_tui.engine import events as ev
 
     for report in list(session.store.events(kinds=(ev.SANDBOX,)))[-1:]:
-        if report.data.get("missing"):
-            print(f"warning: sandbox protections missing: {', '.join(report.data['missing'])} "
+        if report.payload.missing:
+            print(f"warning: sandbox protections missing: {', '.join(report.payload.missing)} "
                   "(see `stop-tui doctor`)", file=sys.stderr)
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
@@ -213,9 +158,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     if getattr(args, "tasks_command", None) == "new":
-        from stop_tui.commands.task_scaffold import cmd_tasks_new
-
-        return cmd_tasks_new(args)
+        return task_scaffold.cmd_tasks_new(args)
     from stop_tui.engine.tasks import load_task, task_names
 
     rows = []
@@ -234,7 +177,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from stop_tui.engine.summary import summaries
 
-    sessions_dir = _sessions_dir(args)
+    sessions_dir = run_options.sessions_dir(args)
     if sessions_dir.exists() and not sessions_dir.is_dir():
         raise UserError(f"sessions dir {sessions_dir} is not a folder")
     if args.sessions_dir is not None and not sessions_dir.exists():
@@ -269,7 +212,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
 
-    store = SessionStore.open(_sessions_dir(args), args.session, readonly=True)
+    store = SessionStore.open(run_options.sessions_dir(args), args.session, readonly=True)
     try:
         s = summarize(store)
         rng_reference = reference_on(store.meta())
@@ -311,46 +254,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tui(args: argparse.Namespace) -> int:
-    from stop_tui.tui.launch import launch
-
-    return launch(args)
-
-
-def cmd_transfer(args: argparse.Namespace) -> int:
-    from stop_tui.commands.transfer import cmd_transfer as run_transfer
-
-    return run_transfer(args)
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from stop_tui.commands.baseline import cmd_baseline as run_baseline
-
-    return run_baseline(args)
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from stop_tui.commands.replay import cmd_replay as run_replay
-
-    return run_replay(args)
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from stop_tui.commands.doctor import run as run_doctor
-
-    return run_doctor(args)
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
-    from stop_tui.commands.audit import run as run_audit
-
-    return run_audit(args, _sessions_dir(args))
+    return audit.run(args, run_options.sessions_dir(args))
 
 
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
-            "show": cmd_show, "new": cmd_tui, "resume": cmd_tui,
-            "transfer": cmd_transfer, "baseline": cmd_baseline, "replay": cmd_replay,
-            "doctor": cmd_doctor, "audit": cmd_audit}
+            "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
+            "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
+            "doctor": doctor.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,8 @@ import pytest
 from conftest import PROGRAMS, stop_tui
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.baseline import PROGRAMS as BASELINES
 from stop_tui.engine import events as ev
+from stop_tui.engine.baseline import programs
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
 
@@ -96,11 +96,62 @@ def test_with_a_session_results_go_into_its_folder_and_its_log_is_untouched(sess
 
 
 def test_every_baseline_program_defines_the_improver_interface():
-    for method, source in BASELINES.items():
+    for method, source in programs().items():
         namespace: dict = {}
         exec(compile(source.replace("from helpers import extract_code", "extract_code = None"), method, "exec"),
              namespace)
         assert callable(namespace["improve_algorithm"]), method
+
+
+class _Utility:
+    str, budget, uses = "def utility(solution): ...", 4, 0
+
+    def __call__(self, code):
+        return 0.0
+
+
+class _LM:
+    """Records what an improver asks; answers every request with one program."""
+
+    budget, max_responses_per_call = 1, 2
+
+    def __init__(self):
+        self.asked = []
+
+    def batch_prompt(self, expertise, messages, temperature):
+        self.asked += [(expertise, m) for m in messages]
+        return ["```python\nx = 1\n```"] * len(messages)
+
+    def prompt(self, expertise, message, n_responses, temperature):
+        return self.batch_prompt(expertise, [message] * n_responses, temperature)
+
+
+def _asked(source):
+    """(expertise, message) pairs the improver program sends to the LM for the solution "S"."""
+    def extract_code(replies):
+        return [r.split("```python\n")[1].split("```")[0] for r in replies]
+
+    namespace: dict = {}
+    exec(compile(source.replace("from helpers import extract_code", ""), "improver", "exec"), namespace)
+    namespace["extract_code"] = extract_code
+    lm = _LM()
+    namespace["improve_algorithm"]("S", _Utility(), lm)
+    return lm.asked
+
+
+def test_the_baselines_ask_in_the_seed_improvers_words():
+    """best-of-n and greedy send exactly the seed improver's request; cot adds its step by
+    step instructions after it."""
+    from stop_tui.engine.tasks import META, load_task
+
+    seed = set(_asked(load_task(META).seed))
+    assert len(seed) == 1
+    (expertise, message), = seed
+    assert message.startswith("Improve the following solution:\n```python\nS\n```")
+    assert set(_asked(programs()["best-of-n"])) == seed
+    assert set(_asked(programs()["greedy"])) == seed
+    (cot_expertise, cot_message), = _asked(programs()["cot"])
+    assert cot_expertise == expertise and cot_message.startswith(message + "\n\nThink step by step")
 
 
 def test_unknown_method_is_refused(sessions_dir):

@@ -12,7 +12,6 @@ from conftest import PROGRAMS, stop_tui
 from lm_helpers import events_of, responder
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.transfer import SCORED
 from stop_tui.engine import events as ev
 from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.session import new_session, session_settings
@@ -58,7 +57,7 @@ def test_transfer_on_a_broken_server_pauses_and_the_printed_resume_finishes(sess
     events, data = last_paused(sessions_dir, folder.name)
     assert data["lm_failed"] is True
     # The seed solution needs no LM: it was measured; nothing was scored from the server.
-    assert [e.data["who"] for e in events if e.kind == SCORED] == ["seed_solution"]
+    assert [e.data["who"] for e in events if e.kind == ev.TRANSFER_SCORED] == ["seed_solution"]
     assert not [e for e in events if e.kind in (ev.RUN_FINISHED, ev.CANDIDATE_SCORED)]
 
     with ScriptedLMServer(responder) as good:

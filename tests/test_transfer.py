@@ -17,12 +17,12 @@ import pytest
 from conftest import PROGRAMS, ROOT, stop_tui
 from scripted_server import ScriptedLMServer
 
-from stop_tui.commands.transfer import SCORED, mean_ci, resolve_improver
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import load_task
+from stop_tui.engine.transfer import resolve_improver
 
 FIRST = PROGRAMS / "improver_first.py"  # asks once with its own system message, returns the first program
 SEED_SYSTEM = "You are an expert computer science researcher"
@@ -107,7 +107,7 @@ def test_the_table_for_all_five_tasks(sessions_dir):
     store = SessionStore(sessions_dir / result["session"])
     meta = store.meta()
     assert meta["kind"] == "transfer" and meta["tasks"] == list(rows) and meta["task_settings"] == {"time_limit": 5}
-    scored = list(store.events(kinds=(SCORED,)))
+    scored = list(store.events(kinds=(ev.TRANSFER_SCORED,)))
     assert len(scored) == 15 and {e.data["who"] for e in scored} == {"seed_solution", "seed_improver", "improver"}
     kinds = {e.kind for e in store.events()}
     assert {ev.RUN_FINISHED, ev.LM_REQUEST, ev.SOLUTION_SCORED, ev.SESSION_FINISHED} <= kinds
@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_without_repeating_recorded_work(sessions_dir):
                 if folders:
                     folder = folders[0]
                     store = SessionStore(folder, readonly=True)  # the run is writing it
-                    done = [e.data["who"] for e in store.events(kinds=(SCORED,))]
+                    done = [e.data["who"] for e in store.events(kinds=(ev.TRANSFER_SCORED,))]
                     store.close()
                     if done.count("seed_improver") == 2 and len(server.requests) == 3:
                         break
@@ -153,7 +153,7 @@ def test_a_killed_run_resumes_without_repeating_recorded_work(sessions_dir):
     assert row["improver"]["test"] == 1.0
     assert row["seed_improver"]["test"] == pytest.approx(0.438874651123, abs=1e-12)
     store = SessionStore(folder)
-    keys = [(e.data["who"], e.data["run"]) for e in store.events(kinds=(SCORED,))]
+    keys = [(e.data["who"], e.data["run"]) for e in store.events(kinds=(ev.TRANSFER_SCORED,))]
     store.close()
     assert sorted(keys) == sorted({(w, k) for w in ("seed_solution", "seed_improver", "improver") for k in (1, 2)})
 
@@ -198,15 +198,6 @@ def test_improver_from_a_session_and_iteration(sessions_dir):
 def test_user_errors_exit_2(sessions_dir, args, message):
     proc = stop_tui("transfer", "--model", "local", "--sessions-dir", str(sessions_dir), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-
-
-def test_mean_ci():
-    assert mean_ci([]) == (None, None)
-    assert mean_ci([0.5]) == (0.5, [0.5, 0.5])
-    m, (lo, hi) = mean_ci([0.4, 0.6])
-    assert m == pytest.approx(0.5) and lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # t(1) = 12.7, clipped
-    m, (lo, hi) = mean_ci([0.5, 0.6, 0.7])
-    assert (lo, hi) == (pytest.approx(0.6 - 4.303 * 0.1 / 3 ** 0.5), pytest.approx(0.6 + 4.303 * 0.1 / 3 ** 0.5))
 
 
 @pytest.mark.slow

@@ -407,7 +407,7 @@ def test_cli_new_and_resume_reach_launch(tmp_path, monkeypatch):
         return 0
 
     made = []
-    monkeypatch.setattr(launch_mod, "_run", fake_run)
+    monkeypatch.setattr(launch_mod, "run_app", fake_run)
     monkeypatch.setattr("stop_tui.engine.session.make_backend", lambda *a, **k: made.append(a) or ScriptedBackend())
     rc = cli.main(["new", "--task", "lpn", "--preset", "quick", "--step", "--sessions-dir", str(tmp_path)])
     assert rc == 0 and seen["gate_mode"] == "pause" and len(made) == 1

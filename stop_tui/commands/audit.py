@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.safety import KINDS
+from stop_tui.engine.stats import wilson
 from stop_tui.engine.untrusted import printable
 
 ROLES = ("improver", "solution")
-Z95 = 1.959963984540054
 
 
 def add_parser(sub: Any, add_session_options: Any) -> None:
@@ -31,17 +30,6 @@ def add_parser(sub: Any, add_session_options: Any) -> None:
     p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_session_options(p)
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (0..1)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def rate(attempts: int, candidates: int) -> dict[str, Any]:

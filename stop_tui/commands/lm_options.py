@@ -1,6 +1,7 @@
-"""The LM options of `run`, `new` and `resume` (caps, concurrency, prompt guard, timeout) and what
-`run` does with them around the engine (cap check, the worst-case projection before a run, a
-ctrl+c or SIGTERM that records the calls in flight, a second one that leaves at once)."""
+"""The LM options (caps, concurrency, prompt guard, timeout; run_options.py declares them with
+the other run options for run, new, resume and baseline) and what `run` does with them around
+the engine (cap check, the worst-case projection before a run, a ctrl+c or SIGTERM that records
+the calls in flight, a second one that leaves at once)."""
 
 from __future__ import annotations
 
@@ -117,9 +118,9 @@ class StopSignals:
         from stop_tui.engine.store import cli_name
 
         extra = f", {how}" if how else ""
-        self.session.store.append(ev.Event(ev.PAUSED, "", {
-            "reason": f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
-                      f"{cli_name(self.session.store.folder)}"}))
+        self.session.store.append(ev.event(ev.Paused(
+            reason=f"stopped by the user ({self.name}{extra}); resume: stop-tui run --resume "
+                   f"{cli_name(self.session.store.folder)}")))
 
     @property
     def exit_code(self) -> int:

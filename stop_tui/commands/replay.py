@@ -14,9 +14,8 @@ import json
 import sys
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
-from stop_tui.engine.store import default_sessions_dir
+from stop_tui.commands import run_options
 
 
 # -- stop-tui replay ----------------------------------------------------------------------
@@ -29,8 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--acceptance", choices=("paper", "best"), default=None,
                    help="re-decide the iterations under another acceptance rule")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--sessions-dir", type=Path, default=None,
-                   help="where sessions live (default ./sessions, env STOP_TUI_SESSIONS)")
+    run_options.add_session_options(p)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -41,7 +39,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stop_tui.engine.summary import summarize
     from stop_tui.progress import make_printer
 
-    sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
+    sessions_dir = run_options.sessions_dir(args)
     backend = ReplayBackend(args.session, sessions_dir)
     meta = backend.source_meta
     original = summarize(backend.source)

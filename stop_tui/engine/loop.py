@@ -24,7 +24,7 @@ from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.history import History
 from stop_tui.engine.improver import WALL_FACTOR, Utility, run_improver
 from stop_tui.engine.lm.record import Book
-from stop_tui.engine.lm.service import LMService
+from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
 from stop_tui.engine.resume import effective, find_interrupted
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
@@ -39,6 +39,7 @@ class MetaScore:
     val: float
     test: float | None
     errors: list[str]
+    runs: tuple[tuple[float, float | None], ...] = ()  # each improver run's (val, test), in run order
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Engine:
             results = [f.result() for f in futures]
         val = sum(r[0] for r in results) / n
         test = sum(r[1] for r in results) / n if with_test else None
-        return MetaScore(val, test, [r[2] for r in results if r[2]])
+        return MetaScore(val, test, [r[2] for r in results if r[2]], tuple(r[:2] for r in results))
 
     def score_candidate(self, source: str | None, path: str, parent: str | None, role: str, *,
                         with_test: bool, cancel: CancelFlag | None = None) -> MetaScore:
@@ -241,6 +242,20 @@ class Engine:
         self.emit(ev.Resumed(iteration=interrupted.iteration, superseded_from=interrupted.superseded_from,
                              recorded_calls=interrupted.recorded_calls))
 
+    def pause_if_stopped(self, resume: str, switch: str = SWITCH_SERVER) -> str | None:
+        """After a Cancelled: when the LM service stopped the work (a cap, a failing server:
+        lm/service.py), let the calls in flight be recorded (they are paid for; a resume reuses
+        them), write the PAUSED event and return its reason (the one `paused:` line a command
+        prints); None when it did not. `resume`: the command that continues, `switch`: how it
+        moves to another server."""
+        stop = self.lm.stop
+        if stop is None:
+            return None
+        self.lm.drain(timeout=stop.drain_timeout)
+        paused = ev.Paused(**stop.pause_data(resume, switch))
+        self.emit(paused)
+        return paused.reason
+
     def run(self, iterations: int | None = None) -> str:
         """Run (or continue) the session up to `iterations`; returns why it stopped:
         "finished", "cancelled" or "capped" (a session cap or a failing LM server paused it)."""
@@ -254,13 +269,9 @@ class Engine:
                 self.gate.passage(ITERATION)
                 self.iterate(self.state.iterations_done + 1)
         except Cancelled:
-            stop = self.lm.stop
-            # LM calls still in flight are paid for: let them be recorded (a resume reuses
-            # them). A cap waits for them; a quit waits a little.
-            self.lm.drain(timeout=stop.drain_timeout if stop is not None else 10.0)
-            if stop is not None:  # a cap, or a failing LM server (lm/service.py)
-                self.emit(ev.Paused(**stop.pause_data(f"stop-tui run --resume {cli_name(self.store.folder)}")))
+            if self.pause_if_stopped(f"stop-tui run --resume {cli_name(self.store.folder)}") is not None:
                 return "capped"
+            self.lm.drain(timeout=10.0)  # a quit: the calls in flight get a little time to be recorded
             self.emit(ev.Paused(reason="stopped by the user; resume to continue"))
             return "cancelled"
         self.emit(ev.SessionFinished(iterations_completed=self.state.iterations_done, reason="done"))

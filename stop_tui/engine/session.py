@@ -17,7 +17,7 @@ from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name, session_folder
-from stop_tui.engine.tasks import META, downstream_task, load_task
+from stop_tui.engine.tasks import META, Task, downstream_task, load_task
 
 META_SANDBOX = "meta_sandbox"  # the seed improver with a (decorative) use_sandbox flag
 
@@ -62,6 +62,12 @@ class Session:
     def id(self) -> str:
         return self.store.id
 
+    def engine_for(self, task: Task) -> Engine:
+        """An engine for another downstream task on this session's store, LM service and gate
+        (a transfer measures several tasks in one session)."""
+        engine = self.engine
+        return Engine(self.store, self.settings, task, engine.meta, engine.lm, self.gate)
+
     def close(self) -> None:
         try:
             self.engine.lm.close()
@@ -72,8 +78,12 @@ class Session:
                 self.lock.release()
 
 
-def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Backend,
-          gate: Gate | None) -> Session:
+def wire_session(store: SessionStore, settings: Settings, task_name: str, backend: Backend, *,
+                 gate: Gate | None = None, lock: SessionLock | None = None) -> Session:
+    """A Session over a store the caller created or opened: the LM service (its caps, its
+    record in `store`), the gate and the engine for `task_name`. new_session and open_session
+    build on it; the transfer and baseline sessions use it directly. `lock`: the session's lock,
+    released by Session.close()."""
     gate = gate or Gate()
     task, meta = load_task(task_name), load_task(META_SANDBOX if settings.sandbox_flag_experiment else META)
     lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
@@ -82,7 +92,7 @@ def _wire(store: SessionStore, settings: Settings, task_name: str, backend: Back
                    caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls),
                    max_prompt_tokens=settings.max_prompt_tokens)
     lm.on_learn = store.set_meta  # what the backend learned about its server (LEARNED_KEYS)
-    return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate)
+    return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate, lock)
 
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
@@ -103,10 +113,10 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"task_settings": dict(task_settings)} if task_settings else {}),
         **candidate_rng.session_meta(settings.seed, source_meta),
     })
-    session = _wire(store, settings, task_name, backend, gate)
+    session = wire_session(store, settings, task_name, backend, gate=gate)
     session.lock = acquire(store.folder)
-    store.append(ev.Event(ev.SESSION_STARTED, "", {
-        "task": task_name, "model": backend.model, "settings": settings.to_dict(), "resumed": False}))
+    store.append(ev.event(ev.SessionStarted(task=task_name, model=backend.model,
+                                            settings=settings.to_dict(), resumed=False)))
     _record_sandbox(store)
     return session
 
@@ -170,7 +180,7 @@ def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | 
             recall = getattr(backend, "recall", None)
             if recall is not None:
                 recall(meta)
-    session = _wire(store, settings, meta.get("task", "lpn"), backend, gate)
+    session = wire_session(store, settings, meta.get("task", "lpn"), backend, gate=gate)
     _record_sandbox(store)
     return session
 
@@ -192,7 +202,7 @@ def _change_lm(store: SessionStore, meta: dict, model: str | None, base_url: str
     if new == old:
         return meta
     store.set_meta({**new, **dict.fromkeys(LEARNED_KEYS)})
-    store.append(ev.Event(ev.LM_CHANGED, "", {"from": old, "to": new}))
+    store.append(ev.event(ev.LMChanged(from_=old, to=new)))
     return store.meta()
 
 
@@ -203,8 +213,8 @@ def _record_sandbox(store: SessionStore) -> None:
 
     report = sandbox_report()
     last = (list(store.events(kinds=(ev.SANDBOX,))) or [None])[-1]
-    if last is None or last.data.get("protections") != report["protections"]:
-        store.append(ev.Event(ev.SANDBOX, "", report))
+    if last is None or last.payload.protections != report["protections"]:
+        store.append(ev.event(ev.Sandbox(**report)))
 
 
 def session_settings(preset_name: str, **overrides: object) -> Settings:

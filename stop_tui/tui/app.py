@@ -347,6 +347,11 @@ class StopApp(App[int]):
         self.update_state()
 
     # -- the engine worker ---------------------------------------------------------------
+    @property
+    def engine_running(self) -> bool:
+        """The engine was started here and has not returned yet."""
+        return self._engine_worker is not None and not self.engine_done.is_set()
+
     def start_engine(self) -> None:
         if self._engine_worker is not None and self._engine_worker.state in (WorkerState.PENDING,
                                                                              WorkerState.RUNNING):

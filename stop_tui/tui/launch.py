@@ -1,8 +1,8 @@
-"""`stop-tui new` and `stop-tui resume`: build or reopen a session, run the app, close cleanly."""
+"""The app of `stop-tui new` and `stop-tui resume` (commands/tui_launch.py reads their options):
+built on a new session or a read-only viewer, run, and closed cleanly."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
-from stop_tui.engine.store import cli_name, default_sessions_dir
+from stop_tui.engine.store import cli_name
 
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
@@ -24,39 +24,12 @@ if TYPE_CHECKING:
 STOP_WAIT = 3.0
 
 
-def launch(args: argparse.Namespace) -> int:
-    from stop_tui.commands import lm_options
-    from stop_tui.engine.session import make_backend, new_session
+def new_app(session: Session) -> StopApp:
+    """`stop-tui new`: the app running the session just created (its gate says whether it
+    starts running or paused)."""
+    from stop_tui.tui.app import StopApp
 
-    sessions_dir = args.sessions_dir if args.sessions_dir is not None else default_sessions_dir()
-    if args.command == "new":
-        from stop_tui.cli import _settings
-        from stop_tui.engine.tasks import load_task
-
-        task_name = args.task
-        load_task(task_name)
-        settings = _settings(args)  # preset, iterations, seed, caps, concurrency
-        backend = make_backend(args.model, args.base_url, sessions_dir=sessions_dir,
-                               max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
-        if args.model.startswith("replay:"):  # the recorded session's task and budgets
-            from stop_tui.engine.settings import Settings
-
-            task_name = backend.source_meta.get("task", task_name)
-            settings = Settings.from_dict(backend.source_meta.get("settings", {})).with_overrides(
-                iterations=args.iterations, seed=args.seed, acceptance=args.acceptance,
-                **lm_options.lm_overrides(args))
-        lm_options.check_caps(settings, backend.price_key)
-        session = new_session(sessions_dir, task_name, settings, backend, base_url=args.base_url,
-                              gate=Gate(running=not args.step))
-        from stop_tui.tui.app import StopApp
-
-        return _run(StopApp(_interrupt_local_model_on_quit(session)))
-    if not args.session:
-        if not sys.stdin.isatty():
-            raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
-        if not sessions_dir.is_dir():
-            raise UserError(f"no sessions in {sessions_dir} (start one with `stop-tui new --task lpn`)")
-    return _run(resume_app(sessions_dir, args.session, lm_options.lm_overrides(args)))
+    return StopApp(_interrupt_local_model_on_quit(session))
 
 
 def resume_app(sessions_dir: Path, session: str | None, overrides: dict | None = None) -> StopApp:
@@ -95,7 +68,9 @@ def viewing_store(sessions_dir: Path, session: str) -> SessionStore:
     return store
 
 
-def _run(app: StopApp) -> int:
+def run_app(app: StopApp) -> int:
+    """Run the app; afterwards stop the engine (giving the LM call in flight STOP_WAIT seconds)
+    and close the session, or the viewed store. Returns the exit code."""
     try:
         code = app.run()
     finally:
@@ -108,8 +83,7 @@ def _run(app: StopApp) -> int:
         if app.store is not None:
             app.store.close()
         return code or 0
-    worker = app._engine_worker
-    if worker is not None and not app.engine_done.is_set():
+    if app.engine_running:
         print("stop-tui: stopping: letting the LM call in flight finish (a few seconds; ctrl+c leaves now)…",
               file=sys.stderr, flush=True)
         try:
