@@ -69,6 +69,7 @@ class Session:
         return Engine(self.store, self.settings, task, engine.meta, engine.lm, self.gate)
 
     def close(self) -> None:
+        self.gate.cancel()  # an engine still waiting at a gate ends instead of waiting forever
         try:
             self.engine.lm.close()
             self.engine.lm.backend.close()

@@ -549,5 +549,11 @@ class StopApp(App[int]):
         self.exit(0)
 
     def on_unmount(self) -> None:
+        # However the app ends (ctrl+q goes through action_quit; a test's run_test or an error
+        # may not), an engine left waiting at a gate must not outlive it: it stops as on a quit.
+        if self.session is not None and self.engine_running:
+            self.stopping = True
+            self.session.gate.cancel()
+            self.engine_done.wait(QUIT_GRACE)
         if self.feeder is not None:
             self.feeder.close()
