@@ -61,7 +61,7 @@ def test_a_candidate_cancelled_with_its_asking_run_is_recorded_unscored(tmp_path
         node = model.nodes[path]
         assert (node.status, node.score) == (CANCELLED, None), (path, node.status, node.score)
     assert model.nodes["it1/check"].status in (SCORED, ACCEPTED)
-    assert model.candidate_scores == []
+    assert list(model.candidate_scores) == []
     # The summary: no candidate scored, none failed; the iteration was decided.
     assert (summary["candidates_scored"], summary["candidates_failed"]) == (0, 0)
     assert [row["iteration"] for row in summary["iterations"]] == [1]

@@ -20,6 +20,7 @@ from typing import Any
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.candidate_rng import reference_on
+from stop_tui.engine.history import USAGE_KEYS, History, describe, iteration_of, level
 
 ITERATION, CANDIDATE, RUN, SOLUTION = "iteration", "candidate", "run", "solution"
 PENDING, RUNNING, SCORED, FAILED, ACCEPTED, REJECTED, CANCELLED = (
@@ -46,11 +47,6 @@ def node_kind(path: str) -> str | None:
     if depth == 3 and (last == "final" or last.startswith("s")):
         return SOLUTION
     return None
-
-
-def iteration_of(path: str) -> int | None:
-    m = _ITER.match(path.split("/", 1)[0])
-    return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -89,14 +85,6 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
-
-    def plus_reply(self, d: dict[str, Any]) -> Usage:
-        cost = d.get("cost_usd")
-        return Usage(self.calls + 1, self.requests + int(d.get("requests") or 0),
-                     self.completions + len(d.get("replies") or []) - int(d.get("failed") or 0),
-                     self.prompt_tokens + int(d.get("prompt_tokens") or 0),
-                     self.completion_tokens + int(d.get("completion_tokens") or 0),
-                     None if cost is None or self.cost_usd is None else self.cost_usd + cost)
 
 
 @dataclass(frozen=True)
@@ -234,13 +222,10 @@ class SessionModel(SessionQueries):
         self.lm_calls: dict[str, LMCall] = {}
         self.calls_by_owner: dict[str, tuple[str, ...]] = {}
         self.flying: dict[str, None] = {}  # LM calls asked, not answered (an ordered set)
-        self.totals = Usage()
-        self.peak_concurrency = 0  # most LM requests in flight at once, over the session
-        self.iteration_usage: dict[int, Usage] = {}
+        # Verdicts, held improvers, LM totals and per-iteration use, candidate scores: the one
+        # reader of the log (engine/history.py) folds them; the snapshot reads them from it.
+        self.history = History(session_id=session_id)
         self.reply_times: deque[tuple[float, int, int]] = deque(maxlen=64)  # (t, calls, tokens)
-        self.accepted: dict[int, tuple[float | None, float | None, str | None]] = {}
-        self.verdicts: dict[int, tuple[bool, str | None]] = {}
-        self.candidate_scores: list[tuple[int, float]] = []  # (iteration, score)
         self.current_iteration: int | None = None
         self.state = "new"  # new | running | paused | finished
         self.pause_reason: str | None = None
@@ -279,6 +264,14 @@ class SessionModel(SessionQueries):
     def has_changes(self) -> bool:
         return bool(self.dirty)
 
+    # What the snapshot's scores and budget parts hold, read live from the History.
+    accepted = property(lambda self: self._freeze("scores")["accepted"])
+    verdicts = property(lambda self: self._freeze("scores")["verdicts"])
+    candidate_scores = property(lambda self: self._freeze("scores")["candidate_scores"])
+    totals = property(lambda self: self._freeze("budget")["totals"])
+    iteration_usage = property(lambda self: self._freeze("budget")["iteration_usage"])
+    peak_concurrency = property(lambda self: self.history.peak_concurrency)
+
     def _freeze(self, part: str) -> dict[str, Any]:
         if part == "tree":
             return {"nodes": _frozen(self.nodes), "roots": tuple(self.roots),
@@ -287,11 +280,16 @@ class SessionModel(SessionQueries):
             return {"lm_calls": _frozen(self.lm_calls), "calls_by_owner": _frozen(self.calls_by_owner),
                     "flying": tuple(self.flying)}
         if part == "scores":
-            return {"accepted": _frozen(self.accepted), "verdicts": _frozen(self.verdicts),
-                    "candidate_scores": tuple(self.candidate_scores)}
+            rows = self.history.iterations
+            return {"accepted": _frozen({r.iteration: (r.val, r.test, r.improver) for r in rows}),
+                    "verdicts": _frozen({r.iteration: (r.accepted, r.reason) for r in rows}),
+                    "candidate_scores": tuple(self.history.candidate_scores)}
         if part == "budget":
-            return {"totals": self.totals, "iteration_usage": _frozen(self.iteration_usage),
-                    "peak_concurrency": self.peak_concurrency, "reply_times": tuple(self.reply_times)}
+            lm = self.history.lm_totals
+            return {"totals": Usage(**{key: lm.get(key, 0) for key in USAGE_KEYS if key != "cost_usd"},
+                                    cost_usd=lm.get("cost_usd")),
+                    "iteration_usage": _frozen({t: Usage(**u) for t, u in self.history.lm_by_iteration.items()}),
+                    "peak_concurrency": self.history.peak_concurrency, "reply_times": tuple(self.reply_times)}
         if part == "header":
             return {"task": self.task, "model": self.model, "settings": _frozen(self.settings),
                     "rng_reference": self.rng_reference, "fixed_temperature": self.fixed_temperature,
@@ -375,10 +373,6 @@ class SessionModel(SessionQueries):
             self.flying.pop(path, None)
         for owner in [p for p in self.calls_by_owner if p == f"it{t}" or p.startswith(prefix)]:
             del self.calls_by_owner[owner]
-        self.iteration_usage.pop(t, None)
-        self.candidate_scores = [(i, v) for i, v in self.candidate_scores if i != t]
-        self.accepted.pop(t, None)
-        self.verdicts.pop(t, None)
         self.dirty.update(("lm", "scores", "budget", "header"))
 
     def _lm_call(self, path: str, t: float, **values: Any) -> LMCall:
@@ -410,11 +404,11 @@ class SessionModel(SessionQueries):
         if e.seq and e.seq <= self.last_seq:
             return
         self.last_seq = max(self.last_seq, e.seq)
+        self.history.add(e)
         self.events += 1
         if self.t0 is None:
             self.t0 = e.t
         d, k, path = e.data, e.kind, e.path
-        text, level = None, "info"
         if k == ev.SESSION_STARTED:
             self.task = d.get("task", self.task)
             self.model = d.get("model", self.model)
@@ -423,30 +417,21 @@ class SessionModel(SessionQueries):
                 for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
                     self._ensure(f"it{t}")
             self.dirty.update(("header", "budget"))
-            text = f"session {'resumed' if d.get('resumed') else 'started'}: {self.task} on {self.model}"
         elif k == ev.ITERATION_STARTED:
             t = d.get("iteration", iteration_of(path) or 0)
             node = self._ensure(path)
             if node is not None:
                 if node.children:
                     self._drop_children(node)
-                prev = self.accepted.get(t - 1)
                 self._put(path, status=RUNNING, source=d.get("improver"), score=None, test=None,
-                          parent_source=prev[2] if prev else None)
+                          parent_source=self.history.held_improver(t - 1) if t > 0 else None)
             self.current_iteration = t
             self.state = "running"
             self.dirty.update(("tree", "budget", "header"))
-            text = f"iteration {t} started"
         elif k in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
             t = d.get("iteration", iteration_of(path) or 0)
             node = self._ensure(path)
             ok = k == ev.ITERATION_ACCEPTED
-            if ok:
-                self.accepted[t] = (d.get("val"), d.get("test"), d.get("improver"))
-            else:
-                prev = self.accepted.get(t - 1)
-                self.accepted[t] = prev if prev else (None, None, d.get("kept"))
-            self.verdicts[t] = (ok, d.get("reason"))
             self.dirty.update(("scores", "header"))
             if node is not None:
                 node = self._put(path, status=ACCEPTED if ok else REJECTED, score=d.get("val"), test=d.get("test"),
@@ -456,18 +441,10 @@ class SessionModel(SessionQueries):
                         c = self.nodes.get(child)
                         if c and c.source and c.source == d.get("improver"):
                             self._put(child, status=ACCEPTED)
-            val = d.get("val")
-            vs = f"val {val:.4f}" if isinstance(val, int | float) else "val -"
-            test = d.get("test")
-            ts = f" test {test:.4f}" if isinstance(test, int | float) else ""
-            text = (f"iteration {t} accepted ({vs}{ts})" if ok
-                    else f"iteration {t} rejected ({vs}{ts}): {d.get('reason')}")
-            level = "good" if ok else "warn"
         elif k == ev.CANDIDATE_PROPOSED:
             if self._ensure(path) is not None:
                 self._put(path, status=RUNNING, role=d.get("role", ""), source=d.get("source"),
                           parent_source=d.get("parent"))
-            text = f"{d.get('role', 'candidate')} proposed" + ("" if d.get("source") else " (no program)")
         elif k == ev.CANDIDATE_SCORED:
             node = self._ensure(path)
             score = d.get("score")
@@ -476,24 +453,17 @@ class SessionModel(SessionQueries):
                     FAILED if d.get("error") and not score else SCORED)
                 self._put(path, score=score, test=d.get("test"), error=d.get("error"), status=status)
             if d.get("role") == "candidate" and isinstance(score, int | float):
-                self.candidate_scores.append((iteration_of(path) or 0, float(score)))
                 self.dirty.add("scores")
-            text = f"{d.get('role', 'candidate')} scored {_num(score)}" + (f" ({d['error']})" if d.get("error") else "")
-            level = "bad" if d.get("error") and not score else "info"
         elif k == ev.RUN_STARTED:
             if self._ensure(path) is not None:
                 self._put(path, status=RUNNING, source=d.get("improver"))
-            text, level = "improver run started", "dim"
         elif k == ev.RUN_FINISHED:
             if self._ensure(path) is not None:
                 self._put(path, score=d.get("val"), test=d.get("test"), error=d.get("error"),
                           output=d.get("solution"), status=FAILED if d.get("error") else SCORED)
-            text = f"run finished: val {_num(d.get('val'))}" + (f" ({d['error']})" if d.get("error") else "")
-            level = "bad" if d.get("error") else "dim"
         elif k == ev.SCORING_CANCELLED:  # ended unscored: no score, not a failure
             if self._ensure(path) is not None:
                 self._put(path, status=CANCELLED, score=None, test=None, error=d.get("reason"))
-            text, level = f"{path}: {d.get('reason', 'cancelled')}", "dim"
         elif k == ev.SOLUTION_SCORED:
             if self._ensure(path) is not None:
                 if d.get("split") == "test":
@@ -501,83 +471,48 @@ class SessionModel(SessionQueries):
                 else:
                     self._put(path, score=d.get("score"), source=d.get("source"), error=d.get("error"),
                               status=FAILED if d.get("error") and not d.get("score") else SCORED)
-            text = f"solution {d.get('split')} {_num(d.get('score'))}" + (f" ({d['error']})" if d.get("error") else "")
-            level = "dim"
         elif k == ev.LM_REQUEST:
             self._lm_call(path, e.t, request=d)
             self.flying[path] = None
             self.dirty.add("header")
-            text, level = f"LM call: {d.get('n', 1)} prompt(s), T={d.get('temperature')}", "dim"
         elif k == ev.LM_REPLY:
             self._lm_call(path, e.t, reply=d)
             if self.flying.pop(path, "") is None:
                 self.dirty.add("header")
-            self.peak_concurrency = max(self.peak_concurrency, int(d.get("concurrency") or 0))
-            t = iteration_of(path)
-            if t is not None:
-                self.iteration_usage[t] = self.iteration_usage.get(t, Usage()).plus_reply(d)
             tokens = int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
             self.reply_times.append((e.t, 1, tokens))
             self.dirty.add("budget")
-            text = (f"LM reply: {d.get('prompt_tokens', 0)} in / {d.get('completion_tokens', 0)} out tokens, "
-                    f"{d.get('latency', 0):.1f}s" + (f" ({d['error']})" if d.get("error") else ""))
-            level = "bad" if d.get("error") else "dim"
         elif k == ev.BUDGET:
-            self.totals = Usage(**{key: d.get(key, 0) for key in (
-                "calls", "requests", "completions", "prompt_tokens", "completion_tokens")},
-                cost_usd=d.get("cost_usd"))
             self.dirty.add("budget")
         elif k == ev.SANDBOX:
             self.sandbox_missing = list(d.get("missing") or [])
             self.dirty.add("header")
-            prot = d.get("protections") or {}
-            on = [name for name, v in prot.items() if v]
-            text = "sandbox: " + (", ".join(on) or "no protections")
-            if self.sandbox_missing:
-                text += "; MISSING: " + ", ".join(self.sandbox_missing)
-                level = "warn"
         elif k == ev.FLAG:
             node = self.owner_node(path)
             if node is not None:
                 self._put(node.path, flags=self.nodes[node.path].flags + (d,))
             self.flags += 1
             self.dirty.add("header")
-            line = f" line {d['line']}" if d.get("line") else ""
-            text, level = f"FLAG {d.get('kind', '?')}{line}: {d.get('detail', '')}", "warn"
         elif k == ev.PAUSED:
             self.state = "paused"
             self.pause_reason = d.get("reason")
             self.dirty.add("header")
-            text, level = f"paused: {d.get('reason', '')}", "warn"
         elif k == ev.RESUMED:
             self.state = "running"
             self.dirty.add("header")
             t = d.get("iteration")
             if d.get("superseded_from") is not None and isinstance(t, int):
                 self._restart_iteration(t)
-                text = f"resumed: iteration {t} re-runs from its start (recorded LM calls are reused)"
-            else:
-                text = "resumed"
-        elif k == getattr(ev, "LM_RETRY", "lm_retry"):
-            text, level = f"LM request retried: {d.get('error', '')}", "warn"
-        elif k == getattr(ev, "LM_PART", "lm_part"):
-            text = None
         elif k == ev.SESSION_FINISHED:
             self.state = "finished"
             self.dirty.add("header")
-            text, level = f"session finished after {d.get('iterations_completed', '?')} iteration(s)", "good"
         elif k == ev.ERROR:
             self.errors += 1
             self.dirty.add("header")
-            text, level = f"error: {d.get('message', '')}", "bad"
-        else:
-            text, level = k, "dim"
+        text = describe(e, log=True)  # the one text for an event (engine/history.py)
         if text is not None:
-            line = LogLine(e.t, k, path, text, level)
+            line = LogLine(e.t, k, path, text, level(e))
             self.log.append(line)
             self.new_log.append(line)
             self.dirty.add("log")
 
-
-def _num(x: object) -> str:
-    return f"{x:.4f}" if isinstance(x, int | float) else "-"
