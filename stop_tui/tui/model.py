@@ -408,69 +408,69 @@ class SessionModel(SessionQueries):
         self.events += 1
         if self.t0 is None:
             self.t0 = e.t
-        d, k, path = e.data, e.kind, e.path
+        p, d, k, path = e.payload, e.data, e.kind, e.path
         if k == ev.SESSION_STARTED:
-            self.task = d.get("task", self.task)
-            self.model = d.get("model", self.model)
-            if d.get("settings"):
-                self.settings = dict(d["settings"])
+            self.task = p.task or self.task
+            self.model = p.model or self.model
+            if p.settings:
+                self.settings = dict(p.settings)
                 for t in range(int(self.settings.get("iterations", 0) or 0) + 1):
                     self._ensure(f"it{t}")
             self.dirty.update(("header", "budget"))
         elif k == ev.ITERATION_STARTED:
-            t = d.get("iteration", iteration_of(path) or 0)
+            t = p.iteration if isinstance(p.iteration, int) else iteration_of(path) or 0
             node = self._ensure(path)
             if node is not None:
                 if node.children:
                     self._drop_children(node)
-                self._put(path, status=RUNNING, source=d.get("improver"), score=None, test=None,
+                self._put(path, status=RUNNING, source=p.improver, score=None, test=None,
                           parent_source=self.history.held_improver(t - 1) if t > 0 else None)
             self.current_iteration = t
             self.state = "running"
             self.dirty.update(("tree", "budget", "header"))
         elif k in (ev.ITERATION_ACCEPTED, ev.ITERATION_REJECTED):
-            t = d.get("iteration", iteration_of(path) or 0)
+            t = p.iteration if isinstance(p.iteration, int) else iteration_of(path) or 0
             node = self._ensure(path)
             ok = k == ev.ITERATION_ACCEPTED
             self.dirty.update(("scores", "header"))
             if node is not None:
-                node = self._put(path, status=ACCEPTED if ok else REJECTED, score=d.get("val"), test=d.get("test"),
-                                 error=None if ok else d.get("reason"))
+                node = self._put(path, status=ACCEPTED if ok else REJECTED, score=p.val, test=p.test,
+                                 error=None if ok else p.reason)
                 if ok:
                     for child in node.children:
                         c = self.nodes.get(child)
-                        if c and c.source and c.source == d.get("improver"):
+                        if c and c.source and c.source == p.improver:
                             self._put(child, status=ACCEPTED)
         elif k == ev.CANDIDATE_PROPOSED:
             if self._ensure(path) is not None:
-                self._put(path, status=RUNNING, role=d.get("role", ""), source=d.get("source"),
-                          parent_source=d.get("parent"))
+                self._put(path, status=RUNNING, role=p.role or "", source=p.source,
+                          parent_source=p.parent)
         elif k == ev.CANDIDATE_SCORED:
             node = self._ensure(path)
-            score = d.get("score")
+            score = p.score
             if node is not None:
                 status = node.status if node.status == ACCEPTED else (
-                    FAILED if d.get("error") and not score else SCORED)
-                self._put(path, score=score, test=d.get("test"), error=d.get("error"), status=status)
-            if d.get("role") == "candidate" and isinstance(score, int | float):
+                    FAILED if p.error and not score else SCORED)
+                self._put(path, score=score, test=p.test, error=p.error, status=status)
+            if p.role == "candidate" and isinstance(score, int | float):
                 self.dirty.add("scores")
         elif k == ev.RUN_STARTED:
             if self._ensure(path) is not None:
-                self._put(path, status=RUNNING, source=d.get("improver"))
+                self._put(path, status=RUNNING, source=p.improver)
         elif k == ev.RUN_FINISHED:
             if self._ensure(path) is not None:
-                self._put(path, score=d.get("val"), test=d.get("test"), error=d.get("error"),
-                          output=d.get("solution"), status=FAILED if d.get("error") else SCORED)
+                self._put(path, score=p.val, test=p.test, error=p.error,
+                          output=p.solution, status=FAILED if p.error else SCORED)
         elif k == ev.SCORING_CANCELLED:  # ended unscored: no score, not a failure
             if self._ensure(path) is not None:
-                self._put(path, status=CANCELLED, score=None, test=None, error=d.get("reason"))
+                self._put(path, status=CANCELLED, score=None, test=None, error=p.reason)
         elif k == ev.SOLUTION_SCORED:
             if self._ensure(path) is not None:
-                if d.get("split") == "test":
-                    self._put(path, test=d.get("score"))
+                if p.split == "test":
+                    self._put(path, test=p.score)
                 else:
-                    self._put(path, score=d.get("score"), source=d.get("source"), error=d.get("error"),
-                              status=FAILED if d.get("error") and not d.get("score") else SCORED)
+                    self._put(path, score=p.score, source=p.source, error=p.error,
+                              status=FAILED if p.error and not p.score else SCORED)
         elif k == ev.LM_REQUEST:
             self._lm_call(path, e.t, request=d)
             self.flying[path] = None
@@ -479,13 +479,13 @@ class SessionModel(SessionQueries):
             self._lm_call(path, e.t, reply=d)
             if self.flying.pop(path, "") is None:
                 self.dirty.add("header")
-            tokens = int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
+            tokens = int(p.prompt_tokens or 0) + int(p.completion_tokens or 0)
             self.reply_times.append((e.t, 1, tokens))
             self.dirty.add("budget")
         elif k == ev.BUDGET:
             self.dirty.add("budget")
         elif k == ev.SANDBOX:
-            self.sandbox_missing = list(d.get("missing") or [])
+            self.sandbox_missing = list(p.missing or [])
             self.dirty.add("header")
         elif k == ev.FLAG:
             node = self.owner_node(path)
@@ -495,13 +495,13 @@ class SessionModel(SessionQueries):
             self.dirty.add("header")
         elif k == ev.PAUSED:
             self.state = "paused"
-            self.pause_reason = d.get("reason")
+            self.pause_reason = p.reason
             self.dirty.add("header")
         elif k == ev.RESUMED:
             self.state = "running"
             self.dirty.add("header")
-            t = d.get("iteration")
-            if d.get("superseded_from") is not None and isinstance(t, int):
+            t = p.iteration
+            if p.superseded_from is not None and isinstance(t, int):
                 self._restart_iteration(t)
         elif k == ev.SESSION_FINISHED:
             self.state = "finished"
