@@ -20,7 +20,12 @@ from stop_tui.engine.resume import effective
 from stop_tui.tui.model import SessionModel, Snapshot
 
 LOAD_CHUNK = 5000  # events of the opening read folded in between two snapshots
-MIN_INTERVAL = 0.1  # seconds between two live snapshots (10 a second)
+MIN_INTERVAL = 0.1  # seconds between two live snapshots, at the least (10 a second)
+# A live snapshot costs the UI thread its drawing (and both threads share one GIL): the next
+# is posted no sooner than DRAW_SPACING times the last one took from posting to drawn, so
+# under a heavy feed the UI spends most of its time on keys, not on redraws.
+DRAW_SPACING = 6.0
+MAX_INTERVAL = 0.5
 
 
 class Feeder:
@@ -46,6 +51,7 @@ class Feeder:
         self._ready = True  # the UI has taken the last snapshot
         self._loading = False
         self._last_post = 0.0
+        self._spacing = MIN_INTERVAL
         self.posted = 0
         self.taken = 0
         self.loaded = threading.Event()  # the opening read is folded in (or there was none)
@@ -83,6 +89,9 @@ class Feeder:
         with self._cond:
             self.taken = max(self.taken, snapshot.number)
             self._ready = self.taken >= self.posted
+            if self._ready:
+                took = time.monotonic() - self._last_post
+                self._spacing = min(MAX_INTERVAL, max(MIN_INTERVAL, DRAW_SPACING * took))
             self._cond.notify()
 
     def idle(self) -> bool:
@@ -110,7 +119,7 @@ class Feeder:
             with self._cond:
                 while not self._closed and not self._inbox:
                     if self.model.has_changes() and self._ready:
-                        remaining = self._last_post + MIN_INTERVAL - time.monotonic()
+                        remaining = self._last_post + self._spacing - time.monotonic()
                         if remaining <= 0:
                             break
                         self._waiting_idle = False
@@ -128,7 +137,7 @@ class Feeder:
                 for kind, item in items:
                     self._handle(kind, item)
                 if self.model.has_changes() and self._ready and \
-                        time.monotonic() - self._last_post >= MIN_INTERVAL:
+                        time.monotonic() - self._last_post >= self._spacing:
                     self._emit()
             except Exception as exc:  # noqa: BLE001 - shown by the UI; the thread goes on
                 self.loaded.set()
