@@ -11,19 +11,11 @@ import json
 import sqlite3
 
 import pytest
-from conftest import PROGRAMS
-from lm_helpers import responder
-from scripted_server import ScriptedLMServer
+from lm_helpers import run_improver_on_scripted_lm
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.improver import Utility, run_improver
-from stop_tui.engine.lm.openai_backend import OpenAIBackend
-from stop_tui.engine.sandbox.process import Limits
-from stop_tui.engine.session import new_session, session_settings
 
 pytestmark = pytest.mark.timeout(120)
-
-ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
 
 BAD_PARAMETERS = r'''
 def improve_algorithm(initial_solution, utility, language_model):
@@ -68,14 +60,8 @@ def strict_json(text: str) -> object:
 
 
 def test_bad_lm_parameters_are_exceptions_with_no_use_spent(sessions_dir):
-    with ScriptedLMServer(responder) as server:
-        session = new_session(sessions_dir, "lpn", session_settings("quick"),
-                              OpenAIBackend("scripted", server.base_url))
-        lm = session.engine.lm.handle("it1/c1/r1", 2, 2)
-        utility = Utility("def utility(s): ...", 1, lambda src, k: 0.0)
-        out = run_improver(BAD_PARAMETERS, ZEROS, utility, lm, limits=Limits(), time_limit=60, seed=1)
-        session.close()
-        bodies = list(server.requests)
+    run = run_improver_on_scripted_lm(sessions_dir, BAD_PARAMETERS, budget=2)
+    out, lm, bodies = run.out, run.lm, run.requests
     assert out.error is None, out.error
     report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     errors = report["errors"]
@@ -90,7 +76,7 @@ def test_bad_lm_parameters_are_exceptions_with_no_use_spent(sessions_dir):
     # Only the good call was spent and sent; its temperature is the one asked for.
     assert report["good"] == 1 and lm.uses == 1
     assert len(bodies) == 1 and bodies[0]["temperature"] == 0.3
-    con = sqlite3.connect(sessions_dir / session.id / "session.db")
+    con = sqlite3.connect(sessions_dir / run.session / "session.db")
     rows = con.execute("SELECT kind, data FROM events").fetchall()
     con.close()
     for _, data in rows:

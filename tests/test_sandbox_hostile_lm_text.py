@@ -10,20 +10,12 @@ from __future__ import annotations
 import ast
 
 import pytest
-from conftest import PROGRAMS
-from lm_helpers import events_of, responder
-from scripted_server import ScriptedLMServer
+from lm_helpers import events_of, run_improver_on_scripted_lm
 
 from stop_tui.engine import events as ev
-from stop_tui.engine.improver import Utility, run_improver
-from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.lm.service import check_text
-from stop_tui.engine.sandbox.process import Limits
-from stop_tui.engine.session import new_session, session_settings
 
 pytestmark = pytest.mark.timeout(120)
-
-ZEROS = (PROGRAMS / "lpn_zeros.py").read_text()
 
 SURROGATES = r'''
 def improve_algorithm(initial_solution, utility, language_model):
@@ -50,15 +42,8 @@ def improve_algorithm(initial_solution, utility, language_model):
 
 
 def test_lone_surrogates_in_prompts_are_refused_before_anything_is_spent(sessions_dir):
-    with ScriptedLMServer(responder) as server:
-        session = new_session(sessions_dir, "lpn", session_settings("quick"),
-                              OpenAIBackend("scripted", server.base_url))
-        lm = session.engine.lm.handle("it1/c1/r1", 3, 2)
-        utility = Utility("def utility(s): ...", 1, lambda src, k: 0.0)
-        out = run_improver(SURROGATES, ZEROS, utility, lm, limits=Limits(), time_limit=60, seed=1)
-        usage = session.engine.lm.usage
-        session.close()
-        bodies = list(server.requests)
+    run = run_improver_on_scripted_lm(sessions_dir, SURROGATES, budget=3)
+    out, lm, usage, bodies = run.out, run.lm, run.usage, run.requests
     assert out.error is None, out.error
     report = ast.literal_eval(out.value)  # our own repr of plain data from the test program
     errors = report["errors"]
@@ -74,7 +59,7 @@ def test_lone_surrogates_in_prompts_are_refused_before_anything_is_spent(session
     assert len(report["good"]) == 1 and report["good"][0]
     assert len(bodies) == 1
     assert [m["content"] for m in bodies[0]["messages"]] == ["expert \U0001F600", "improve \U0001F600"]
-    requests = [e for e in events_of(sessions_dir, session.id) if e.kind == ev.LM_REQUEST]
+    requests = [e for e in events_of(sessions_dir, run.session) if e.kind == ev.LM_REQUEST]
     assert len(requests) == 1 and "refused" not in requests[0].data
 
 

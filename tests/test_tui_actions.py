@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 
 import pytest
 from textual.command import CommandList, CommandPalette
@@ -46,12 +45,16 @@ def _viewer(tmp_path, open_session_fn=None, **session) -> StopApp:
                    theme="dark", remember_theme=False)
 
 
-@asynccontextmanager
-async def _opened(app: StopApp):
-    """The app running in a test terminal, its main screen up."""
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
-        yield pilot
+def _drive(tmp_path, steps, open_session_fn=None, **session) -> None:
+    """`await steps(app, pilot)` with the app of `_viewer` running in a test terminal, its
+    main screen up."""
+    async def go():
+        app = _viewer(tmp_path, open_session_fn, **session)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.main is not None and app.main.is_mounted)
+            await steps(app, pilot)
+
+    asyncio.run(go())
 
 
 async def _help(pilot) -> tuple[str, str]:
@@ -89,100 +92,92 @@ def _footer(app) -> list[tuple[str, str]]:
 
 
 def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
-    async def go():
-        app = _viewer(tmp_path)
-        async with _opened(app) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.focused, LineagePane))
-            pane_help, table = await _help(pilot)
-            for action in ACTIONS:
-                shown = DEFAULT_SHOWN.get(action.key, action.key)
-                if action.scope == MAIN:
-                    assert _row(table, action.id).startswith(f"| `{shown}` | {action.tooltip} |")
-                else:  # the Lineage pane's own keys are in its help (it has focus)
-                    assert action.scope == LINEAGE and f"`{shown}`" in pane_help
-            assert "`a` jumps to the accepted improver" in pane_help
-            for line in ("| `tab` | Next pane | |", "| `^p` | Command palette", "| `^q` | Quit"):
-                assert line in table  # Textual's own keys, read from the bindings too
-            listed = await _palette(pilot)
-            for action in ACTIONS:
-                shown = DEFAULT_SHOWN.get(action.key, action.key)
-                assert f"{action.title}\n{shown}: {action.tooltip}" in listed
-            assert "theme: paper\nswitch to the paper theme" in listed
+    async def steps(app, pilot):
+        await wait_for(pilot, lambda: isinstance(app.focused, LineagePane))
+        pane_help, table = await _help(pilot)
+        for action in ACTIONS:
+            shown = DEFAULT_SHOWN.get(action.key, action.key)
+            if action.scope == MAIN:
+                assert _row(table, action.id).startswith(f"| `{shown}` | {action.tooltip} |")
+            else:  # the Lineage pane's own keys are in its help (it has focus)
+                assert action.scope == LINEAGE and f"`{shown}`" in pane_help
+        assert "`a` jumps to the accepted improver" in pane_help
+        for line in ("| `tab` | Next pane | |", "| `^p` | Command palette", "| `^q` | Quit"):
+            assert line in table  # Textual's own keys, read from the bindings too
+        listed = await _palette(pilot)
+        for action in ACTIONS:
+            shown = DEFAULT_SHOWN.get(action.key, action.key)
+            assert f"{action.title}\n{shown}: {action.tooltip}" in listed
+        assert "theme: paper\nswitch to the paper theme" in listed
 
-    asyncio.run(go())
+    _drive(tmp_path, steps)
 
 
 def test_a_key_remapped_while_running_shows_everywhere_and_runs_the_action(tmp_path):
-    async def go():
-        app = _viewer(tmp_path)
-        async with _opened(app) as pilot:
-            source = app.screen.query_one(SourcePane)
-            await wait_for(pilot, lambda: source.border_subtitle == "d diff · e exchange")
-            footer_before = _footer(app)
-            app.set_keymap({"view.diff": "x", "go.accepted": "z"})
-            await pilot.pause()
-            # the pane hint, F1 help (the keys table and the focused pane's help), the palette
-            assert source.border_subtitle == "x diff · e exchange"
-            pane_help, table = await _help(pilot)
-            assert _row(table, "view.diff").startswith("| `x` | Toggle the diff against the parent |")
-            assert _row(table, "go.accepted").startswith("| `z` |")
-            assert "`z` jumps to the accepted improver" in pane_help and "`a` jumps" not in pane_help
-            assert not any(line.startswith("| `d` |") for line in table.splitlines())
-            listed = await _palette(pilot, "diff against")
-            assert "view: diff against parent\nx: Toggle the diff against the parent" in listed
-            await pilot.press("escape")
-            await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
-            # the footer is as it was (same actions, same order), but for the remapped keys
-            new_keys = {"Diff": "x", "Accepted": "z"}
-            assert _footer(app) == [(new_keys.get(d, k), d) for k, d in footer_before]
-            assert ("d", "Diff") in footer_before and ("a", "Accepted") in footer_before
-            # the new key runs the action; the old one no longer does
-            await pilot.press("down", "x")
-            await wait_for(pilot, lambda: source.border_title == "Source · diff")
-            await pilot.press("d")
-            await pilot.pause()
-            assert source.border_title == "Source · diff"
-            await pilot.press("x")
-            await wait_for(pilot, lambda: source.border_title == "Source")
+    async def steps(app, pilot):
+        source = app.screen.query_one(SourcePane)
+        await wait_for(pilot, lambda: source.border_subtitle == "d diff · e exchange")
+        footer_before = _footer(app)
+        app.set_keymap({"view.diff": "x", "go.accepted": "z"})
+        await pilot.pause()
+        # the pane hint, F1 help (the keys table and the focused pane's help), the palette
+        assert source.border_subtitle == "x diff · e exchange"
+        pane_help, table = await _help(pilot)
+        assert _row(table, "view.diff").startswith("| `x` | Toggle the diff against the parent |")
+        assert _row(table, "go.accepted").startswith("| `z` |")
+        assert "`z` jumps to the accepted improver" in pane_help and "`a` jumps" not in pane_help
+        assert not any(line.startswith("| `d` |") for line in table.splitlines())
+        listed = await _palette(pilot, "diff against")
+        assert "view: diff against parent\nx: Toggle the diff against the parent" in listed
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+        # the footer is as it was (same actions, same order), but for the remapped keys
+        new_keys = {"Diff": "x", "Accepted": "z"}
+        assert _footer(app) == [(new_keys.get(d, k), d) for k, d in footer_before]
+        assert ("d", "Diff") in footer_before and ("a", "Accepted") in footer_before
+        # the new key runs the action; the old one no longer does
+        await pilot.press("down", "x")
+        await wait_for(pilot, lambda: source.border_title == "Source · diff")
+        await pilot.press("d")
+        await pilot.pause()
+        assert source.border_title == "Source · diff"
+        await pilot.press("x")
+        await wait_for(pilot, lambda: source.border_title == "Source")
 
-    asyncio.run(go())
+    _drive(tmp_path, steps)
 
 
 def test_palette_commands_run_their_actions(tmp_path):
-    async def go():
-        app = _viewer(tmp_path)
-        async with _opened(app) as pilot:
-            source = app.screen.query_one(SourcePane)
-            lineage = app.screen.query_one(LineagePane)
-            await wait_for(pilot, lambda: lineage.cursor_node is not None and lineage.cursor_node.data)
-            await _palette(pilot, "view: LM exchange")
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: source.border_title == "Source · LM exchange")
-            await pilot.press("down")  # T=1, open as the newest iteration
-            await wait_for(pilot, lambda: lineage.cursor_node.data == "it1")
-            assert lineage.cursor_node.is_expanded
-            await _palette(pilot, "lineage: collapse node")  # the Lineage pane's own keys
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: not lineage.cursor_node.is_expanded)
-            await _palette(pilot, "lineage: expand node")
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: lineage.cursor_node.is_expanded)
+    async def steps(app, pilot):
+        source = app.screen.query_one(SourcePane)
+        lineage = app.screen.query_one(LineagePane)
+        await wait_for(pilot, lambda: lineage.cursor_node is not None and lineage.cursor_node.data)
+        await _palette(pilot, "view: LM exchange")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: source.border_title == "Source · LM exchange")
+        await pilot.press("down")  # T=1, open as the newest iteration
+        await wait_for(pilot, lambda: lineage.cursor_node.data == "it1")
+        assert lineage.cursor_node.is_expanded
+        await _palette(pilot, "lineage: collapse node")  # the Lineage pane's own keys
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not lineage.cursor_node.is_expanded)
+        await _palette(pilot, "lineage: expand node")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: lineage.cursor_node.is_expanded)
 
-    asyncio.run(go())
+    _drive(tmp_path, steps)
 
 
 def test_the_header_and_scores_name_the_run_and_step_keys_bound_now(tmp_path):
     def no_engine_here(session_id):  # the keys are never pressed: nothing is opened
         raise AssertionError("not opened in this test")
 
-    async def go():
-        app = _viewer(tmp_path, open_session_fn=no_engine_here, iterations=0, planned=2, seed_scored=False)
-        async with _opened(app) as pilot:
-            header, scores = app.screen.query_one(SessionHeader), app.screen.query_one(ScoresPane)
-            await wait_for(pilot, lambda: "r runs, space steps" in header.render().plain)
-            assert "No scores yet: step an iteration (space) or run (r)." in scores.render().plain
-            app.set_keymap({"run.toggle": "g", "run.step_iteration": "n"})
-            await wait_for(pilot, lambda: "g runs, n steps" in header.render().plain)
-            assert "No scores yet: step an iteration (n) or run (g)." in scores.render().plain
+    async def steps(app, pilot):
+        header, scores = app.screen.query_one(SessionHeader), app.screen.query_one(ScoresPane)
+        await wait_for(pilot, lambda: "r runs, space steps" in header.render().plain)
+        assert "No scores yet: step an iteration (space) or run (r)." in scores.render().plain
+        app.set_keymap({"run.toggle": "g", "run.step_iteration": "n"})
+        await wait_for(pilot, lambda: "g runs, n steps" in header.render().plain)
+        assert "No scores yet: step an iteration (n) or run (g)." in scores.render().plain
 
-    asyncio.run(go())
+    _drive(tmp_path, steps, open_session_fn=no_engine_here, iterations=0, planned=2, seed_scored=False)

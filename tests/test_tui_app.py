@@ -16,7 +16,7 @@ from tui_helpers import header_line, notices, screen_text, settle, wait_until
 from stop_tui.engine import events as ev
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import Completions
-from stop_tui.engine.session import new_session, open_session, session_settings
+from stop_tui.engine.session import Session, new_session, open_session, session_settings
 from stop_tui.tui.app import StopApp
 from stop_tui.tui.messages import EngineEvents
 from stop_tui.tui.model import SessionModel
@@ -73,6 +73,13 @@ AT_BOUNDARY = "paused  at an iteration boundary"  # the header while the engine 
 BEFORE_CALL = "paused  before an LM call"
 
 
+def stepped_session(tmp_path, backend, *, step: bool = True) -> Session:
+    """A new one-iteration lpn session on `backend`; with `step` its engine waits at its first
+    gate (as `--step` opens it) until the user steps or runs."""
+    return new_session(tmp_path, "lpn", session_settings("quick", iterations=1), backend,
+                       gate=Gate(running=not step))
+
+
 def model_view(model: SessionModel) -> dict:
     return {p: (n.status, n.score, n.test, n.source) for p, n in model.nodes.items()}
 
@@ -81,8 +88,7 @@ def test_step_one_call_from_an_iteration_boundary_sends_exactly_one_call(tmp_pat
     """`.` pressed where the engine waits between iterations (right after opening, or after a
     `space`) starts the next iteration and lets one LM call through, then pauses there."""
     backend = ScriptedBackend()
-    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), backend,
-                          gate=Gate(running=False))
+    session = stepped_session(tmp_path, backend)
 
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
@@ -101,8 +107,7 @@ def test_step_one_call_from_an_iteration_boundary_sends_exactly_one_call(tmp_pat
 
 
 def test_step_once_grows_the_tree_and_shows_the_score(tmp_path):
-    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), ScriptedBackend(),
-                          gate=Gate(running=False))
+    session = stepped_session(tmp_path, ScriptedBackend())
 
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
@@ -160,8 +165,7 @@ def subtree(model: SessionModel, root: str) -> dict:
 def test_quit_mid_call_then_resume_looks_the_same_and_continues(tmp_path):
     hold = threading.Event()
     backend = ScriptedBackend(hold, hold_after=1)  # the seed's call goes through; it1's is held
-    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), backend,
-                          gate=Gate(running=False))
+    session = stepped_session(tmp_path, backend)
     sid = session.id
     seen = {}
 
@@ -422,8 +426,7 @@ SEED_IMPROVER = (Path(__file__).resolve().parent.parent / "tasks" / "meta" / "se
 
 @pytest.mark.parametrize("step", [True, False])
 def test_a_new_session_shows_the_seed_improver_from_the_first_frame(tmp_path, step):
-    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), ScriptedBackend(),
-                          gate=Gate(running=not step))
+    session = stepped_session(tmp_path, ScriptedBackend(), step=step)
     frames = []
 
     class FirstFrame(StopApp):
@@ -488,8 +491,7 @@ def test_the_header_says_when_the_model_fixes_the_temperature(tmp_path):
             session.store.set_meta({"lm_fixed_temperature": True})
             return super().complete(*args, **kwargs)
 
-    session = new_session(tmp_path, "lpn", session_settings("quick", iterations=1), FixedTemperature(),
-                          gate=Gate(running=False))
+    session = stepped_session(tmp_path, FixedTemperature())
 
     async def go():
         app = StopApp(session, theme="dark", remember_theme=False)
