@@ -63,21 +63,21 @@ def audit_events(events: list[ev.Event]) -> dict[str, Any]:
     sandbox: dict[str, Any] | None = None
     experiment = False
     for e in events:
-        if e.kind == ev.CANDIDATE_PROPOSED and e.data.get("source"):
+        p = e.payload
+        if e.kind == ev.CANDIDATE_PROPOSED and p.source:
             candidates["improver"].add(e.path)
-        elif e.kind == ev.SOLUTION_SCORED and e.data.get("source") and e.data.get("split", "val") == "val":
+        elif e.kind == ev.SOLUTION_SCORED and p.source and (p.split or "val") == "val":
             candidates["solution"].add(e.path)
         elif e.kind == ev.FLAG:
-            role = e.data.get("role") if e.data.get("role") in ROLES else "improver"
-            kind = str(e.data.get("kind"))
-            flags.append({"path": e.path, "role": role, "kind": kind,
-                          "detail": e.data.get("detail"), "line": e.data.get("line")})
+            role = p.role if p.role in ROLES else "improver"
+            kind = str(p.kind)
+            flags.append({"path": e.path, "role": role, "kind": kind, "detail": p.detail, "line": p.line})
             flagged[(role, kind)].add(e.path)
             candidates[role].add(e.path)
         elif e.kind == ev.SANDBOX:
-            sandbox = {"mode": e.data.get("mode"), "missing": list(e.data.get("missing", []))}
+            sandbox = {"mode": p.mode, "missing": list(p.missing or [])}
         elif e.kind == ev.SESSION_STARTED:
-            experiment = bool((e.data.get("settings") or {}).get("sandbox_flag_experiment"))
+            experiment = bool((p.settings or {}).get("sandbox_flag_experiment"))
     kinds_seen = list(KINDS) + sorted({k for (_, k) in flagged} - set(KINDS))
     kinds = []
     for kind in kinds_seen:
