@@ -104,10 +104,10 @@ class RichPrinter:
         line = describe(event)
         with self._lock:
             if event.kind == ev.BUDGET:
-                d = event.data
-                cost = f", ${d['cost_usd']:.4f}" if isinstance(d.get("cost_usd"), int | float) else ""
-                self._status = (f"LM: {d['calls']} calls, {d['completions']} completions, "
-                                f"{d['prompt_tokens']} in / {d['completion_tokens']} out tokens{cost}  [{event.path}]")
+                b = event.payload
+                cost = f", ${b.cost_usd:.4f}" if isinstance(b.cost_usd, int | float) else ""
+                self._status = (f"LM: {b.calls} calls, {b.completions} completions, "
+                                f"{b.prompt_tokens} in / {b.completion_tokens} out tokens{cost}  [{event.path}]")
             elif event.kind in (ev.LM_REQUEST, ev.RUN_STARTED, ev.CANDIDATE_PROPOSED):
                 self._status = self._status.split("  [")[0] + f"  [{event.path}: {event.kind.replace('_', ' ')}]"
             if line:
