@@ -99,9 +99,11 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
                             await pilot.pause(0.01)
                         committed = last_seq(folder)
                         lags.append(await wait_until(pilot, lambda c=committed: app.view.model.last_seq >= c, 5))
-                    await settle(pilot)
+                    # The seed's scoring goes on in the other process after its call (its
+                    # solutions are scored there): the verdict shows up once it is committed.
+                    await wait_until(pilot, lambda: "T=0 accepted seed" in screen_text(app), 60,
+                                     "the seed's verdict, followed")
                     assert "it0/check/r1" in app.view.model.nodes
-                    assert "T=0 accepted seed" in screen_text(app)  # the seed's scoring, followed
 
                     # The cap pauses the run; the process ends and the lock is free.
                     await wait_until(pilot, lambda: proc.poll() is not None, 60)
