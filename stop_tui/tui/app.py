@@ -217,7 +217,9 @@ class StopApp(App[int]):
             self._log_read = True
             self._log_drawn(snapshot)
         self.update_state()
-        self.feeder.took(snapshot)
+        # Taken once it is on screen: the feeder spaces live snapshots by what drawing this one
+        # cost, the compositor's render included.
+        self.call_after_refresh(self.feeder.took, snapshot)
 
     def on_feed_failed(self, message: FeedFailed) -> None:
         self.notify(f"cannot read the session: {message.error}", severity="error", timeout=15)

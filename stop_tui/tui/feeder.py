@@ -24,8 +24,11 @@ MIN_INTERVAL = 0.1  # seconds between two live snapshots, at the least (10 a sec
 # A live snapshot costs the UI thread its drawing (and both threads share one GIL): the next
 # is posted no sooner than DRAW_SPACING times the last one took from posting to drawn, so
 # under a heavy feed the UI spends most of its time on keys, not on redraws.
-DRAW_SPACING = 6.0
-MAX_INTERVAL = 0.5
+DRAW_SPACING = 10.0
+MAX_INTERVAL = 1.0
+# ...but once the feed pauses this long (the engine waits at a gate, a call is in flight), what
+# has come in is drawn at once.
+QUIET = 0.05
 
 
 class Feeder:
@@ -52,6 +55,7 @@ class Feeder:
         self._loading = False
         self._last_post = 0.0
         self._spacing = MIN_INTERVAL
+        self._last_in = 0.0  # when the last item came in
         self.posted = 0
         self.taken = 0
         self.loaded = threading.Event()  # the opening read is folded in (or there was none)
@@ -110,6 +114,7 @@ class Feeder:
     def _put(self, kind: str, item: Any, *, wake: bool = False) -> None:
         with self._cond:
             self._inbox.append((kind, item))
+            self._last_in = time.monotonic()
             if wake or self._waiting_idle:
                 self._cond.notify()
 
@@ -119,7 +124,7 @@ class Feeder:
             with self._cond:
                 while not self._closed and not self._inbox:
                     if self.model.has_changes() and self._ready:
-                        remaining = self._last_post + self._spacing - time.monotonic()
+                        remaining = self._due() - time.monotonic()
                         if remaining <= 0:
                             break
                         self._waiting_idle = False
@@ -137,7 +142,7 @@ class Feeder:
                 for kind, item in items:
                     self._handle(kind, item)
                 if self.model.has_changes() and self._ready and \
-                        time.monotonic() - self._last_post >= self._spacing:
+                        time.monotonic() >= self._due():
                     self._emit()
             except Exception as exc:  # noqa: BLE001 - shown by the UI; the thread goes on
                 self.loaded.set()
@@ -146,6 +151,11 @@ class Feeder:
             finally:
                 with self._cond:
                     self._busy = False
+
+    def _due(self) -> float:
+        """When the next live snapshot goes out: spaced while the feed goes on, at once when it
+        pauses."""
+        return min(self._last_post + self._spacing, max(self._last_post + MIN_INTERVAL, self._last_in + QUIET))
 
     def _handle(self, kind: str, item: Any) -> None:
         model = self.model
