@@ -108,7 +108,9 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
                     # The cap pauses the run; the process ends and the lock is free.
                     await wait_until(pilot, lambda: proc.poll() is not None, 60)
                     assert proc.returncode == 3
-                    await wait_until(pilot, lambda: isinstance(app.screen, TakeOverScreen), 3)
+                    await wait_until(pilot, lambda: isinstance(app.screen, TakeOverScreen)
+                                     and "stopped running this session" in screen_text(app), 10,
+                                     "the take-over offer on screen")
                     text = screen_text(app)
                     assert f"pid {proc.pid} on" in text and "stopped running this session" in text
                     assert "paused" in text
