@@ -65,6 +65,29 @@ def test_raise_cap_and_no_cap():
     assert "price" in pool.reserve("a", None)  # a model without a price cannot be capped
 
 
+def logged(folder: Path, name: str, *costs: float) -> None:
+    """A session `name` in `folder` whose log holds BUDGET events with these costs."""
+    store = SessionStore.create(folder, {"task": "lpn", "model": MODEL}, name=name)
+    for cost in costs:
+        store.append(ev.event(ev.Budget(calls=1, requests=1, completions=1, prompt_tokens=1,
+                                        completion_tokens=1, cost_usd=cost)))
+    store.close()
+
+
+def test_pool_from_logs_reads_every_session_of_the_sweep(tmp_path):
+    spec = SweepSpec(tasks=("lpn",), models=(MODEL,), seeds=(0, 1, 2), transfer=("grid",))
+    sweep = create_sweep(tmp_path, spec, name="sw")
+    a, b, c = spec.runs()
+    logged(sweep.folder, a.name, 0.1, 0.3, 0.2)  # resumed: re-executed from the record up to 0.3
+    logged(sweep.folder, b.name, 0.25)
+    logged(sweep.folder, b.transfer_name, 0.05)  # a transfer spends from the same pool
+    pool = pool_from_logs(sweep, 1.0)
+    runs = {run: v["spent_usd"] for run, v in pool.state()["runs"].items()}
+    assert runs == {a.name: 0.3, b.name: 0.25, b.transfer_name: 0.05, c.name: 0.0}
+    line = pool.reserve(c.name, 0.5)
+    assert line is not None and "$0.6000 spent" in line
+
+
 # -- the LM service ---------------------------------------------------------------------------
 class HeldBackend:
     """Bills every call its worst case (so the cap is met exactly); holds requests while

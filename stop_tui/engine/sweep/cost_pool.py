@@ -16,7 +16,8 @@ runs it as a Ray actor (`make_pool`) and each run's task talks to it through `bi
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from stop_tui.engine import events as ev
@@ -83,19 +84,24 @@ class CostPool:
 
 
 def run_spent(sweep: Sweep) -> dict[str, float]:
-    """What each run of `sweep` spent, from its log (0 for a run not started)."""
+    """What each session of `sweep` spent, from its log, by folder name: every run (0 for one
+    not started) and every transfer session there is."""
     spent = {}
     for key in sweep.spec.runs():
-        folder = sweep.run_folder(key)
-        if not (folder / DB_NAME).exists():
-            spent[key.name] = 0.0
-            continue
-        store = SessionStore(folder, readonly=True)
-        try:
-            spent[key.name] = logged_cost_usd(e.data for e in store.events(kinds=(ev.BUDGET,)))
-        finally:
-            store.close()
+        for folder in (sweep.run_folder(key), sweep.transfer_folder(key)):
+            if (folder / DB_NAME).exists():
+                spent[folder.name] = session_spent(folder)
+        spent.setdefault(key.name, 0.0)
     return spent
+
+
+def session_spent(folder: Path) -> float:
+    """What the session in `folder` spent on its LM, as its log says (lm/caps.py)."""
+    store = SessionStore(folder, readonly=True)
+    try:
+        return logged_cost_usd(e.data for e in store.events(kinds=(ev.BUDGET,)))
+    finally:
+        store.close()
 
 
 def resume_command(sweep: Sweep) -> str:
@@ -112,8 +118,8 @@ class _PoolActor(CostPool):
     """The actor: made from the sweep's logs, so that Ray restarting it (its node died) starts
     from what the runs recorded. Its calls run one at a time (one thread, in order)."""
 
-    def __init__(self, sweep: Sweep, cap_usd: float | None) -> None:
-        super().__init__(cap_usd, run_spent(sweep), resume_command(sweep))
+    def __init__(self, sweep: Sweep, cap_usd: float | None, resume: str) -> None:
+        super().__init__(cap_usd, run_spent(sweep), resume)
 
 
 def ray_actor():
@@ -126,7 +132,8 @@ def ray_actor():
 def make_pool(sweep: Sweep, cap_usd: float | None):
     """A Ray actor handle of `sweep`'s pool (call from the driver, after ray.init). It lives as
     long as the driver; pass the handle to every run's task and `bind` it there."""
-    return ray_actor().remote(sweep, cap_usd)
+    sweep = replace(sweep, folder=sweep.folder.resolve())  # the actor may run elsewhere
+    return ray_actor().remote(sweep, cap_usd, resume_command(sweep))
 
 
 @dataclass
@@ -149,22 +156,29 @@ class _LocalBudget:
 
 
 class _RayBudget:
-    """A run's side of the actor: every call waits for its answer (so they stay in order)."""
+    """A run's side of the actor: every call waits for its answer (so they stay in order). A
+    pool that cannot be reached grants nothing: the run pauses at its next call."""
 
     def __init__(self, handle, run: str) -> None:
         import ray
 
-        self._get, self.handle, self.run = ray.get, handle, run
+        self._ray, self.handle, self.run = ray, handle, run
         self.resume = ray.get(handle.get_resume.remote())
 
     def join(self, spent_usd: float) -> None:
-        self._get(self.handle.join.remote(self.run, spent_usd))
+        self._ray.get(self.handle.join.remote(self.run, spent_usd))
 
     def reserve(self, usd: float | None) -> str | None:
-        return self._get(self.handle.reserve.remote(self.run, usd))
+        try:
+            return self._ray.get(self.handle.reserve.remote(self.run, usd))
+        except self._ray.exceptions.RayError as exc:
+            return f"the sweep's cost pool does not answer ({type(exc).__name__})"
 
     def settle(self, reserved_usd: float | None, spent_usd: float) -> None:
-        self._get(self.handle.settle.remote(self.run, reserved_usd, spent_usd))
+        try:
+            self._ray.get(self.handle.settle.remote(self.run, reserved_usd, spent_usd))
+        except self._ray.exceptions.RayError:
+            pass  # the pool is gone: the next reserve is refused
 
 
 def bind(pool, run: str):
