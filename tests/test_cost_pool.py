@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lm_helpers import events_of, responder, same_events
+from lm_helpers import events_of, responder, same_events, wait_for
 from scripted_server import ScriptedLMServer
 
 from stop_tui.engine import events as ev
@@ -142,9 +142,7 @@ def test_the_sum_over_runs_never_passes_the_cap_calls_in_flight_included():
              for n in "abc"]
     for t in first:
         t.start()
-    deadline = time.monotonic() + 30
-    while backend.sent < 3 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    assert wait_for(lambda: backend.sent == 3, timeout=30)
     assert pool.state()["reserved_usd"] == pytest.approx(3 * WORST)
     # Then many calls from every run on threads: only what fits is sent.
     def spend(name: str) -> None:
