@@ -225,10 +225,11 @@ def test_a_session_pauses_at_the_pool_and_finishes_once_it_is_raised(tmp_path):
 # -- a sweep's runs on Ray --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
+    """One local Ray instance for this module (tests/ray_helpers.py's ray_local, once merged)."""
     ray = pytest.importorskip("ray")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # run_task, in the workers
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024 * 1024)
+    yield
     ray.shutdown()
 
 
@@ -253,7 +254,9 @@ def run_task(folder: str, key: RunKey, base_url: str, pool, resume: bool) -> str
 
 @pytest.mark.slow
 def test_three_runs_on_ray_share_one_cap(ray_local, tmp_path):
-    ray = ray_local
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # run_task, in the workers
     task = ray.remote(num_cpus=1)(run_task)
     spec = SweepSpec(tasks=("lpn",), models=(MODEL,), seeds=(0, 1, 2))
     with ScriptedLMServer(responder, honour_n=False, model=MODEL) as server:
