@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
+from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -51,14 +53,19 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
     def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__("session", data="", **kwargs)
         self.model = session_model
-        self.show_root = False
-        self.guide_depth = 3
-        self.auto_expand = True
         self._tn: dict[str, TreeNode[str]] = {}
         self._materialized: set[str] = {""}
         self._colors: dict[str, str] = {}
         self._last_selected: str | None = None
         self._compact = False
+        # Tree forgets every drawn line whenever a node is added anywhere; these remember a
+        # line (and a label's width) for as long as what it shows is the same, so a new node
+        # below the view, or a status change of one node, redraws that line and no other.
+        self._strips: LRUCache[tuple, tuple[m.Node | None, Strip]] = LRUCache(1024)
+        self._widths: dict[int, tuple[m.Node | None, tuple, int]] = {}
+        self.show_root = False
+        self.guide_depth = 3
+        self.auto_expand = True
 
     # -- building -------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -238,8 +245,48 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
 
     def theme_changed(self) -> None:
         self._colors = palette(self.app)
-        self._clear_line_cache()
+        self._forget_lines()
         self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._forget_lines()
+
+    def _forget_lines(self) -> None:
+        self._strips.clear()
+        self._widths.clear()
+        self._clear_line_cache()
+
+    # -- drawing ----------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = y + scroll_y
+        lines = self._tree_lines
+        if index >= len(lines):
+            return super().render_line(y)
+        line = lines[index]
+        shown = self.model.nodes.get(line.node.data or "")
+        hover = self.hover_line >= 0 and any(n._hover for n in line.path)
+        key = (index, scroll_x, self.size.width, self.virtual_size.width, self.cursor_line == index,
+               self.hover_line == index, hover, self.has_focus, self._pseudo_class_state,
+               self._compact, self.app.theme, line.last, id(shown),
+               tuple((n._id, n._expanded, n._allow_expand, n._selected, n.is_last) for n in line.path))
+        hit = self._strips.get(key)
+        if hit is not None and hit[0] is shown:
+            return hit[1]
+        strip = super().render_line(y)
+        self._strips[key] = (shown, strip)
+        return strip
+
+    def get_label_width(self, node: TreeNode[str]) -> int:
+        shown = self.model.nodes.get(node.data or "")
+        state = (node._allow_expand, node._expanded, self._compact)
+        hit = self._widths.get(node._id)
+        if hit is not None and hit[0] is shown and hit[1] == state:
+            return hit[2]
+        width = super().get_label_width(node)
+        self._widths[node._id] = (shown, state, width)
+        return width
 
     # -- labels ---------------------------------------------------------------------------
     def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
@@ -262,7 +309,7 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
     def on_resize(self) -> None:
         if self.compact != self._compact:
             self._compact = self.compact
-            self._clear_line_cache()
+            self._forget_lines()
             self.refresh()
 
     def label_for(self, n: m.Node) -> Text:

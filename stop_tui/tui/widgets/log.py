@@ -93,8 +93,8 @@ them all). Times are from the start of the session.
         self._width = max(self._width, *(cell_len(self._plain(line)) for line in new))
         self.virtual_size = Size(self._width, len(self._lines))
         self._follow = at_end
-        if at_end:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        if at_end:  # once the new size is laid out: the newest line in view
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def on_resize(self) -> None:
