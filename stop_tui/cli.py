@@ -14,6 +14,7 @@ from stop_tui.commands import (
     doctor,
     replay,
     run_options,
+    sweep,
     task_scaffold,
     transfer,
     tui_launch,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     task_scaffold.add_subparser(p)
     transfer.add_parser(sub)
     baseline.add_parser(sub)
+    sweep.add_parser(sub)
 
     p = sub.add_parser("list", help="saved sessions")
     p.add_argument("--json", action="store_true", help="print the sessions as JSON on stdout")
@@ -261,7 +263,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
             "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
             "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
-            "doctor": doctor.run}
+            "doctor": doctor.run, "sweep": sweep.cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,9 +98,10 @@ def wire_session(store: SessionStore, settings: Settings, task_name: str, backen
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None,
-                task_settings: dict | None = None) -> Session:
+                task_settings: dict | None = None, name: str | None = None) -> Session:
     """`task_settings`: `--set` overrides of the task's settings (and the engine's, e.g. rng).
-    A replay keeps the original's, and its candidates' generator secret."""
+    A replay keeps the original's, and its candidates' generator secret. `name`: the session
+    folder's name (default: the time and the task; a sweep names its runs)."""
     downstream_task(task_name)  # fail before creating anything
     source_meta = getattr(backend, "source_meta", None)
     if source_meta is not None and task_settings is None:
@@ -113,7 +114,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"replay_of": backend.session} if getattr(backend, "session", None) else {}),
         **({"task_settings": dict(task_settings)} if task_settings else {}),
         **candidate_rng.session_meta(settings.seed, source_meta),
-    })
+    }, name=name)
     session = wire_session(store, settings, task_name, backend, gate=gate)
     session.lock = acquire(store.folder)
     store.append(ev.event(ev.SessionStarted(task=task_name, model=backend.model,
