@@ -1,0 +1,104 @@
+"""`stop-tui sweep` on a real local Ray instance against the scripted LM server: a sweep of 4
+sessions (2 seeds x 2 model names) where every session equals the same `stop-tui run` done
+alone, event for event; the server's token sums equal the sweep's; the requests in flight at
+the server stay within --requests-per-endpoint; `sweep --resume` of a finished sweep touches
+nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lm_helpers import responder, same_events, stop_tui
+from ray_helpers import local_ray
+from scripted_server import ScriptedLMServer
+
+from stop_tui.engine.store import DB_NAME
+from stop_tui.engine.sweep.driver import endpoint_resource
+from stop_tui.engine.sweep.layout import RunKey
+
+pytestmark = pytest.mark.slow  # a Ray instance and 8 sessions: about a minute here
+
+MODELS = ("a", "b")
+SEEDS = (0, 1)
+PER_ENDPOINT = 4
+LATENCY = 0.05
+RUN = ("--task", "lpn", "--preset", "quick", "--iterations", "1", "--max-concurrency", "2")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ray_endpoint(server):
+    """A local Ray instance declaring the scripted server's endpoint resource."""
+    with local_ray(resources={endpoint_resource("a", server.base_url): PER_ENDPOINT}) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """Each (model, seed) run alone with `stop-tui run` on its own server: key -> (dir, id)."""
+    out = {}
+    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY) as alone:
+        for model in MODELS:
+            for seed in SEEDS:
+                folder = tmp_path_factory.mktemp(f"alone-{model}-{seed}")
+                done = stop_tui("run", *RUN, "--model", model, "--seed", str(seed),
+                                "--base-url", alone.base_url, "--sessions-dir", str(folder), "--json")
+                assert done.returncode == 0, done.stderr
+                out[RunKey("lpn", model, seed)] = (folder, json.loads(done.stdout)["session"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def swept(server, ray_endpoint, tmp_path_factory):
+    """The sweep, run once for the module: (sessions dir, its --json summary, server tokens)."""
+    sessions = tmp_path_factory.mktemp("sweep")
+    done = stop_tui("sweep", *RUN, "--model", ",".join(MODELS), "--seeds", "0-1", "--base-url",
+                    server.base_url, "--requests-per-endpoint", str(PER_ENDPOINT), "--ray-address",
+                    ray_endpoint.address, "--sessions-dir", str(sessions), "--json", "--name", "s")
+    assert done.returncode == 0, done.stderr
+    return sessions, json.loads(done.stdout), server.prompt_tokens + server.completion_tokens
+
+
+def test_every_session_equals_the_same_run_alone(swept, references):
+    sessions, summary, _ = swept
+    assert summary["state"] == "finished"
+    assert [r["run"] for r in summary["runs"]] == ["lpn-a-s0", "lpn-b-s0", "lpn-a-s1", "lpn-b-s1"]
+    for row in summary["runs"]:
+        assert row["state"] == "finished" and row["iteration"] == 1
+        ref_dir, ref_id = references[RunKey("lpn", row["model"], row["seed"])]
+        only_alone, only_swept = same_events(ref_dir, ref_id, sessions / "s", row["run"], budgets="final")
+        assert not only_alone and not only_swept, (row["run"], only_alone[:2], only_swept[:2])
+        shown = json.loads(stop_tui("show", f"s/{row['run']}", "--sessions-dir", str(sessions), "--json").stdout)
+        alone = json.loads(stop_tui("show", ref_id, "--sessions-dir", str(ref_dir), "--json").stdout)
+        for key in ("meta_utility", "meta_utility_test", "seed_meta_utility", "model", "seed"):
+            assert shown[key] == alone[key], key
+
+
+def test_the_servers_token_sums_equal_the_sweeps(swept, server):
+    _, summary, server_tokens = swept
+    assert summary["totals"]["tokens"] == server_tokens > 0
+    assert summary["totals"]["calls"] == sum(r["calls"] for r in summary["runs"])
+    assert server.max_inflight <= PER_ENDPOINT
+
+
+def test_resuming_a_finished_sweep_touches_no_session(swept, ray_endpoint):
+    sessions, _, _ = swept
+    folders = sorted(p for p in (sessions / "s").iterdir() if (p / DB_NAME).exists())
+    assert len(folders) == 4
+
+    def files(folder: Path) -> dict[str, tuple[int, int]]:
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+    before = {f.name: files(f) for f in folders}
+    again = stop_tui("sweep", "--resume", "s", "--ray-address", ray_endpoint.address,
+                     "--sessions-dir", str(sessions), "--json")
+    assert again.returncode == 0, again.stderr
+    assert {f.name: files(f) for f in folders} == before
+    assert json.loads(again.stdout)["state"] == "finished"
