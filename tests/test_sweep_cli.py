@@ -1,0 +1,99 @@
+"""`stop-tui sweep` refuses bad input with one line and exit 2, before anything starts: no sweep
+folder, no session, no request to the LM server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+from lm_helpers import cli_env, responder, stop_tui
+from ray_helpers import ROOT, ray_local  # noqa: F401 - the module's Ray instance
+from scripted_server import ScriptedLMServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ScriptedLMServer(responder, models=["a", "b"]) as s:
+        yield s
+
+
+def sweep(server, sessions, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return stop_tui("sweep", "--task", "lpn", "--model", "a", "--seeds", "0-1", "--preset", "quick",
+                    "--base-url", server.base_url, "--sessions-dir", str(sessions), *extra, env=env)
+
+
+def refused(done: subprocess.CompletedProcess, words: str) -> str:
+    """The one error line (Ray may print its own notices above it)."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("stop-tui: error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert words in errors[0], errors[0]
+    return errors[0]
+
+
+def nothing_started(sessions, server) -> None:
+    assert not sessions.exists() or not any(sessions.iterdir()), list(sessions.iterdir())
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (("--seeds", "5-3"), "names no seed"),
+    (("--seeds", "x"), "is not a seed or a range"),
+    (("--task", "nope"), "nope"),
+    (("--transfer", "meta"), "not a downstream task"),
+    (("--model", "a,zzz"), "unknown model 'zzz'"),
+    (("--max-parallel", "0"), "--max-parallel must be 1 or more"),
+    (("--requests-per-endpoint", "0"), "--requests-per-endpoint must be 1 or more"),
+    (("--iterations", "-1"), "--iterations must be 0 or more"),
+    (("--max-cost", "1"), "needs a price for 'a'"),
+])
+def test_bad_input_is_one_line_and_nothing_starts(server, tmp_path, extra, words):
+    sessions = tmp_path / "sessions"
+    refused(sweep(server, sessions, *extra), words)
+    nothing_started(sessions, server)
+
+
+def test_a_ray_address_that_does_not_answer(server, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sessions = tmp_path / "sessions"
+    refused(sweep(server, sessions, "--ray-address", f"127.0.0.1:{port}"), "does not answer")
+    nothing_started(sessions, server)
+
+
+def test_without_ray_it_says_how_to_install_it(server, tmp_path):
+    sessions = tmp_path / "sessions"
+    code = ("import sys; sys.modules['ray'] = None; from stop_tui.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "sweep", "--model", "a", "--base-url", server.base_url,
+                           "--sessions-dir", str(sessions)], capture_output=True, text=True,
+                          env=cli_env(), cwd=ROOT, timeout=120)
+    assert "pip install 'stop-tui[ray]'" in refused(done, "Ray")
+    nothing_started(sessions, server)
+
+
+def test_resume_refuses_what_defines_a_sweep_and_an_unknown_one(server, tmp_path):
+    sessions = tmp_path / "sessions"
+    refused(stop_tui("sweep", "--resume", "nope", "--sessions-dir", str(sessions)), "no sweep at")
+    refused(stop_tui("sweep", "--resume", "nope", "--seeds", "3", "--sessions-dir", str(sessions)),
+            "--seeds: --resume continues the sweep as it was asked")
+    nothing_started(sessions, server)
+
+
+def test_a_sessions_dir_the_cluster_does_not_see(server, tmp_path, ray_local):  # noqa: F811
+    """The driver sees its sessions dir on a private mount (bubblewrap's tmpfs), the cluster's
+    workers do not: the storage check says so."""
+    sessions = tmp_path / "private"
+    sessions.mkdir()
+    bwrap = ["bwrap", "--dev-bind", "/", "/", "--tmpfs", str(sessions), "--"]
+    if subprocess.run([*bwrap, "true"], capture_output=True).returncode != 0:
+        pytest.skip("bubblewrap cannot make a private mount here")
+    done = subprocess.run([*bwrap, sys.executable, "-m", "stop_tui", "sweep", "--model", "a", "--preset", "quick",
+                           "--base-url", server.base_url, "--sessions-dir", str(sessions),
+                           "--ray-address", ray_local.address],
+                          capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=300)
+    refused(done, "is not shared with Ray node")
+    nothing_started(sessions, server)
