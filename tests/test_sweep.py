@@ -7,10 +7,9 @@ nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from lm_helpers import responder, same_events, stop_tui
+from lm_helpers import responder, same_events, session_files, stop_tui
 from ray_helpers import local_ray
 from scripted_server import ScriptedLMServer
 
@@ -92,13 +91,9 @@ def test_resuming_a_finished_sweep_touches_no_session(swept, ray_endpoint):
     sessions, _, _ = swept
     folders = sorted(p for p in (sessions / "s").iterdir() if (p / DB_NAME).exists())
     assert len(folders) == 4
-
-    def files(folder: Path) -> dict[str, tuple[int, int]]:
-        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
-
-    before = {f.name: files(f) for f in folders}
+    before = {f.name: session_files(f) for f in folders}
     again = stop_tui("sweep", "--resume", "s", "--ray-address", ray_endpoint.address,
                      "--sessions-dir", str(sessions), "--json")
     assert again.returncode == 0, again.stderr
-    assert {f.name: files(f) for f in folders} == before
+    assert {f.name: session_files(f) for f in folders} == before
     assert json.loads(again.stdout)["state"] == "finished"

@@ -8,6 +8,7 @@ otherwise); `--json` prints the sweep's summary on stdout."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -74,22 +75,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     progress = Progress(args.quiet)
     driver = SweepDriver(sessions_dir, spec, address=args.ray_address, on_tick=progress.tick,
                          on_result=progress.result)
-    driver.connect()
-    try:
-        if sweep is None:
-            sweep = create_sweep(sessions_dir, spec, args.name)
-        elif spec != sweep.spec:
-            sweep = save_spec(sweep, spec)
-        progress.start(sweep)
+    # Ray's driver prints what its raylets report (a worker died, ...) on stdout: stdout is
+    # for the --json summary, so everything else goes to stderr meanwhile.
+    with contextlib.redirect_stdout(sys.stderr):
+        driver.connect()
         try:
-            results = driver.run(sweep)
-        except KeyboardInterrupt:
+            if sweep is None:
+                sweep = create_sweep(sessions_dir, spec, args.name)
+            elif spec != sweep.spec:
+                sweep = save_spec(sweep, spec)
+            progress.start(sweep)
+            try:
+                results = driver.run(sweep)
+            except KeyboardInterrupt:
+                progress.stop()
+                print(f"stop-tui: stopped; continue with: stop-tui sweep --resume {_cli(sweep)}", file=sys.stderr)
+                return 130
+        finally:
+            driver.close()
             progress.stop()
-            print(f"stop-tui: stopped; continue with: stop-tui sweep --resume {_cli(sweep)}", file=sys.stderr)
-            return 130
-    finally:
-        driver.close()
-    progress.stop()
     return report(sweep, results, as_json=args.json)
 
 
