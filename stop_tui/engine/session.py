@@ -11,7 +11,7 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.gate import Gate
 from stop_tui.engine.lm.base import LEARNED_KEYS, Backend
-from stop_tui.engine.lm.caps import Caps
+from stop_tui.engine.lm.caps import Caps, SharedBudget, logged_cost_usd
 from stop_tui.engine.lm.service import LMService
 from stop_tui.engine.lock import SessionLock, acquire
 from stop_tui.engine.loop import Engine
@@ -80,28 +80,33 @@ class Session:
 
 
 def wire_session(store: SessionStore, settings: Settings, task_name: str, backend: Backend, *,
-                 gate: Gate | None = None, lock: SessionLock | None = None) -> Session:
+                 gate: Gate | None = None, lock: SessionLock | None = None,
+                 shared: SharedBudget | None = None) -> Session:
     """A Session over a store the caller created or opened: the LM service (its caps, its
     record in `store`), the gate and the engine for `task_name`. new_session and open_session
     build on it; the transfer and baseline sessions use it directly. `lock`: the session's lock,
-    released by Session.close()."""
+    released by Session.close(). `shared`: a budget shared with other runs (a sweep's
+    --max-cost, engine/sweep/cost_pool.py), joined here with what this session's log spent."""
     gate = gate or Gate()
+    if shared is not None:
+        shared.join(logged_cost_usd(e.data for e in store.events(kinds=(ev.BUDGET,))))
     task, meta = load_task(task_name), load_task(META_SANDBOX if settings.sandbox_flag_experiment else META)
     lm = LMService(backend, max_tokens=settings.max_tokens, seed=settings.seed,
                    emit=store.append, put_text=store.put_text, gate=gate,
                    max_concurrency=settings.max_concurrency,
                    caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls),
-                   max_prompt_tokens=settings.max_prompt_tokens)
+                   max_prompt_tokens=settings.max_prompt_tokens, shared=shared)
     lm.on_learn = store.set_meta  # what the backend learned about its server (LEARNED_KEYS)
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate, lock)
 
 
 def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend: Backend, *,
                 base_url: str | None = None, gate: Gate | None = None,
-                task_settings: dict | None = None, name: str | None = None) -> Session:
+                task_settings: dict | None = None, name: str | None = None,
+                shared: SharedBudget | None = None) -> Session:
     """`task_settings`: `--set` overrides of the task's settings (and the engine's, e.g. rng).
-    A replay keeps the original's, and its candidates' generator secret. `name`: the session
-    folder's name (default: the time and the task; a sweep names its runs)."""
+    A replay keeps the original's, and its candidates' generator secret. `name`: the session's
+    folder name (SessionStore.create); `shared`: see wire_session."""
     downstream_task(task_name)  # fail before creating anything
     source_meta = getattr(backend, "source_meta", None)
     if source_meta is not None and task_settings is None:
@@ -115,7 +120,7 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
         **({"task_settings": dict(task_settings)} if task_settings else {}),
         **candidate_rng.session_meta(settings.seed, source_meta),
     }, name=name)
-    session = wire_session(store, settings, task_name, backend, gate=gate)
+    session = wire_session(store, settings, task_name, backend, gate=gate, shared=shared)
     session.lock = acquire(store.folder)
     store.append(ev.event(ev.SessionStarted(task=task_name, model=backend.model,
                                             settings=settings.to_dict(), resumed=False)))
@@ -125,18 +130,20 @@ def new_session(sessions_dir: Path, task_name: str, settings: Settings, backend:
 
 def open_session(sessions_dir: Path, session_id: str, *, backend: Backend | None = None,
                  gate: Gate | None = None, overrides: dict | None = None,
-                 model: str | None = None, base_url: str | None = None) -> Session:
+                 model: str | None = None, base_url: str | None = None,
+                 shared: SharedBudget | None = None) -> Session:
     """Reopen a saved session with its recorded settings (and model, unless one is given).
     `overrides` (e.g. raised caps, max_concurrency) are saved into the session's settings;
     `model` / `base_url` (run --resume --model / --base-url) replace the recorded ones, and the
     change is recorded (meta, and an LM_CHANGED event). Nothing is contacted here.
-    Takes the session's lock first: SessionBusy when another process runs it."""
+    Takes the session's lock first: SessionBusy when another process runs it. `shared`: see
+    wire_session."""
     lock = claim(session_folder(sessions_dir, session_id))
     store: SessionStore | None = None
     try:
         store = SessionStore(lock.folder)
         session = _open_locked(store, sessions_dir, backend=backend, gate=gate, overrides=overrides,
-                               model=model, base_url=base_url)
+                               model=model, base_url=base_url, shared=shared)
     except BaseException:
         if store is not None:
             store.close()
@@ -159,7 +166,7 @@ def claim(folder: Path) -> SessionLock:
 
 def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | None,
                  gate: Gate | None, overrides: dict | None, model: str | None,
-                 base_url: str | None) -> Session:
+                 base_url: str | None, shared: SharedBudget | None = None) -> Session:
     meta = store.meta()
     kind = meta.get("kind", "stop")
     if kind != "stop":
@@ -182,7 +189,7 @@ def _open_locked(store: SessionStore, sessions_dir: Path, *, backend: Backend | 
             recall = getattr(backend, "recall", None)
             if recall is not None:
                 recall(meta)
-    session = wire_session(store, settings, meta.get("task", "lpn"), backend, gate=gate)
+    session = wire_session(store, settings, meta.get("task", "lpn"), backend, gate=gate, shared=shared)
     _record_sandbox(store)
     return session
 

@@ -6,11 +6,16 @@ still cost, plus the most this call can cost, stays within every cap. "The most 
 cost" is n x max_tokens completion tokens plus its prompt tokens, estimated from the prompt's
 length (tokens are counted by the server, so the prompt side is an estimate). A refused call
 pauses the run (never mid-record); raising the cap and resuming continues exactly there.
+
+A budget shared by several sessions (a sweep's --max-cost: engine/sweep/cost_pool.py) is asked
+after the session's own caps, with the same worst case, and told what the call really cost.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from stop_tui.engine.lm.prices import cost as price_cost
 from stop_tui.engine.lm.prices import price
@@ -59,6 +64,30 @@ class Caps:
                                       f" spent, ${held_usd:.4f} held by calls in flight, up to "
                                       f"${this_usd:.4f} for this call; --max-cost {self.cost_usd:g})")
         return None
+
+
+class SharedBudget(Protocol):
+    """Dollars shared by several runs, this run's name bound in (cost_pool.bind). The LM service
+    reserves a call's worst case before sending it and settles it with what the call cost."""
+
+    resume: str | None  # the command that continues the run once the cap is raised
+
+    def join(self, spent_usd: float) -> None:
+        """The run (re)starts: what its log says it spent; reservations it held are dropped."""
+
+    def reserve(self, usd: float | None) -> str | None:
+        """None: granted; else the refusal line. `usd` None: the model has no price."""
+
+    def settle(self, reserved_usd: float | None, spent_usd: float) -> None:
+        """A reserved call ended: its reservation is returned and `spent_usd` added."""
+
+
+def logged_cost_usd(budgets: Iterable[dict]) -> float:
+    """What a session's log says it spent, from its BUDGET events' data (all of them, those a
+    resume superseded included): their highest cost. A resumed run climbs back to it while its
+    interrupted iteration is re-executed from the record, without asking the server again."""
+    return max((float(b["cost_usd"]) for b in budgets if isinstance(b.get("cost_usd"), int | float)),
+               default=0.0)
 
 
 def call_worst_case(price_key: str, system: str, messages: list[str], groups: int,

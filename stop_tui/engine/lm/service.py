@@ -39,7 +39,7 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import BudgetExceeded, Cancelled
 from stop_tui.engine.gate import CALL, Gate
 from stop_tui.engine.lm.base import Backend, Completions, LMRequestError
-from stop_tui.engine.lm.caps import Caps, call_worst_case, estimate_tokens
+from stop_tui.engine.lm.caps import Caps, SharedBudget, call_worst_case, estimate_tokens
 from stop_tui.engine.lm.prices import cost as price_cost
 from stop_tui.engine.lm.record import Book, RecordedCall, aggregate_parts, content_key
 from stop_tui.engine.lm.retry import RetryPolicy, with_retries
@@ -82,14 +82,15 @@ class CapReached(LMStop):
 
     drain_timeout = None
 
-    def __init__(self, option: str, message: str) -> None:
+    def __init__(self, option: str, message: str, resume: str | None = None) -> None:
         super().__init__(message)
         self.option = option
         self.message = message
+        self.resume = resume  # the command that continues (a shared budget's), else the session's
 
     def pause_data(self, resume: str, switch: str = "") -> dict:
         return {"cap": self.option,
-                "reason": f"{self.message}. Raise it and resume: {resume} {self.option} <higher>"}
+                "reason": f"{self.message}. Raise it and resume: {self.resume or resume} {self.option} <higher>"}
 
 
 class ServerFailing(LMStop):
@@ -180,7 +181,8 @@ class LMService:
     def __init__(self, backend: Backend, *, max_tokens: int, seed: int, emit: Callable[[ev.Event], object],
                  put_text: Callable[[str], str], gate: Gate | None = None,
                  max_concurrency: int = DEFAULT_CONCURRENCY, caps: Caps | None = None,
-                 policy: RetryPolicy | None = None, max_prompt_tokens: int | None = None) -> None:
+                 policy: RetryPolicy | None = None, max_prompt_tokens: int | None = None,
+                 shared: SharedBudget | None = None) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.seed = seed
@@ -188,6 +190,7 @@ class LMService:
         self._put_text = put_text
         self.gate = gate or Gate()
         self.caps = caps or Caps()
+        self.shared = shared  # dollars shared with other runs (a sweep's --max-cost), after `caps`
         self.policy = policy or RetryPolicy()
         self.priced = price_cost(backend.price_key, 0, 0) is not None
         self.usage = Usage(cost_usd=0.0 if self.priced else None)
@@ -350,6 +353,7 @@ class LMService:
         except BaseException:
             if worst is not None:
                 self._release(worst)
+                self._settle(worst, worst["cost_usd"])  # what it cost is not known: the most
             raise
         # The reservation is released in the same step that adds the call's real spend.
         replies = self._reply(path, use, groups, messages, parts, known, latency, peak[0], replayed, worst)
@@ -474,10 +478,24 @@ class LMService:
                 self._reserved["calls"] += 1
                 self._reserved["tokens"] += worst["tokens"]
                 self._reserved["cost_usd"] += worst["cost_usd"] or 0.0
-                return
-            self.stop = CapReached(*refusal)
+            else:
+                self.stop = CapReached(*refusal)
+        if refusal is None and self.shared is not None:
+            line = self.shared.reserve(worst["cost_usd"])  # outside the lock: it may be remote
+            if line is not None:
+                with self._lock:
+                    self._release(worst, locked=True)
+                    self.stop = self.stop or CapReached("--max-cost", line, self.shared.resume)
+                refusal = line
+        if refusal is None:
+            return
         self.gate.cancel()  # stop the other branches too; the engine writes PAUSED
         raise self.stop
+
+    def _settle(self, worst: dict, spent_usd: float | None) -> None:
+        """Tell the shared budget (if any) that a call it granted ended, costing `spent_usd`."""
+        if self.shared is not None:
+            self.shared.settle(worst["cost_usd"], spent_usd or 0.0)
 
     def _release(self, worst: dict, *, locked: bool = False) -> None:
         if not locked:
@@ -647,6 +665,8 @@ class LMService:
             self._emit(ev.event(ev.Budget(**snapshot), path))
         finally:
             self._order.release()
+            if worst is not None:
+                self._settle(worst, dollars)
         return replies
 
     def close(self) -> None:
