@@ -97,3 +97,26 @@ def test_resuming_a_finished_sweep_touches_no_session(swept, ray_endpoint):
     assert again.returncode == 0, again.stderr
     assert {f.name: session_files(f) for f in folders} == before
     assert json.loads(again.stdout)["state"] == "finished"
+
+
+def test_transfer_runs_after_each_finished_run_like_stop_tui_transfer(server, ray_endpoint, tmp_path):
+    """--transfer: the finished run's final improver evaluated on the tasks as a further Ray
+    task, recorded like the same `stop-tui transfer` done alone."""
+    sessions = tmp_path / "sweep"
+    done = stop_tui("sweep", *RUN, "--model", "a", "--seeds", "0", "--transfer", "parity",
+                    "--base-url", server.base_url, "--ray-address", ray_endpoint.address,
+                    "--sessions-dir", str(sessions), "--json", "--name", "t")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["runs"]
+    assert row["state"] == "finished" and row["transfer"] == "finished"
+    run_dir = sessions / "t" / row["run"]
+    alone = stop_tui("transfer", "--improver", str(run_dir), "--tasks", "parity", "--model", "a",
+                     "--preset", "quick", "--seed", "0", "--base-url", server.base_url,
+                     "--sessions-dir", str(tmp_path / "alone"), "--json")
+    assert alone.returncode == 0, alone.stderr
+    table = json.loads(alone.stdout)
+    assert same_events(tmp_path / "alone", table["session"], sessions / "t", f"{row['run']}-transfer",
+                       budgets="final") == ([], [])
+    shown = json.loads(stop_tui("show", f"t/{row['run']}-transfer", "--sessions-dir", str(sessions),
+                                "--json").stdout)
+    assert shown["kind"] == "transfer" and shown["state"] == "finished"

@@ -35,6 +35,7 @@ from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, ses
 from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
 if TYPE_CHECKING:
+    from stop_tui.engine.lm.caps import SharedBudget
     from stop_tui.engine.session import Session
 
 KIND = "transfer"
@@ -161,7 +162,7 @@ class Transfer:
 
 
 def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url: str | None,
-          name: str | None = None, shared=None) -> Transfer:
+          name: str | None = None, shared: SharedBudget | None = None) -> Transfer:
     """A new transfer session (locked by this process) for `plan`; `name`: its folder's name
     (default: the time, then `-transfer`; a sweep names a run's transfer after the run);
     `shared`: a sweep's cost pool (wire_session)."""
@@ -177,14 +178,14 @@ def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url:
     store.set_meta({"improver": store.put_text(plan.improver)})
     store.append(ev.event(ev.SessionStarted(task=",".join(plan.tasks), model=backend.model,
                                             settings=settings.to_dict(), resumed=False, kind=KIND)))
-    extra = {"shared": shared} if shared is not None else {}
-    return Transfer(wire_session(store, settings, plan.tasks[0], backend, lock=lock, **extra), plan)
+    return Transfer(wire_session(store, settings, plan.tasks[0], backend, lock=lock, shared=shared), plan)
 
 
-def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None, shared=None) -> Transfer:
+def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None,
+           shared: SharedBudget | None = None) -> Transfer:
     """A saved transfer session, locked, its LM totals and record restored (a unit cut short
     gets the answers it already paid for from the record, not the server): the recorded model,
-    on `base_url` when given, else on the recorded server."""
+    on `base_url` when given, else on the recorded server. `shared`: a sweep's cost pool."""
     from stop_tui.engine.session import claim, make_backend, wire_session
 
     lock = claim(session_folder(sessions_dir, session_id))  # released by Session.close()
@@ -198,8 +199,7 @@ def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None, sha
                 meta.get("improver_label", "?"), meta.get("task_settings", {}))
     settings = Settings.from_dict(meta.get("settings", {}))
     backend = make_backend(meta.get("model", "local"), base_url or meta.get("base_url"))
-    extra = {"shared": shared} if shared is not None else {}
-    session = wire_session(store, settings, plan.tasks[0], backend, lock=lock, **extra)
+    session = wire_session(store, settings, plan.tasks[0], backend, lock=lock, shared=shared)
     restore_lm(session)
     return Transfer(session, plan)
 

@@ -134,16 +134,15 @@ def _open_run(sweep: Sweep, key: RunKey, pool: Any, max_concurrency: int | None)
 
     folder, spec = sweep.run_folder(key), sweep.spec
     shared = _shared(pool, key.name)
-    extra = {"shared": shared} if shared is not None else {}
     if (folder / DB_NAME).exists():
         overrides = {"max_concurrency": max_concurrency} if max_concurrency is not None else None
-        return open_session(sweep.folder, key.name, overrides=overrides, **extra)
+        return open_session(sweep.folder, key.name, overrides=overrides, shared=shared)
     _clear_unborn(folder)
     settings = run_settings(spec, key, max_concurrency=max_concurrency)
     backend = make_backend(key.model, spec.base_url, sessions_dir=sweep.folder,
                            max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
     return new_session(sweep.folder, key.task, settings, backend, base_url=spec.base_url,
-                       name=key.name, **extra)
+                       name=key.name, shared=shared)
 
 
 def _open_transfer(sweep: Sweep, key: RunKey, pool: Any, max_concurrency: int | None):
@@ -152,9 +151,8 @@ def _open_transfer(sweep: Sweep, key: RunKey, pool: Any, max_concurrency: int | 
 
     folder, spec = sweep.transfer_folder(key), sweep.spec
     shared = _shared(pool, key.transfer_name)
-    extra = {"shared": shared} if shared is not None else {}
     if (folder / DB_NAME).exists():
-        return transfer.reopen(sweep.folder, key.transfer_name, spec.base_url, **extra)
+        return transfer.reopen(sweep.folder, key.transfer_name, spec.base_url, shared=shared)
     else:
         _clear_unborn(folder)
         plan = transfer.make_plan(list(spec.transfer), 1, key.name, sweep.folder, [])
@@ -162,7 +160,7 @@ def _open_transfer(sweep: Sweep, key: RunKey, pool: Any, max_concurrency: int | 
         backend = make_backend(key.model, spec.base_url, sessions_dir=sweep.folder,
                                max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
     return transfer.start(sweep.folder, plan, settings, backend, spec.base_url,
-                          name=key.transfer_name, **extra)
+                          name=key.transfer_name, shared=shared)
 
 
 def _shared(pool: Any, run: str):
