@@ -120,3 +120,28 @@ def test_transfer_runs_after_each_finished_run_like_stop_tui_transfer(server, ra
     shown = json.loads(stop_tui("show", f"t/{row['run']}-transfer", "--sessions-dir", str(sessions),
                                 "--json").stdout)
     assert shown["kind"] == "transfer" and shown["state"] == "finished"
+
+
+def test_one_max_cost_for_the_whole_sweep_and_resume_with_a_higher_cap(ray_endpoint, tmp_path):
+    """--max-cost holds for the sum of all runs: at the cap the runs pause (exit 3), and
+    `sweep --resume --max-cost HIGHER` lets them finish."""
+    priced = "gpt-4o-mini"  # in prices.toml; the scripted server answers as it
+    with ScriptedLMServer(responder, models=[priced]) as priced_server:
+        one = stop_tui("run", *RUN, "--model", priced, "--base-url", priced_server.base_url,
+                       "--sessions-dir", str(tmp_path / "one"), "--json")
+        assert one.returncode == 0, one.stderr
+        cap = 2.5 * json.loads(one.stdout)["lm"]["cost_usd"]
+        sessions = tmp_path / "sweep"
+        common = ("--ray-address", ray_endpoint.address, "--sessions-dir", str(sessions), "--json")
+        capped = stop_tui("sweep", *RUN, "--model", priced, "--seeds", "0-3", "--base-url",
+                          priced_server.base_url, "--max-cost", f"{cap:.9f}", "--name", "c", *common)
+        assert capped.returncode == 3, capped.stderr
+        summary = json.loads(capped.stdout)
+        assert summary["state"] == "capped" and summary["spec"]["max_cost"] == pytest.approx(cap)
+        assert 0 < summary["totals"]["cost_usd"] <= cap
+        assert "capped" in [r["state"] for r in summary["runs"]]
+        done = stop_tui("sweep", "--resume", "c", "--max-cost", "1", *common)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "finished" and summary["spec"]["max_cost"] == 1
+    assert [r["state"] for r in summary["runs"]] == ["finished"] * 4
