@@ -55,13 +55,25 @@ def test_bad_input_is_one_line_and_nothing_starts(server, tmp_path, extra, words
     nothing_started(sessions, server)
 
 
-def test_a_ray_address_that_does_not_answer(server, tmp_path):
+def dead_address() -> str:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_ray_address_that_does_not_answer(server, tmp_path):
     sessions = tmp_path / "sessions"
-    refused(sweep(server, sessions, "--ray-address", f"127.0.0.1:{port}"), "does not answer")
+    refused(sweep(server, sessions, "--ray-address", dead_address()), "does not answer")
     nothing_started(sessions, server)
+
+
+def test_a_server_that_serves_any_name_is_not_asked_to_list_it(tmp_path):
+    """llama.cpp's server lists one model and serves any name: a name it does not list passes
+    the model check (here the sweep then stops at the Ray address)."""
+    with ScriptedLMServer(responder, models=["loaded.gguf"], any_model=True) as llama:
+        sessions = tmp_path / "sessions"
+        refused(sweep(llama, sessions, "--model", "qwen", "--ray-address", dead_address()), "does not answer")
+        nothing_started(sessions, llama)
 
 
 def test_without_ray_it_says_how_to_install_it(server, tmp_path):

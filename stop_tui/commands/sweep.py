@@ -19,6 +19,7 @@ from stop_tui.commands.lm_options import EXIT_CAPPED
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.untrusted import printable
 
+LLAMACPP = "llamacpp"  # the owner llama.cpp's server lists its model under; it serves any name
 EXIT_FAILED = 1  # a run (or a transfer) failed, or the sweep was stopped
 # Options that define a sweep: --resume continues one as it was asked.
 DEFINING = ("task", "model", "seeds", "preset", "iterations", "base_url", "transfer", "name",
@@ -140,7 +141,8 @@ def new_spec(args: argparse.Namespace):
 
 def check_models(spec) -> None:
     """Each model exists before a run starts: a local model's file, a key for OpenAI itself, and
-    (when the server lists what it serves) the name among them; with --max-cost, a price."""
+    (when the server lists what it serves) the name among them; with --max-cost, a price. Only
+    /models is asked (a GET: nothing is spent)."""
     from stop_tui.engine.lm.prices import price
     from stop_tui.engine.session import make_backend
 
@@ -150,9 +152,12 @@ def check_models(spec) -> None:
             if spec.max_cost is not None and price(backend.price_key) is None:
                 raise UserError(f"--max-cost needs a price for {backend.price_key!r}, which is not in the "
                                 "price table (stop_tui/engine/lm/prices.toml): use --max-tokens or --max-calls")
-            offered = getattr(backend, "offered_models", None)
-            names = offered() if offered is not None else None
-            if names and model not in names and f"{model}:latest" not in names:
+            listing = getattr(backend, "listing", None)
+            listed = listing() if listing is not None else None
+            if not listed or any(owner == LLAMACPP for _, owner in listed):
+                continue  # cannot say, or llama.cpp's server: it serves any name
+            names = [name for name, _ in listed]
+            if model not in names and f"{model}:latest" not in names:  # Ollama serves `name:latest` as `name`
                 raise UserError(f"unknown model {model!r}: {backend.base_url} serves "
                                 f"{', '.join(sorted(names)[:8])}{' ...' if len(names) > 8 else ''}")
         finally:
