@@ -86,6 +86,7 @@ class SweepDriver:
         self.on_tick, self.on_result, self.tick = on_tick, on_result, tick
         self.owned = False  # this driver started the Ray instance (and shuts it down)
         self.units: dict[str, int] = {}  # endpoint resource -> the units one task asks for at most
+        self.node_cpus = 1.0  # the most CPUs a node has
         self.pool: Any = None
         self.sweep: Sweep | None = None
         self._remote: dict[str, Any] = {}
@@ -107,6 +108,7 @@ class SweepDriver:
                 except Exception as exc:  # noqa: BLE001 - Ray raises several kinds here
                     raise UserError(f"the Ray cluster at {self.address} does not answer: {_first_line(exc)}") from None
         try:
+            self.node_cpus = _node_max("CPU") or 1.0
             if not self.owned:
                 self._cluster_resources()
                 self.check_storage()
@@ -139,20 +141,17 @@ class SweepDriver:
     def _cluster_resources(self) -> None:
         """On a cluster, an endpoint's resource must be declared when --requests-per-endpoint
         asks for a bound; one declared without it bounds too."""
-        import ray
-
-        have = ray.cluster_resources()
         cap = self.spec.requests_per_endpoint
         for resource, units in self._run_units().items():
-            total = have.get(resource)
-            if total is None:
+            per_node = _node_max(resource)  # a task's units come from one node
+            if per_node is None:
                 if cap is not None:
                     raise UserError(
                         f"the Ray cluster has no resource {resource!r} to bound the requests in flight "
                         f"to that LM server (--requests-per-endpoint {cap}): declare it on the nodes that "
                         f"run sessions, e.g. `{declare_hint(resource, cap)}` (the sum over nodes is the bound)")
                 continue
-            self.units[resource] = max(1, min(max(units), int(total), cap or int(total)))
+            self.units[resource] = max(1, min(max(units), int(per_node), cap or int(per_node)))
 
     def check_storage(self) -> None:
         """The sessions dir must be the same storage on every node: a marker written here is
@@ -240,12 +239,21 @@ class SweepDriver:
         units = self.units.get(resource) if resource is not None else None
         own = runner.run_settings(spec, key).max_concurrency
         share = min(own, units) if units is not None else None
-        options: dict[str, Any] = {"num_cpus": 1}
+        options: dict[str, Any] = {"num_cpus": self._cpus(key.model)}
         if share is not None:
             options["resources"] = {resource: share}
         return self._remote[kind].options(**options).remote(
             str(self.sweep.folder.parent.resolve()), self.sweep.id, key, pool=self.pool,
             max_concurrency=share if share is not None and share < own else None)
+
+    def _cpus(self, model: str) -> float:
+        """A session's CPUs: 1 (it mostly waits for its LM server; its sandboxed evaluations run
+        one at a time), the local model's threads for a run on the local model (at most a node's)."""
+        if model == "local" or model.startswith("local:"):
+            from stop_tui.engine.lm.local_backend import threads_setting
+
+            return float(min(threads_setting(), self.node_cpus))
+        return 1.0
 
     def _collect(self, ref, kind: str, key: RunKey) -> dict[str, Any]:
         """The task's result; a task Ray gave up on (its worker or node died too often) is a
@@ -273,6 +281,15 @@ class SweepDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _node_max(resource: str) -> float | None:
+    """The most of `resource` an alive node has (None: no node has it)."""
+    import ray
+
+    found = [n.get("Resources", {}).get(resource) for n in ray.nodes() if n.get("Alive")]
+    found = [x for x in found if x]
+    return max(found) if found else None
 
 
 def _probe(address: str) -> None:
