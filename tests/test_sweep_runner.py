@@ -64,3 +64,15 @@ def test_a_finished_run_is_read_not_written(sweep):
     out = run_one(sw.folder.parent, sw.id, key)
     assert out["outcome"] == "finished" and out["summary"]["state"] == "finished"
     assert session_files(sw.run_folder(key)) == before and len(server.requests) == sent
+
+
+def test_a_damaged_session_fails_its_run_and_is_left_as_it_is(sweep):
+    sw, server = sweep
+    (key,) = sw.spec.runs()
+    folder = sw.run_folder(key)
+    folder.mkdir()
+    (folder / "session.db").write_bytes(b"not a database" * 100)
+    out = run_one(sw.folder.parent, sw.id, key)
+    assert out["outcome"] == "failed" and "is unreadable" in out["error"]
+    assert (folder / "session.db").read_bytes() == b"not a database" * 100
+    assert server.requests == []

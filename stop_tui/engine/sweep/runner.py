@@ -32,6 +32,7 @@ BUSY_PATIENCE_S = 60.0
 
 FINISHED = "finished"
 FAILED = "failed"
+UNREADABLE = "unreadable"
 
 
 def run_settings(spec: SweepSpec, key: RunKey, *, iterations: bool = True,
@@ -48,14 +49,18 @@ def run_settings(spec: SweepSpec, key: RunKey, *, iterations: bool = True,
 
 
 def recorded_state(folder: Path) -> str | None:
-    """The state a session's log records (new, running, paused, finished); None: no session."""
+    """The state a session's log records (new, running, paused, finished; "unreadable" for a
+    damaged one); None: no session."""
     if not (Path(folder) / DB_NAME).exists():
         return None
-    store = SessionStore(folder, readonly=True)
     try:
-        return History.read(store).state
-    finally:
-        store.close()
+        store = SessionStore(folder, readonly=True)
+        try:
+            return History.read(store).state
+        finally:
+            store.close()
+    except UserError:
+        return UNREADABLE
 
 
 def run_one(sessions_dir: Path, sweep_id: str, key: RunKey, *, pool: Any = None,
@@ -122,6 +127,8 @@ def record_failure(folder: Path, message: str) -> bool:
             store.append(ev.event(ev.Error(message=message)))
         finally:
             store.close()
+    except UserError:  # a damaged session: left as it is (the result carries the message)
+        return False
     finally:
         lock.release()
     return True
@@ -232,9 +239,12 @@ def _result(name: str, folder: Path, outcome: str) -> dict[str, Any]:
 
     summary = None
     if (Path(folder) / DB_NAME).exists():
-        store = SessionStore(folder, readonly=True)
         try:
-            summary = summarize(store)
-        finally:
-            store.close()
+            store = SessionStore(folder, readonly=True)
+            try:
+                summary = summarize(store)
+            finally:
+                store.close()
+        except UserError:
+            pass  # a damaged session: no summary
     return {"run": name, "outcome": outcome, "summary": summary}
