@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import ActiveBinding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -91,8 +92,11 @@ class MainScreen(Screen[None]):
         def changed(*parts: str) -> bool:
             return any(before.get(part) != snapshot.versions[part] for part in parts)
 
-        lineage, source, log = self.query_one(LineagePane), self.query_one(SourcePane), self.query_one(LogPane)
-        scores, budget, header = self.query_one(ScoresPane), self.query_one(BudgetPane), self.query_one(SessionHeader)
+        try:
+            lineage, source, log = self.query_one(LineagePane), self.query_one(SourcePane), self.query_one(LogPane)
+            scores, budget, header = self.query_one(ScoresPane), self.query_one(BudgetPane), self.query_one(SessionHeader)
+        except NoMatches:  # the app is closing: its panes are being removed
+            return
         for pane in (lineage, source, scores, budget, header):
             pane.model = snapshot
         changes = snapshot.changes
@@ -120,5 +124,6 @@ class MainScreen(Screen[None]):
     def theme_changed(self) -> None:
         self.query_one(LineagePane).theme_changed()
         self.query_one(SourcePane).refresh_view(force=True)
+        self.query_one(LogPane).theme_changed()
         for widget in (ScoresPane, BudgetPane, SessionHeader):
             self.query_one(widget).refresh()
