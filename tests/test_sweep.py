@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lm_helpers import responder, same_events, session_files, stop_tui
+from lm_helpers import events_of, responder, same_events, session_files, stop_tui
 from ray_helpers import local_ray
 from scripted_server import ScriptedLMServer
 
@@ -21,15 +21,15 @@ pytestmark = pytest.mark.slow  # a Ray instance and 8 sessions: about a minute h
 
 MODELS = ("a", "b")
 SEEDS = (0, 1)
-PER_ENDPOINT = 4
+PER_ENDPOINT = 2  # below a run's own --max-concurrency: its task asks for 2 units, its session sends 2 at most
 LATENCY = 0.05
-RUN = ("--task", "lpn", "--preset", "quick", "--iterations", "1", "--max-concurrency", "2")
+RUN = ("--task", "lpn", "--preset", "quick", "--iterations", "1", "--max-concurrency", "4")
 
 
 @pytest.fixture(scope="module")
 def server():
-    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY) as s:
-        yield s
+    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY, honour_n=False) as s:
+        yield s  # n ignored (llama.cpp's way): a call of 2 samples is 2 requests at once
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def ray_endpoint(server):
 def references(tmp_path_factory):
     """Each (model, seed) run alone with `stop-tui run` on its own server: key -> (dir, id)."""
     out = {}
-    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY) as alone:
+    with ScriptedLMServer(responder, models=list(MODELS), latency=LATENCY, honour_n=False) as alone:
         for model in MODELS:
             for seed in SEEDS:
                 folder = tmp_path_factory.mktemp(f"alone-{model}-{seed}")
@@ -78,13 +78,26 @@ def test_every_session_equals_the_same_run_alone(swept, references):
         alone = json.loads(stop_tui("show", ref_id, "--sessions-dir", str(ref_dir), "--json").stdout)
         for key in ("meta_utility", "meta_utility_test", "seed_meta_utility", "model", "seed"):
             assert shown[key] == alone[key], key
+        assert (shown["lm"]["max_concurrency"], alone["lm"]["max_concurrency"]) == (PER_ENDPOINT, 4)
 
 
 def test_the_servers_token_sums_equal_the_sweeps(swept, server):
     _, summary, server_tokens = swept
     assert summary["totals"]["tokens"] == server_tokens > 0
     assert summary["totals"]["calls"] == sum(r["calls"] for r in summary["runs"])
-    assert server.max_inflight <= PER_ENDPOINT
+
+
+def test_the_endpoint_resource_bounds_the_requests_in_flight(swept, server):
+    """Each run's task holds 2 of the endpoint's 2 units: one session at a time talks to the
+    server (Ray has 2 CPUs: without the resource, two would), never more than 2 requests."""
+    sessions, summary, _ = swept
+    spans = []
+    for row in summary["runs"]:
+        events = events_of(sessions / "s", row["run"])
+        spans.append((events[0].t, events[-1].t))
+    spans.sort()
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False)), spans
+    assert server.max_inflight == PER_ENDPOINT
 
 
 def test_resuming_a_finished_sweep_touches_no_session(swept, ray_endpoint):
