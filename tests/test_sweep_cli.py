@@ -109,3 +109,11 @@ def test_a_sessions_dir_the_cluster_does_not_see(server, tmp_path, ray_local):  
                           capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=300)
     refused(done, "is not shared with Ray node")
     nothing_started(sessions, server)
+
+
+def test_a_cluster_without_the_endpoint_resource_is_told_how_to_declare_it(server, tmp_path, ray_local):  # noqa: F811
+    sessions = tmp_path / "sessions"
+    line = refused(sweep(server, sessions, "--requests-per-endpoint", "2", "--ray-address", ray_local.address),
+                   "the Ray cluster has no resource 'lm:127.0.0.1:")
+    assert "ray start ... --resources=" in line
+    nothing_started(sessions, server)
