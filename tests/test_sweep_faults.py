@@ -6,7 +6,8 @@ scripted LM server (with latency, so that there is a mid-run to kill in):
   server saw no more requests than the runs alone plus those in flight at the kill), and no
   process the worker started (the sandbox) is left;
 - the driver SIGKILLed mid-sweep, then `sweep --resume`: the same end state, and the run that
-  had finished is not touched."""
+  had finished is not touched;
+- ctrl+c: the runs record their calls in flight and pause; the resume sends nothing twice."""
 
 from __future__ import annotations
 
@@ -106,6 +107,36 @@ def test_the_driver_killed_then_sweep_resume(references, tmp_path):
         assert_like_alone(references, sweep_dir, RunKey("lpn", "a", seed))
     resumed = [e for e in events_of(sweep_dir, second.name) if e.kind == ev.RESUMED]
     assert resumed, "the interrupted run was started again instead of resumed"
+
+
+def test_ctrl_c_records_the_calls_in_flight_and_resume_sends_nothing_twice(references, tmp_path):
+    """ctrl+c at a terminal (SIGINT to the driver's process group, its Ray instance included):
+    each run lets its LM calls in flight be recorded and pauses, as `stop-tui run` does; exit
+    130; `sweep --resume` then sends exactly the requests the runs alone sent, none twice."""
+    keys = (RunKey("lpn", "a", 0), RunKey("lpn", "a", 1))
+    with ScriptedLMServer(responder, models=["a"], latency=LATENCY) as server:
+        sessions = tmp_path / "sessions"
+        proc = start("sweep", *RUN, "--model", "a", "--seeds", "0-1", "--base-url", server.base_url,
+                     "--sessions-dir", str(sessions), "--name", "c", "--quiet")
+        sweep_dir = sessions / "c"
+        try:
+            assert wait_for(lambda: (server.inflight > 0 and all(replies(sweep_dir / k.name) >= 1 for k in keys))
+                            or proc.poll() is not None, timeout=180)
+            assert proc.poll() is None, proc.communicate()
+            os.killpg(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            kill9(proc)
+        assert proc.returncode == 130, err
+        assert "continue with: stop-tui sweep --resume c" in err
+        for key in keys:
+            paused = [e for e in events_of(sweep_dir, key.name) if e.kind == ev.PAUSED]
+            assert paused and "stopped by the user" in paused[-1].payload.reason
+        done = stop_tui("sweep", "--resume", "c", "--sessions-dir", str(sessions), "--json")
+        assert done.returncode == 0, done.stderr
+    assert len(server.requests) == sum(references[k][2] for k in keys)
+    for key in keys:
+        assert_like_alone(references, sweep_dir, key)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from stop_tui.engine.sweep.layout import RunKey, Sweep, SweepSpec
 
 RUN_RETRIES = 3  # a task whose worker or node died is run again this often (resuming its session)
 STORAGE_TIMEOUT_S = 120.0  # how long a node may take to answer the storage check
-PROBE_TIMEOUT_S = 5.0  # how long a Ray address may take to accept a connection
+PROBE_TIMEOUT_S = 5.0
+STOP_WAIT_S = 20.0  # after a ctrl+c, how long the runs get to record their calls in flight  # how long a Ray address may take to accept a connection
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # a local instance's: tasks return small summaries
 RUN, TRANSFER = "run", "transfer"
 
@@ -194,7 +196,6 @@ class SweepDriver:
         """Every run of `sweep` not finished yet, then the transfer of every finished run (when
         asked): {session folder name: result} (runner.run_one's). A finished session is not
         touched. With --max-cost, the sweep's pool is made from the runs' logs first."""
-        import ray
 
         self.sweep, self.spec = sweep, sweep.spec
         if sweep.spec.max_cost is not None:
@@ -210,22 +211,45 @@ class SweepDriver:
                 todo.append((RUN, key))
         limit = spec.max_parallel or max(1, len(todo))
         pending: dict[Any, tuple[str, RunKey]] = {}
-        while todo or pending:
-            while todo and len(pending) < limit:
-                kind, key = todo.popleft()
-                pending[self._submit(kind, key)] = (kind, key)
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.tick)
-            for ref in ready:
-                kind, key = pending.pop(ref)
-                self._done(results, kind, key, self._collect(ref, kind, key), todo)
-            if self.on_tick is not None:
-                self.on_tick()
+        try:
+            while todo or pending:
+                while todo and len(pending) < limit:
+                    kind, key = todo.popleft()
+                    pending[self._submit(kind, key)] = (kind, key)
+                self._wait(pending, results, todo, 1, self.tick)
+                if self.on_tick is not None:
+                    self.on_tick()
+        except KeyboardInterrupt:
+            self.stop(pending, results)
+            raise
         return results
 
-    def _done(self, results: dict, kind: str, key: RunKey, result: dict, todo: deque) -> None:
+    def _wait(self, pending: dict, results: dict, todo: deque | None, n: int, timeout: float) -> None:
+        import ray
+
+        ready, _ = ray.wait(list(pending), num_returns=min(n, len(pending)), timeout=timeout)
+        for ref in ready:
+            kind, key = pending.pop(ref)
+            self._done(results, kind, key, self._collect(ref, kind, key), todo)
+
+    def stop(self, pending: dict, results: dict) -> None:
+        """ctrl+c: every task still running is asked to stop (its session records the LM calls
+        in flight and pauses, as `stop-tui run` does), for up to STOP_WAIT_S; a second ctrl+c
+        leaves at once (the calls in flight are asked again on resume)."""
+        import ray
+
+        for ref in pending:
+            ray.cancel(ref, force=False)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while pending and time.monotonic() < deadline:
+            self._wait(pending, results, None, len(pending), min(self.tick, deadline - time.monotonic()))
+
+    def _done(self, results: dict, kind: str, key: RunKey, result: dict, todo: deque | None) -> None:
         results[result["run"]] = result
         if self.on_result is not None:
             self.on_result(result)
+        if todo is None:  # stopping: nothing more is started
+            return
         if kind == RUN and result["outcome"] == runner.FINISHED and self.sweep.spec.transfer:
             folder = self.sweep.transfer_folder(key)
             if runner.recorded_state(folder) == runner.FINISHED:

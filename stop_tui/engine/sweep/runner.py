@@ -13,7 +13,9 @@ recorded in its log (Ray does not retry it: `retry_exceptions=False`).
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -77,7 +79,7 @@ def run_one(sessions_dir: Path, sweep_id: str, key: RunKey, *, pool: Any = None,
         session = _wait_free(lambda: _open_run(sweep, key, pool, max_concurrency), folder)
     except UserError as exc:
         return _failed(key.name, folder, str(exc))
-    return _drive(key.name, session, lambda: session.engine.run())
+    return _drive(key.name, session, lambda: _stoppable(session, session.engine.run))
 
 
 def transfer_one(sessions_dir: Path, sweep_id: str, key: RunKey, *, pool: Any = None,
@@ -94,7 +96,8 @@ def transfer_one(sessions_dir: Path, sweep_id: str, key: RunKey, *, pool: Any = 
         job = _wait_free(lambda: _open_transfer(sweep, key, pool, max_concurrency), folder)
     except UserError as exc:
         return _failed(name, folder, str(exc))
-    return _drive(name, job.session, lambda: job.run().state, closes=True)  # run() closes it
+    return _drive(name, job.session, lambda: _stoppable(job.session, lambda: job.run().state),
+                  closes=True)  # job.run() closes the session
 
 
 def finished_result(folder: Path) -> dict[str, Any]:
@@ -203,6 +206,37 @@ def _wait_free(open_it, folder: Path, patience: float = BUSY_PATIENCE_S):
 
 
 # -- running ---------------------------------------------------------------------------------
+
+def _stoppable(session, run):
+    """run() on a thread of its own; a KeyboardInterrupt here (the driver's `ray.cancel` of the
+    task on ctrl+c) stops it as `stop-tui run`'s first ctrl+c does: the gate is cancelled, the
+    LM calls in flight get their time to be recorded (they are paid for), the session pauses.
+    So does the end of the worker's parent (the raylet of a local instance whose driver died)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: a join cut short by KeyboardInterrupt can
+    # leave the thread reading as ended while it runs (CPython before 3.13)
+
+    def target() -> None:
+        try:
+            box["outcome"] = run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the task's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    parent = os.getppid()  # in a Ray worker: its raylet
+    threading.Thread(target=target, name="sweep-run", daemon=True).start()
+    while not done.is_set():
+        try:
+            done.wait(0.2)
+        except KeyboardInterrupt:
+            session.gate.cancel()
+        if os.getppid() != parent:  # the raylet died (the driver's local instance ended): Ray
+            session.gate.cancel()  # ends this worker in a few seconds; stop writing before
+    if "error" in box:
+        raise box["error"]
+    return box["outcome"]
+
 
 def _drive(name: str, session, run, *, closes: bool = False) -> dict[str, Any]:
     """run() -> its outcome; the run's own failure is recorded as an ERROR event."""
