@@ -14,8 +14,9 @@ A module that needs other custom resources (one per LM endpoint) makes its own f
         with local_ray(resources={"lm:127.0.0.1:8000": 4}) as instance:
             yield instance
 
-Ray workers inherit the driver's environment (PYTHONPATH, STOP_TUI_* variables): this tree is put
-first on PYTHONPATH before the instance starts, so tasks import the code under test.
+Ray workers inherit the driver's environment (PYTHONPATH, STOP_TUI_* variables): this tree and its
+tests folder are put first on PYTHONPATH before the instance starts, so tasks import the code under
+test, and a task defined in a test module (or using lm_helpers, scripted_server...) is found.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def local_ray(*, num_cpus: int = 2, resources: dict[str, float] | None = None) -
     if ray.is_initialized():  # left over by a module that did not use this helper
         ray.shutdown()
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED")}
-    path = [str(ROOT), *[p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p != str(ROOT)]]
+    first = [str(ROOT), str(ROOT / "tests")]
+    path = [*first, *[p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p and p not in first]]
     os.environ["PYTHONPATH"] = os.pathsep.join(path)
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

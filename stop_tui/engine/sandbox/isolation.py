@@ -239,11 +239,8 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
         zconf = {"paths": paths, "child": str(CHILD), "helpers": str(HELPERS),
                  "scratch": str(host_scratch)}
         argv = [python_executable(), "-I", "-S", str(ZYGOTE)]
-        if mode == "unshare":
-            prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-            if shutil.which("setpriv"):
-                prefix = ["setpriv", "--pdeathsig", "KILL", *prefix]
-            argv = prefix + argv
+        if mode == "unshare":  # its parent-death signal: the pool's launcher arms it
+            argv = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", *argv]
         launch = Launch(mode, argv, zconf, host_scratch, static)
     preload = list(config.preload) + list(STDLIB_PRELOAD)
     if "numpy" in config.preload:
