@@ -154,6 +154,28 @@ def test_a_python_engine_killed_mid_evaluation_leaves_no_sandbox_process(tmp_pat
     _assert_all_gone(tree, marker, "the engine's kill -9")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_closing_the_pool_mid_evaluation_leaves_no_process(mode):
+    """The engine's own way out (the pool closed at exit): the worker, hung up on, kills its
+    runs' processes before it is killed itself (in plain mode nothing else would)."""
+    _needs(mode)
+    marker = _marker()
+    pool = Pool(PoolConfig(mode=mode))
+    try:
+        box = Sandbox(PROGRAM, "algorithm", pool=pool)
+        box.start()
+        assert box.load_error is None, box.load_error
+        threading.Thread(target=box.call, args=((marker,), 600), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while len(marked(marker)) < 3:
+            assert time.monotonic() < deadline, "the evaluation never started"
+            time.sleep(0.05)
+        tree = descendants(pool.worker_pid) | {process(pool.worker_pid)} | marked(marker)
+    finally:
+        pool.close()
+    _assert_all_gone(tree, marker, "the pool was closed")
+
+
 def test_the_local_model_started_in_a_thread_that_ended_still_answers():
     """Its parent-death signal is tied to the launcher's thread, not the one that asked."""
     if not HAS_LOCAL_MODEL:

@@ -223,6 +223,9 @@ class Zygote:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of uid cleared it
+            if os.getppid() != self.me:
+                return
         if self.config.get("no_sockets", True) and not seccomp.install():
             return  # never run a program with less confinement than was reported
         os.umask(0o077)
