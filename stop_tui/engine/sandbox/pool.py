@@ -8,7 +8,8 @@ starts a new one on the next request.
 
 The zygote dies with the engine, even a SIGKILLed one (a Ray worker killed mid-evaluation):
 its outermost process gets the parent-death signal before exec (engine/lifetime.py), bwrap
---die-with-parent carries it to everything inside, and the zygote arms its own. Linux sends that
+--die-with-parent carries it to everything inside, and the zygote arms its own (SIGTERM: it
+kills its runs' processes, then leaves; each run dies with the zygote). Linux sends that
 signal when the *thread* that forked the process exits, not the process: a zygote started from a
 short-lived thread (a meta-utility's run, an improver's proxy call, an evaluation) would die with
 it, and the next run would read "the sandbox worker died". So every zygote of a pool is started
