@@ -54,12 +54,14 @@ def process(pid: int) -> Process | None:
 
 
 def marked(marker: str) -> set[Process]:
-    """Live processes (but this one) whose command line contains `marker`."""
+    """Live processes (but this one) whose command line or name (/proc/PID/comm: at most 15
+    bytes, set with prctl PR_SET_NAME) contains `marker`."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
             try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                if (marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes()
+                        or marker in Path(f"/proc/{entry}/comm").read_text()):
                     found.add(process(int(entry)))
             except OSError:
                 continue

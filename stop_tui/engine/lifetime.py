@@ -6,7 +6,8 @@ engine's process group: a Ray worker killed with SIGKILL, or `ray.shutdown()`, w
 process behind. So each one gets the parent-death signal SIGKILL (PR_SET_PDEATHSIG), armed in the
 child between fork and exec; the child then checks that its parent is still the process that
 forked it, so there is no moment at which the engine can die and leave it running. The signal is
-kept across exec (none of these programs is set-user-ID).
+kept across exec, but for a set-user-ID program (bubblewrap on some systems: its own
+--die-with-parent arms it again).
 
 Linux sends that signal when the *thread* that forked the child exits, not the process: a child
 started from a short-lived thread (a meta-utility's run, an improver's proxy call, a request's

@@ -8,7 +8,8 @@ starts a new one on the next request.
 
 The zygote dies with the engine, even a SIGKILLed one (a Ray worker killed mid-evaluation):
 its outermost process gets the parent-death signal before exec (engine/lifetime.py), bwrap
---die-with-parent carries it to everything inside, and the zygote arms its own. Linux sends that
+--die-with-parent carries it to everything inside, and the zygote arms its own (SIGTERM: it
+kills its runs' processes, then leaves; each run dies with the zygote). Linux sends that
 signal when the *thread* that forked the process exits, not the process: a zygote started from a
 short-lived thread (a meta-utility's run, an improver's proxy call, an evaluation) would die with
 it, and the next run would read "the sandbox worker died". So every zygote of a pool is started
@@ -45,6 +46,7 @@ from stop_tui.engine.sandbox.protections import CHECKED_LIVE, NAMES, missing, no
 
 READY_TIMEOUT = 30.0
 REPLY_TIMEOUT = 10.0
+HANGUP_GRACE = 1.0  # seconds a hung-up worker gets to kill its runs and exit before SIGKILL
 
 
 class PoolError(RuntimeError):
@@ -196,10 +198,18 @@ class Pool:
             return ""
         return text.splitlines()[-1] if text else f"exited with code {proc.returncode}"
 
-    def _kill_proc(self) -> None:
+    def _kill_proc(self, grace: float = 0.0) -> None:
+        """SIGKILL the worker's process group, once it has had `grace` seconds to end by itself
+        (hung up on, the zygote kills every process of its runs first: without a pid namespace,
+        in plain mode, nothing else kills what a run started in another session)."""
         proc = self._proc
         if proc is None:
             return
+        if grace:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the pid namespace
         except (ProcessLookupError, PermissionError):
@@ -218,7 +228,7 @@ class Pool:
             except OSError:
                 pass
             ctrl.close()
-        self._kill_proc()
+        self._kill_proc(HANGUP_GRACE if ctrl is not None else 0.0)
         if self._proc is not None and self._proc.stderr is not None:
             self._proc.stderr.close()
         self._proc = None
