@@ -14,6 +14,7 @@ from stop_tui.engine.sweep.status import (
     STATES,
     StatusReader,
     states_line,
+    sweep_state,
     sweep_status,
     totals,
 )
@@ -109,3 +110,17 @@ def test_an_unreadable_session_is_a_failed_run_not_an_error(tmp_path):
     (folder / "session.db").write_bytes(b"not a database at all" * 100)
     run = sweep_status(sweep)[0]
     assert run.state == "failed" and run.reason.startswith("unreadable: ")
+
+
+def test_the_sweep_state_in_one_word():
+    def state(transfers=None, **counts):
+        return sweep_state({"runs": sum(counts.values()), **counts, "transfers": transfers or {}})
+
+    assert state(finished=3) == "finished"
+    assert state(finished=2, transfers={"finished": 1, "pending": 1}) == "paused"  # a transfer to do
+    assert state(finished=2, transfers={"running": 1, "finished": 1}) == "running"
+    assert state(finished=2, failed=1) == "failed"
+    assert state(finished=1, running=1, capped=1) == "running"
+    assert state(finished=1, capped=1, pending=1) == "capped"
+    assert state(pending=2) == "pending"
+    assert state(finished=1, pending=1) == "paused"  # the driver died: `sweep --resume`

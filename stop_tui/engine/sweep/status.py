@@ -225,14 +225,14 @@ def sweep_status(sweep: Sweep) -> list[RunStatus]:
 
 def totals(runs: list[RunStatus]) -> dict[str, Any]:
     """{"runs": N, one count per state (STATES), "cost_usd", "tokens", "calls", "transfers"
-    (transfer sessions per state)}: spend and use summed over the runs and their transfers
+    (the transfers of the finished runs, per state)}: spend and use summed over the runs and their transfers
     (cost_usd None when no run has a priced spend)."""
     out: dict[str, Any] = {"runs": len(runs), **dict.fromkeys(STATES, 0)}
     costs = [c for r in runs for c in (r.cost_usd, r.transfer_cost_usd) if c is not None]
     transfers: dict[str, int] = {}
     for r in runs:
         out[r.state] += 1
-        if r.transfer is not None:
+        if r.transfer is not None and r.state == "finished":  # a transfer follows its finished run
             transfers[r.transfer] = transfers.get(r.transfer, 0) + 1
     out["cost_usd"] = round(sum(costs), 6) if costs else None
     out["tokens"] = sum(r.tokens + r.transfer_tokens for r in runs)
@@ -245,3 +245,22 @@ def states_line(counts: dict[str, Any]) -> str:
     """'2 finished, 1 running, 1 pending' (the states with runs, in STATES order reversed)."""
     parts = [f"{counts[s]} {s}" for s in reversed(STATES) if counts.get(s)]
     return ", ".join(parts) or "no runs"
+
+
+def sweep_state(counts: dict[str, Any]) -> str:
+    """The sweep's one word, from `totals()`: finished (every run and every transfer asked
+    finished), failed (every run ended, some failed), running (a run or a transfer is), capped
+    (one waits on a cap), pending (nothing started), else paused (nothing runs: `stop-tui sweep
+    --resume` continues it)."""
+    runs, transfers = counts.get("runs", 0), counts.get("transfers") or {}
+    ended = counts.get("finished", 0) + counts.get("failed", 0)
+    transfers_ended = sum(transfers.values()) == transfers.get("finished", 0) + transfers.get("failed", 0)
+    if runs and ended == runs and transfers_ended:
+        return "failed" if counts.get("failed") or transfers.get("failed") else "finished"
+    if counts.get("running") or transfers.get("running"):
+        return "running"
+    if counts.get("capped") or transfers.get("capped"):
+        return "capped"
+    if counts.get("pending", 0) == runs:
+        return "pending"
+    return "paused"

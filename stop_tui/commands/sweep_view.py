@@ -1,0 +1,122 @@
+"""A sweep as `stop-tui list` and `stop-tui show SWEEP` print it: one row per sweep in the list
+(its runs per state, spend), and the sweep with a line per run (state, iteration, best û, spend).
+Read-only, from the runs' logs (engine/sweep/status.py)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from stop_tui.engine.errors import UserError
+from stop_tui.engine.store import cli_name
+from stop_tui.engine.sweep.layout import Sweep, list_sweeps, read_sweep
+from stop_tui.engine.sweep.status import RunStatus, states_line, sweep_state, sweep_status, totals
+from stop_tui.engine.untrusted import printable
+
+
+def _best(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def spend(cost_usd: float | None, tokens: int) -> str:
+    """'$0.0123, 4512 tokens' (no price known: the tokens alone)."""
+    return (f"${cost_usd:.4f}, " if cost_usd is not None else "") + f"{tokens} tokens"
+
+
+def _best_of(runs: list[RunStatus]) -> float | None:
+    scored = [r.best for r in runs if r.best is not None]
+    return max(scored) if scored else None
+
+
+def summary(sweep: Sweep, runs: list[RunStatus] | None = None) -> dict[str, Any]:
+    """`show SWEEP --json`: the sweep, its totals and its runs."""
+    runs = sweep_status(sweep) if runs is None else runs
+    counts = totals(runs)
+    return {"sweep": sweep.id, "kind": "sweep", "folder": str(sweep.folder.resolve()),
+            "created": sweep.created, "state": sweep_state(counts), "spec": sweep.spec.to_dict(),
+            "best_meta_utility": _best_of(runs), "totals": counts, "runs": [r.to_dict() for r in runs]}
+
+
+def list_rows(sessions_dir: Path) -> list[dict[str, Any]]:
+    """One `list` row per sweep in `sessions_dir` (the keys of a session's row, and `runs`:
+    the sweep's totals); a sweep whose sweep.json cannot be read is an unreadable row."""
+    rows = []
+    for folder in list_sweeps(sessions_dir):
+        try:
+            sweep = read_sweep(folder)
+        except UserError as exc:
+            rows.append({"session": folder.name, "kind": "sweep", "task": None, "model": None,
+                         "preset": None, "state": "unreadable", "created": None, "iterations_completed": 0,
+                         "best_meta_utility": None, "calls": 0, "unreadable": str(exc)})
+            continue
+        runs = sweep_status(sweep)
+        counts = totals(runs)
+        rows.append({"session": sweep.id, "kind": "sweep", "task": ",".join(sweep.spec.tasks),
+                     "model": ",".join(sweep.spec.models), "preset": sweep.spec.preset,
+                     "state": sweep_state(counts), "created": sweep.created,
+                     "iterations_completed": sum(r.iteration for r in runs),
+                     "best_meta_utility": _best_of(runs), "calls": counts["calls"],
+                     "cost_usd": counts["cost_usd"], "tokens": counts["tokens"], "runs": counts})
+    return rows
+
+
+def list_line(row: dict[str, Any]) -> str:
+    if row["state"] == "unreadable":
+        return f"{row['session']:<32} unreadable: {printable(row['unreadable'])}"
+    counts = row["runs"]
+    return (f"{row['session']:<32} {'sweep':<8} {row['task']:<8} {row['model']:<20} {row['state']:<9} "
+            f"runs {counts['runs']} ({states_line(counts)})  best {_best(row['best_meta_utility'])}  "
+            f"spend {spend(row['cost_usd'], row['tokens'])}")
+
+
+def run_lines(runs: list[RunStatus]) -> list[str]:
+    """The runs' table: name, state, iteration of planned, best, LM use, transfer, reason."""
+    width = max([len(r.name) for r in runs] + [3])
+    transfer = any(r.transfer is not None for r in runs)
+    head = f"{'run':<{width}}  {'state':<9} {'iter':<6} {'best':<7} {'calls':>5} {'tokens':>8} {'cost':>9}"
+    lines = [head + ("  transfer" if transfer else "")]
+    for r in runs:
+        cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"
+        line = (f"{r.name:<{width}}  {r.state:<9} {f'{r.iteration}/{r.iterations}':<6} {_best(r.best):<7} "
+                f"{r.calls:>5} {r.tokens:>8} {cost:>9}")
+        if transfer:
+            line += f"  {r.transfer or '-':<8}"
+        if r.reason:
+            line += f"  {printable(r.reason)}"
+        lines.append(line.rstrip())
+    return lines
+
+
+def _named(sweep: Sweep, tail: str = "") -> str:
+    """How a command line names the sweep (or `SWEEP/RUN`), --sessions-dir when not the default."""
+    name = cli_name(sweep.folder)  # 'ID' or 'ID --sessions-dir DIR'
+    return name.replace(shlex.quote(sweep.id), shlex.quote(sweep.id + tail), 1)
+
+
+def show(folder: Path, as_json: bool) -> int:
+    """`stop-tui show SWEEP [--json]`."""
+    sweep = read_sweep(folder)
+    runs = sweep_status(sweep)
+    s = summary(sweep, runs)
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return 0
+    spec, counts = sweep.spec, s["totals"]
+    seeds = ",".join(str(seed) for seed in spec.seeds)
+    print(f"sweep     {sweep.id}  ({s['state']})\ntask      {', '.join(spec.tasks)}\n"
+          f"models    {', '.join(spec.models)}\npreset    {spec.preset or 'paper'}  seeds {seeds}  "
+          f"iterations {spec.iterations if spec.iterations is not None else '(preset)'}\n"
+          f"folder    {s['folder']}\ncreated   {sweep.created}")
+    if spec.base_url:
+        print(f"server    {spec.base_url}")
+    if spec.transfer:
+        print(f"transfer  {', '.join(spec.transfer)}")
+    cap = f" of --max-cost ${spec.max_cost:.2f}" if spec.max_cost is not None else ""
+    print(f"runs      {counts['runs']}: {states_line(counts)}\nbest      {_best(s['best_meta_utility'])}\n"
+          f"LM        {counts['calls']} calls, {spend(counts['cost_usd'], counts['tokens'])}{cap}\n")
+    for line in run_lines(runs):
+        print(line)
+    print(f"\none run: stop-tui show {_named(sweep, '/RUN')}   live: stop-tui resume {_named(sweep)}")
+    return 0
