@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
-    p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
+    p.add_argument("session", nargs="?", help="session id (a picker when omitted); a sweep id: "
+                                               "the table of its runs, any run opened live")
     run_options.add_run_options(p, model=False)  # LM options: e.g. raise a cap the session paused at
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
