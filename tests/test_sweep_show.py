@@ -87,3 +87,15 @@ def _sweep(sessions: Path):
     from stop_tui.engine.sweep.layout import read_sweep
 
     return read_sweep(sessions / "sw")
+
+
+def test_a_sweep_whose_spec_is_unreadable_is_one_line(tmp_path):
+    sessions = tmp_path / "sessions"
+    (sessions / "broken").mkdir(parents=True)
+    (sessions / "broken" / "sweep.json").write_text("{not json")
+    listed = stop_tui("list", "--sessions-dir", str(sessions))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("broken ") and "unreadable: " in listed.stdout
+    shown = stop_tui("show", "broken", "--sessions-dir", str(sessions))
+    assert shown.returncode == 2 and len(shown.stderr.splitlines()) == 1
+    assert shown.stderr.startswith("stop-tui: error: the sweep at ") and "unreadable" in shown.stderr

@@ -158,3 +158,16 @@ async def _table_filled(pilot) -> None:
 def test_sweep_screen_snapshot(snap_compare, tmp_path):
     app = StopApp(sweep=_synthetic_sweep(tmp_path), theme="dark", remember_theme=False)
     assert snap_compare(app, terminal_size=(160, 24), run_before=_table_filled)
+
+
+def test_resume_of_a_sweep_opens_its_table(tmp_path, monkeypatch):
+    from stop_tui import cli
+    from stop_tui.tui import launch
+
+    sweep = new_sweep(tmp_path / "sessions", seeds=(0,), name="sw")
+    opened = []
+    monkeypatch.setattr(launch, "run_app", lambda app: opened.append(app) or 0)
+    assert cli.main(["resume", "sw", "--sessions-dir", str(tmp_path / "sessions")]) == 0
+    assert cli.main(["resume", str(sweep.folder)]) == 0
+    assert [app.sweep.folder for app in opened] == [sweep.folder, sweep.folder]
+    assert all(app.store is None and app.session is None for app in opened)

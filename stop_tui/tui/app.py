@@ -514,6 +514,9 @@ class StopApp(App[int]):
         if not self.engine_on or self.session is None:
             if self.open_session_fn is not None:
                 self.take_over(action)
+            elif self.sweep is not None:
+                self.notify(f"A run of sweep {self.sweep.id}: read-only here (`stop-tui sweep --resume "
+                            f"{self.sweep.id}` runs it).", severity="warning")
             else:
                 self.notify("The engine is off: this view replays the session's log.", severity="warning")
             return False

@@ -55,6 +55,8 @@ class RunsTable(DataTable):
     it drew before then stay drawn (cached) at the old column widths: redraw them once the
     widths have changed."""
 
+    BINDINGS = [Binding("enter", "select_cursor", "Open run", id="sweep.open",
+                        tooltip="Open the highlighted run (read-only, live while the sweep runs it)")]
     _widths: tuple[int, ...] = ()
 
     def on_idle(self) -> None:
@@ -65,11 +67,7 @@ class RunsTable(DataTable):
 
 
 class SweepScreen(Screen[None]):
-    BINDINGS = [
-        Binding("enter", "open", "Open run", id="sweep.open",
-                tooltip="Open the highlighted run (read-only, live while the sweep runs it)"),
-        Binding("q", "app.quit", "Quit", id="sweep.quit", tooltip="Leave the TUI; the sweep goes on"),
-    ]
+    BINDINGS = [Binding("q", "app.quit", "Quit", id="sweep.quit", tooltip="Leave the TUI; the sweep goes on")]
 
     def __init__(self, sweep: Sweep) -> None:
         super().__init__()
