@@ -226,6 +226,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             from stop_tui.commands import sweep_view
 
             return sweep_view.show(folder, args.json)
+        if is_sweep(folder.parent) and not (folder / "session.db").exists():
+            from stop_tui.commands import sweep_view
+
+            sweep_view.check_started(folder)  # a run of a sweep that has not started: say so
     store = SessionStore.open(sessions_dir, args.session, readonly=True)
     try:
         s = summarize(store)

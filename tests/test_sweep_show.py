@@ -80,7 +80,10 @@ def test_show_one_run_of_a_sweep(sessions):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["state"] == "finished"
     missing = stop_tui("show", "sw/lpn-other-s1", "--sessions-dir", str(sessions))
-    assert missing.returncode == 2 and missing.stderr.startswith("stop-tui: error: no session at ")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        "stop-tui: error: run lpn-other-s1 of sweep sw has not started yet (see `stop-tui show sw")
+    typo = stop_tui("show", "sw/lpn-other-s9", "--sessions-dir", str(sessions))
+    assert typo.returncode == 2 and typo.stderr.startswith("stop-tui: error: no session at ")
 
 
 def _sweep(sessions: Path):

@@ -89,6 +89,15 @@ def run_lines(runs: list[RunStatus]) -> list[str]:
     return lines
 
 
+def check_started(folder: Path) -> None:
+    """`show SWEEP/RUN` of a run (or transfer) of the sweep without a session yet: UserError."""
+    sweep = read_sweep(folder.parent)
+    names = {name for key in sweep.spec.runs() for name in (key.name, key.transfer_name)}
+    if folder.name in names:
+        raise UserError(f"run {folder.name} of sweep {sweep.id} has not started yet (see "
+                        f"`stop-tui show {_named(sweep)}`)")
+
+
 def _named(sweep: Sweep, tail: str = "") -> str:
     """How a command line names the sweep (or `SWEEP/RUN`), --sessions-dir when not the default."""
     name = cli_name(sweep.folder)  # 'ID' or 'ID --sessions-dir DIR'

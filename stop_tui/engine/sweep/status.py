@@ -18,6 +18,7 @@ folds only the events committed since (and reads nothing when neither `session.d
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
 from stop_tui.engine.sweep.layout import RunKey, Sweep
 
 STATES = ("pending", "running", "paused", "capped", "failed", "finished")
+_TICK_NS = 100_000_000  # a file changed this recently is read again on the next call
 INTERRUPTED = "interrupted (no process runs it); resuming continues it"
 
 
@@ -126,7 +128,10 @@ class _Log:
             return self.seen
         except UserError:  # locked by a foreign program for a moment: what was read before stands
             return self.seen
-        self.signature, self.seen = signature, self._summary()
+        # A file's time has a coarse tick: a commit in the same tick as this read, of the same
+        # size (a WAL that wrapped), would leave the signature as it is. Read again next time.
+        recent = time.time_ns() - max(signature[1], signature[3]) < _TICK_NS
+        self.signature, self.seen = None if recent else signature, self._summary()
         return self.seen
 
     def _fold(self, event: ev.Event) -> None:
