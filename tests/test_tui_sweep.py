@@ -171,3 +171,28 @@ def test_resume_of_a_sweep_opens_its_table(tmp_path, monkeypatch):
     assert cli.main(["resume", str(sweep.folder)]) == 0
     assert [app.sweep.folder for app in opened] == [sweep.folder, sweep.folder]
     assert all(app.store is None and app.session is None for app in opened)
+
+
+def test_the_picker_lists_a_sweep_and_opens_its_table(tmp_path):
+    sweep = _synthetic_sweep(tmp_path)
+    write_session(tmp_path / "sessions", "20260101-090000-lpn", iterations=1, finished=True).close()
+
+    async def go():
+        app = StopApp(sessions_dir=tmp_path / "sessions", theme="dark", remember_theme=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: "sweep: 6 runs" in screen_text(app), 10)
+            assert "20260101-090000-lpn" in screen_text(app)
+            await pilot.press("down", "enter")  # the session first, then the sweep
+            await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen), 10)
+            await wait_until(pilot, lambda: "finished  1/1" in row_of(app, sweep.spec.runs()[0].name), 10)
+            await pilot.press("down", "down", "down", "enter")  # the interrupted run
+            await wait_until(pilot, lambda: isinstance(app.screen, SweepRunScreen), 10)
+            await settle(pilot)
+            assert sweep.spec.runs()[3].name in screen_text(app).splitlines()[0]
+            assert "a run of sweep sweep-demo, read-only" in screen_text(app).splitlines()[0]
+            await pilot.press("r")  # the run keys say why they do nothing here
+            await wait_until(pilot, lambda: any("read-only here" in n for n in notices(app)), 5)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen), 5)
+
+    asyncio.run(go())

@@ -11,8 +11,14 @@ from typing import Any
 
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.store import cli_name
-from stop_tui.engine.sweep.layout import Sweep, list_sweeps, read_sweep
-from stop_tui.engine.sweep.status import RunStatus, states_line, sweep_state, sweep_status, totals
+from stop_tui.engine.sweep.layout import Sweep, read_sweep
+from stop_tui.engine.sweep.status import (
+    RunStatus,
+    states_line,
+    sweep_status,
+    sweep_summaries,
+    sweep_summary,
+)
 from stop_tui.engine.untrusted import printable
 
 
@@ -25,39 +31,21 @@ def spend(cost_usd: float | None, tokens: int) -> str:
     return (f"${cost_usd:.4f}, " if cost_usd is not None else "") + f"{tokens} tokens"
 
 
-def _best_of(runs: list[RunStatus]) -> float | None:
-    scored = [r.best for r in runs if r.best is not None]
-    return max(scored) if scored else None
-
-
-def summary(sweep: Sweep, runs: list[RunStatus] | None = None) -> dict[str, Any]:
-    """`show SWEEP --json`: the sweep, its totals and its runs."""
-    runs = sweep_status(sweep) if runs is None else runs
-    counts = totals(runs)
-    return {"sweep": sweep.id, "kind": "sweep", "folder": str(sweep.folder.resolve()),
-            "created": sweep.created, "state": sweep_state(counts), "spec": sweep.spec.to_dict(),
-            "best_meta_utility": _best_of(runs), "totals": counts, "runs": [r.to_dict() for r in runs]}
-
-
 def list_rows(sessions_dir: Path) -> list[dict[str, Any]]:
     """One `list` row per sweep in `sessions_dir` (the keys of a session's row, and `runs`:
     the sweep's totals); a sweep whose sweep.json cannot be read is an unreadable row."""
     rows = []
-    for folder in list_sweeps(sessions_dir):
-        try:
-            sweep = read_sweep(folder)
-        except UserError as exc:
+    for folder, s, reason in sweep_summaries(sessions_dir):
+        if s is None:
             rows.append({"session": folder.name, "kind": "sweep", "task": None, "model": None,
                          "preset": None, "state": "unreadable", "created": None, "iterations_completed": 0,
-                         "best_meta_utility": None, "calls": 0, "unreadable": str(exc)})
+                         "best_meta_utility": None, "calls": 0, "unreadable": reason})
             continue
-        runs = sweep_status(sweep)
-        counts = totals(runs)
-        rows.append({"session": sweep.id, "kind": "sweep", "task": ",".join(sweep.spec.tasks),
-                     "model": ",".join(sweep.spec.models), "preset": sweep.spec.preset,
-                     "state": sweep_state(counts), "created": sweep.created,
-                     "iterations_completed": sum(r.iteration for r in runs),
-                     "best_meta_utility": _best_of(runs), "calls": counts["calls"],
+        spec, counts = s["spec"], s["totals"]
+        rows.append({"session": s["sweep"], "kind": "sweep", "task": ",".join(spec["tasks"]),
+                     "model": ",".join(spec["models"]), "preset": spec["preset"], "state": s["state"],
+                     "created": s["created"], "iterations_completed": sum(r["iteration"] for r in s["runs"]),
+                     "best_meta_utility": s["best_meta_utility"], "calls": counts["calls"],
                      "cost_usd": counts["cost_usd"], "tokens": counts["tokens"], "runs": counts})
     return rows
 
@@ -108,7 +96,7 @@ def show(folder: Path, as_json: bool) -> int:
     """`stop-tui show SWEEP [--json]`."""
     sweep = read_sweep(folder)
     runs = sweep_status(sweep)
-    s = summary(sweep, runs)
+    s = sweep_summary(sweep, runs)
     if as_json:
         print(json.dumps(s, indent=2))
         return 0

@@ -19,6 +19,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from stop_tui.engine.events import Event
 from stop_tui.engine.store import SessionStore
+from stop_tui.engine.sweep.layout import is_sweep, read_sweep
 from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.feeder import Feeder
@@ -168,6 +169,10 @@ class StopApp(App[int]):
             return
         try:
             assert self.sessions_dir is not None
+            if is_sweep(self.sessions_dir / session_id):  # the table of its runs
+                self.sweep = read_sweep(self.sessions_dir / session_id)
+                self.push_screen(SweepScreen(self.sweep))
+                return
             self.store = SessionStore.open(self.sessions_dir, session_id, readonly=True)
         except Exception as exc:  # noqa: BLE001 - show it, stay in the picker
             self.notify(f"cannot open {session_id}: {exc}", severity="error", timeout=8)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from stop_tui.engine.history import History
 from stop_tui.engine.lock import holder
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
-from stop_tui.engine.sweep.layout import RunKey, Sweep
+from stop_tui.engine.sweep.layout import RunKey, Sweep, list_sweeps, read_sweep
 
 STATES = ("pending", "running", "paused", "capped", "failed", "finished")
 _TICK_NS = 100_000_000  # a file changed this recently is read again on the next call
@@ -269,3 +270,30 @@ def sweep_state(counts: dict[str, Any]) -> str:
     if counts.get("pending", 0) == runs:
         return "pending"
     return "paused"
+
+
+def best_of(runs: list[RunStatus]) -> float | None:
+    """The best val meta-utility over the runs (None before any scored)."""
+    scored = [r.best for r in runs if r.best is not None]
+    return max(scored) if scored else None
+
+
+def sweep_summary(sweep: Sweep, runs: list[RunStatus] | None = None) -> dict[str, Any]:
+    """The sweep, its totals and its runs (`show SWEEP --json`, list rows, the TUI's picker)."""
+    runs = sweep_status(sweep) if runs is None else runs
+    counts = totals(runs)
+    return {"sweep": sweep.id, "kind": "sweep", "folder": str(sweep.folder.resolve()),
+            "created": sweep.created, "state": sweep_state(counts), "spec": sweep.spec.to_dict(),
+            "best_meta_utility": best_of(runs), "totals": counts, "runs": [r.to_dict() for r in runs]}
+
+
+def sweep_summaries(sessions_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """(folder, summary, None) for each sweep in `sessions_dir`, oldest first; (folder, None,
+    reason) for one whose sweep.json cannot be read (the others are still listed)."""
+    for folder in list_sweeps(sessions_dir):
+        try:
+            sweep = read_sweep(folder)
+        except UserError as exc:
+            yield folder, None, str(exc)
+            continue
+        yield folder, sweep_summary(sweep), None
