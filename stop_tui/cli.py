@@ -214,6 +214,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.commands import sweep_view
     from stop_tui.engine.candidate_rng import reference_on
     from stop_tui.engine.lock import describe, holder
     from stop_tui.engine.store import SessionStore
@@ -223,12 +224,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     sessions_dir = run_options.sessions_dir(args)
     for folder in (Path(args.session), sessions_dir / args.session):
         if is_sweep(folder):  # the sweep and its runs; one run is `show SWEEP/RUN`
-            from stop_tui.commands import sweep_view
-
             return sweep_view.show(folder, args.json)
         if is_sweep(folder.parent) and not (folder / "session.db").exists():
-            from stop_tui.commands import sweep_view
-
             sweep_view.check_started(folder)  # a run of a sweep that has not started: say so
     store = SessionStore.open(sessions_dir, args.session, readonly=True)
     try:

@@ -31,7 +31,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from stop_tui.engine.sweep.layout import is_sweep
     from stop_tui.tui import launch
 
-    for folder in (Path(args.session or ""), opts.sessions_dir / (args.session or "")):
-        if args.session and is_sweep(folder):  # its runs in a table (one run: SWEEP/RUN)
+    for folder in (Path(args.session), opts.sessions_dir / args.session) if args.session else ():
+        if is_sweep(folder):  # its runs in a table (one run: SWEEP/RUN)
             return launch.run_app(launch.sweep_app(folder))
     return launch.run_app(launch.resume_app(opts.sessions_dir, args.session, dict(opts.lm)))
