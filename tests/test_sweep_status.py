@@ -124,3 +124,13 @@ def test_the_sweep_state_in_one_word():
     assert state(finished=1, capped=1, pending=1) == "capped"
     assert state(pending=2) == "pending"
     assert state(finished=1, pending=1) == "paused"  # the driver died: `sweep --resume`
+
+
+def test_a_run_locked_before_its_session_exists_is_running(tmp_path):
+    sweep = new_sweep(tmp_path, models=("scripted",), seeds=(0,))
+    folder = sweep.run_folder(sweep.spec.runs()[0])
+    folder.mkdir()
+    with acquire(folder):
+        run = sweep_status(sweep)[0]
+        assert (run.state, run.iteration, run.calls) == ("running", 0, 0)
+    assert sweep_status(sweep)[0].state == "pending"

@@ -21,6 +21,7 @@ from tui_helpers import notices, screen_text, settle, wait_until
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import holder
 from stop_tui.tui.app import StopApp
+from stop_tui.tui.palette import palette
 from stop_tui.tui.screens.sweep import SweepRunScreen, SweepScreen
 from stop_tui.tui.synthetic import write_session
 
@@ -185,6 +186,11 @@ def test_the_picker_lists_a_sweep_and_opens_its_table(tmp_path):
             await pilot.press("down", "enter")  # the session first, then the sweep
             await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen), 10)
             await wait_until(pilot, lambda: "finished  1/1" in row_of(app, sweep.spec.runs()[0].name), 10)
+            table = app.screen.query_one(DataTable)
+            finished_style = str(table.get_cell(sweep.spec.runs()[0].name, "state").style)
+            app.theme = "light"  # the states are drawn in the new theme's colours
+            await wait_until(pilot, lambda: str(table.get_cell(sweep.spec.runs()[0].name, "state").style)
+                             == palette(app)["primary"] != finished_style, 5)
             await pilot.press("down", "down", "down", "enter")  # the interrupted run
             await wait_until(pilot, lambda: isinstance(app.screen, SweepRunScreen), 10)
             await settle(pilot)

@@ -91,6 +91,7 @@ class SweepScreen(Screen[None]):
             if col != "transfer" or self.sweep.spec.transfer:
                 table.add_column(col, key=col)
         table.focus()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self.runs, recolor=True))
         self._poll()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep-status", name="sweep-status")
@@ -108,8 +109,9 @@ class SweepScreen(Screen[None]):
     def on_sweep_runs(self, message: SweepRuns) -> None:
         self.show(message.runs)
 
-    def show(self, runs: tuple[RunStatus, ...]) -> None:
-        """Draw the runs: new rows added, changed cells updated (the cursor stays)."""
+    def show(self, runs: tuple[RunStatus, ...], *, recolor: bool = False) -> None:
+        """Draw the runs: new rows added, changed cells updated (the cursor stays); `recolor`:
+        the states drawn again in the theme's colours."""
         self.runs = runs
         table = self.query_one(DataTable)
         colors = palette(self.app)
@@ -120,7 +122,7 @@ class SweepScreen(Screen[None]):
                 table.add_row(*(values[c] for c in columns), key=run.name)
                 continue
             for c in columns:
-                if str(table.get_cell(run.name, c)) != str(values[c]):
+                if str(table.get_cell(run.name, c)) != str(values[c]) or (recolor and c == "state"):
                     table.update_cell(run.name, c, values[c], update_width=True)
         counts = totals(list(runs))
         spend = f"${counts['cost_usd']:.4f}, " if counts["cost_usd"] is not None else ""
