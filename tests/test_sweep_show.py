@@ -27,7 +27,7 @@ def sessions(tmp_path_factory) -> Path:
     place(sources.finished, sweep, keys[0])
     place(sources.capped, sweep, keys[1])
     failed = place(sources.capped, sweep, keys[2])
-    append(failed, ev.Resumed(iteration=1), ev.Error(message="the run's code failed: \x1b[2Jboom"))
+    append(failed, ev.Resumed(iteration=1), ev.Error(message="the run's code failed: \x1b[2Jboom\nTraceback (most recent call last):\n  ..."))
     return sessions
 
 
@@ -65,6 +65,7 @@ def test_show_a_sweep_lists_its_runs(sessions):
     assert table["lpn-scripted-s1"][1:3] == ["failed", "0/1"]
     assert table["lpn-other-s1"][1:4] == ["pending", "0/1", "-"]
     assert "\x1b" not in out and "\\x1b[2Jboom" in out  # the run's own text, made printable
+    assert "Traceback" not in out  # its first line only
     assert "stop-tui show sw/RUN --sessions-dir" in out
 
     shown = json.loads(stop_tui("show", "sw", "--json", "--sessions-dir", str(sessions)).stdout)

@@ -71,8 +71,8 @@ def run_lines(runs: list[RunStatus]) -> list[str]:
                 f"{r.calls:>5} {r.tokens:>8} {cost:>9}")
         if transfer:
             line += f"  {r.transfer or '-':<8}"
-        if r.reason:
-            line += f"  {printable(r.reason)}"
+        if r.reason_line:
+            line += f"  {printable(r.reason_line)}"
         lines.append(line.rstrip())
     return lines
 

@@ -59,6 +59,11 @@ class RunStatus:
     def name(self) -> str:
         return self.key.name
 
+    @property
+    def reason_line(self) -> str | None:
+        """The reason's first line (a failure's message is followed by its traceback)."""
+        return self.reason.strip().splitlines()[0] if self.reason and self.reason.strip() else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.key.name, "task": self.key.task, "model": self.key.model,
                 "seed": self.key.seed, "folder": str(self.folder), "state": self.state,

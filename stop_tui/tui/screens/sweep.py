@@ -38,7 +38,7 @@ def note(run: RunStatus) -> str:
     if run.state == "running":
         who = Holder.from_record(run.holder)
         return who.describe() if who is not None else ""
-    return printable(run.reason) if run.reason else ""
+    return printable(run.reason_line) if run.reason_line else ""
 
 
 def cells(run: RunStatus, colors: dict[str, str]) -> dict[str, str | Text]:
