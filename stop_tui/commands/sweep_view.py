@@ -86,6 +86,23 @@ def check_started(folder: Path) -> None:
                         f"`stop-tui show {_named(sweep)}`)")
 
 
+def model_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """Per task and model, over its finished runs: best û (mean, 95 % interval), mean gain over
+    the seed improver, and how many runs gained at least the threshold."""
+    lines = []
+    for g in groups:
+        where = f"{g['task']} {g['model']}"
+        if not g["finished"]:
+            lines.append(f"{where}: {g['runs']} runs, none finished yet")
+            continue
+        lo, hi = g["best_ci"]
+        gain = f"{g['gain_mean']:+.4f}" if g["gain_mean"] is not None else "-"
+        lines.append(f"{where}: {g['finished']} of {g['runs']} runs finished, best {g['best_mean']:.4f} "
+                     f"[{lo:.4f}, {hi:.4f}], gain over the seed improver {gain} (mean), "
+                     f"{g['gained']} of {g['finished']} gained {g['gain_threshold']:.2f} or more")
+    return lines
+
+
 def _named(sweep: Sweep, tail: str = "") -> str:
     """How a command line names the sweep (or `SWEEP/RUN`), --sessions-dir when not the default."""
     name = cli_name(sweep.folder)  # 'ID' or 'ID --sessions-dir DIR'
@@ -115,5 +132,9 @@ def show(folder: Path, as_json: bool) -> int:
           f"LM        {counts['calls']} calls, {spend(counts['cost_usd'], counts['tokens'])}{cap}\n")
     for line in run_lines(runs):
         print(line)
+    if len(spec.seeds) > 1:  # several runs per model: what they have in common
+        print()
+        for line in model_lines(s["by_model"]):
+            print(line)
     print(f"\none run: stop-tui show {_named(sweep, '/RUN')}   live: stop-tui resume {_named(sweep)}")
     return 0

@@ -29,6 +29,7 @@ from stop_tui.engine.errors import UserError
 from stop_tui.engine.history import History
 from stop_tui.engine.lock import holder
 from stop_tui.engine.settings import preset
+from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
 from stop_tui.engine.sweep.layout import RunKey, Sweep, list_sweeps, read_sweep
 
@@ -54,6 +55,7 @@ class RunStatus:
     transfer_cost_usd: float | None = None  # the transfer session's LM use
     transfer_tokens: int = 0
     transfer_calls: int = 0
+    seed_best: float | None = None  # the seed improver's val meta-utility (T=0), None before
 
     @property
     def name(self) -> str:
@@ -71,7 +73,7 @@ class RunStatus:
                 "cost_usd": self.cost_usd, "tokens": self.tokens, "calls": self.calls,
                 "reason": self.reason, "transfer": self.transfer, "holder": self.holder,
                 "transfer_cost_usd": self.transfer_cost_usd, "transfer_tokens": self.transfer_tokens,
-                "transfer_calls": self.transfer_calls}
+                "transfer_calls": self.transfer_calls, "seed_best": self.seed_best}
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class _Seen:
     iteration: int = 0
     iterations: int | None = None
     best: float | None = None
+    seed_best: float | None = None
     cost_usd: float | None = None
     tokens: int = 0
     calls: int = 0
@@ -157,7 +160,7 @@ class _Log:
         lm = h.lm_totals
         planned = (self.meta.get("settings") or {}).get("iterations")
         common = {"iteration": h.iterations_done, "iterations": planned if isinstance(planned, int) else None,
-                  "best": h.best_meta_utility, "cost_usd": _cost(lm.get("cost_usd")),
+                  "best": h.best_meta_utility, "seed_best": h.seed_meta_utility, "cost_usd": _cost(lm.get("cost_usd")),
                   "tokens": int(lm.get("prompt_tokens") or 0) + int(lm.get("completion_tokens") or 0),
                   "calls": int(lm.get("calls") or 0)}
         if self.errored > max(self.started, self.finished):
@@ -223,7 +226,7 @@ class StatusReader:
             out.append(RunStatus(
                 key=key, folder=folder, state=seen.state, iteration=seen.iteration,
                 iterations=seen.iterations if seen.iterations is not None else planned,
-                best=seen.best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
+                best=seen.best, seed_best=seen.seed_best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
                 reason=seen.reason, transfer=transfer, holder=who, transfer_cost_usd=t.cost_usd,
                 transfer_tokens=t.tokens, transfer_calls=t.calls))
         return out
@@ -283,13 +286,35 @@ def best_of(runs: list[RunStatus]) -> float | None:
     return max(scored) if scored else None
 
 
+GAIN = 0.03  # a run "gained" when its best val meta-utility is this much above its seed improver's
+
+
+def by_model(runs: list[RunStatus]) -> list[dict[str, Any]]:
+    """Per (task, model), over its finished runs: how many, the mean best val meta-utility with
+    its 95 % interval, the mean gain over the seed improver, and how many gained GAIN or more."""
+    groups: dict[tuple[str, str], list[RunStatus]] = {}
+    for r in runs:
+        groups.setdefault((r.key.task, r.key.model), []).append(r)
+    out = []
+    for (task, model), group in groups.items():
+        done = [r for r in group if r.state == "finished" and r.best is not None]
+        gains = [r.best - r.seed_best for r in done if r.seed_best is not None]
+        best_mean, best_ci = mean_ci([r.best for r in done])
+        gain_mean = sum(gains) / len(gains) if gains else None  # (may be negative: no clipped interval)
+        out.append({"task": task, "model": model, "runs": len(group), "finished": len(done),
+                    "best_mean": best_mean, "best_ci": best_ci, "gain_mean": gain_mean,
+                    "gained": sum(g >= GAIN - 1e-12 for g in gains), "gain_threshold": GAIN})
+    return out
+
+
 def sweep_summary(sweep: Sweep, runs: list[RunStatus] | None = None) -> dict[str, Any]:
     """The sweep, its totals and its runs (`show SWEEP --json`, list rows, the TUI's picker)."""
     runs = sweep_status(sweep) if runs is None else runs
     counts = totals(runs)
     return {"sweep": sweep.id, "kind": "sweep", "folder": str(sweep.folder.resolve()),
             "created": sweep.created, "state": sweep_state(counts), "spec": sweep.spec.to_dict(),
-            "best_meta_utility": best_of(runs), "totals": counts, "runs": [r.to_dict() for r in runs]}
+            "best_meta_utility": best_of(runs), "totals": counts, "by_model": by_model(runs),
+            "runs": [r.to_dict() for r in runs]}
 
 
 def sweep_summaries(sessions_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
