@@ -159,8 +159,10 @@ class _Log:
         h = self.history
         lm = h.lm_totals
         planned = (self.meta.get("settings") or {}).get("iterations")
-        common = {"iteration": h.iterations_done, "iterations": planned if isinstance(planned, int) else None,
-                  "best": h.best_meta_utility, "seed_best": h.seed_meta_utility, "cost_usd": _cost(lm.get("cost_usd")),
+        common = {"iteration": h.iterations_done,
+                  "iterations": planned if isinstance(planned, int) else None,
+                  "best": h.best_meta_utility, "seed_best": h.seed_meta_utility,
+                  "cost_usd": _cost(lm.get("cost_usd")),
                   "tokens": int(lm.get("prompt_tokens") or 0) + int(lm.get("completion_tokens") or 0),
                   "calls": int(lm.get("calls") or 0)}
         if self.errored > max(self.started, self.finished):
@@ -207,8 +209,8 @@ class StatusReader:
         log = self._logs.get(folder)
         if log is None:
             log = self._logs[folder] = _Log(folder)
+        who = holder(folder)  # first: once it is gone, the log read after it has its last events
         seen = log.read()
-        who = holder(folder)
         if who is not None:
             return replace(seen, state="running", reason=None), who
         return seen, None
@@ -226,9 +228,9 @@ class StatusReader:
             out.append(RunStatus(
                 key=key, folder=folder, state=seen.state, iteration=seen.iteration,
                 iterations=seen.iterations if seen.iterations is not None else planned,
-                best=seen.best, seed_best=seen.seed_best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
+                best=seen.best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
                 reason=seen.reason, transfer=transfer, holder=who, transfer_cost_usd=t.cost_usd,
-                transfer_tokens=t.tokens, transfer_calls=t.calls))
+                transfer_tokens=t.tokens, transfer_calls=t.calls, seed_best=seen.seed_best))
         return out
 
 
