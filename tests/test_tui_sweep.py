@@ -16,7 +16,7 @@ from lm_helpers import kill9, responder, start
 from scripted_server import ScriptedLMServer
 from sweep_helpers import make_sources, new_sweep, place
 from textual.widgets import DataTable
-from tui_helpers import notices, screen_text, settle, wait_until
+from tui_helpers import header_line, notices, screen_text, settle, wait_until
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import holder
@@ -97,19 +97,16 @@ def test_the_table_follows_the_runs_and_any_run_opens_live(sources, tmp_path):
                     await pilot.press("up", "enter")
                     await wait_until(pilot, lambda: isinstance(app.screen, SweepRunScreen), 10)
                     await settle(pilot)
-                    await wait_until(pilot, lambda: app.holder is not None, 10, "the holder seen")
-                    assert f"read-only: run by pid {pid}" in screen_text(app).splitlines()[0]
-                    assert resumed.name in screen_text(app).splitlines()[0]
-                    seen = app.view.model.iterations_done()
-                    assert seen == 0
-                    while proc.poll() is None and not app.view.model.state == "finished":
+                    await wait_until(pilot, lambda: f"read-only: run by pid {pid}" in header_line(app), 10)
+                    assert resumed.name in header_line(app) and "iter 0/1" in header_line(app)
+                    while proc.poll() is None:
                         gate.allowed.release()  # let the run go on, a request at a time
                         await pilot.pause(0.05)
-                    await asyncio.to_thread(proc.wait, 120)
                     assert proc.returncode == 0, proc.stderr.read()
-                    await wait_until(pilot, lambda: app.view.model.state == "finished", 20, "finished, seen live")
-                    await wait_until(pilot, lambda: app.holder is None, 10)
-                    assert app.view.model.iterations_done() == 1
+                    await wait_until(pilot, lambda: " finished " in header_line(app), 20, "finished, seen live")
+                    assert "iter 1/1" in header_line(app)
+                    await wait_until(pilot, lambda: any(n.startswith(f"The run by pid {pid} on ")
+                                                        and n.endswith(" finished.") for n in notices(app)), 10)
                 finally:
                     if proc.poll() is None:
                         kill9(proc)
@@ -125,8 +122,7 @@ def test_the_table_follows_the_runs_and_any_run_opens_live(sources, tmp_path):
                 await pilot.press("up", "enter")
                 await wait_until(pilot, lambda: isinstance(app.screen, SweepRunScreen), 10)
                 await settle(pilot)
-                assert done.name in screen_text(app).splitlines()[0]
-                assert app.view.model.state == "finished"
+                assert done.name in header_line(app) and " finished " in header_line(app)
                 await pilot.press("escape")
                 await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen), 5)
 
@@ -194,8 +190,8 @@ def test_the_picker_lists_a_sweep_and_opens_its_table(tmp_path):
             await pilot.press("down", "down", "down", "enter")  # the interrupted run
             await wait_until(pilot, lambda: isinstance(app.screen, SweepRunScreen), 10)
             await settle(pilot)
-            assert sweep.spec.runs()[3].name in screen_text(app).splitlines()[0]
-            assert "a run of sweep sweep-demo, read-only" in screen_text(app).splitlines()[0]
+            assert sweep.spec.runs()[3].name in header_line(app)
+            assert "a run of sweep sweep-demo, read-only" in header_line(app)
             await pilot.press("r")  # the run keys say why they do nothing here
             await wait_until(pilot, lambda: any("read-only here" in n for n in notices(app)), 5)
             await pilot.press("escape")
