@@ -9,11 +9,15 @@ from sweep_helpers import append, make_sources, new_sweep, place
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import acquire
+from stop_tui.engine.sweep.layout import RunKey
 from stop_tui.engine.sweep.status import (
     INTERRUPTED,
     STATES,
+    RunStatus,
     StatusReader,
+    by_model,
     states_line,
+    sweep_state,
     sweep_status,
     totals,
 )
@@ -109,3 +113,43 @@ def test_an_unreadable_session_is_a_failed_run_not_an_error(tmp_path):
     (folder / "session.db").write_bytes(b"not a database at all" * 100)
     run = sweep_status(sweep)[0]
     assert run.state == "failed" and run.reason.startswith("unreadable: ")
+
+
+def test_the_sweep_state_in_one_word():
+    def state(transfers=None, **counts):
+        return sweep_state({"runs": sum(counts.values()), **counts, "transfers": transfers or {}})
+
+    assert state(finished=3) == "finished"
+    assert state(finished=2, transfers={"finished": 1, "pending": 1}) == "paused"  # a transfer to do
+    assert state(finished=2, transfers={"running": 1, "finished": 1}) == "running"
+    assert state(finished=2, failed=1) == "failed"
+    assert state(finished=1, running=1, capped=1) == "running"
+    assert state(finished=1, capped=1, pending=1) == "capped"
+    assert state(pending=2) == "pending"
+    assert state(finished=1, pending=1) == "paused"  # the driver died: `sweep --resume`
+
+
+def test_a_run_locked_before_its_session_exists_is_running(tmp_path):
+    sweep = new_sweep(tmp_path, models=("scripted",), seeds=(0,))
+    folder = sweep.run_folder(sweep.spec.runs()[0])
+    folder.mkdir()
+    with acquire(folder):
+        run = sweep_status(sweep)[0]
+        assert (run.state, run.iteration, run.calls) == ("running", 0, 0)
+    assert sweep_status(sweep)[0].state == "pending"
+
+
+def test_by_model_counts_the_finished_runs_that_gained(tmp_path):
+    def run(model, seed, state, best, seed_best):
+        key = RunKey("lpn", model, seed)
+        return RunStatus(key, tmp_path / key.name, state, 1, 1, best, None, 0, 0, None, None,
+                         seed_best=seed_best)
+
+    runs = [run("a", 0, "finished", 0.60, 0.50), run("a", 1, "finished", 0.52, 0.50),
+            run("a", 2, "finished", 0.53, 0.50), run("a", 3, "running", 0.90, 0.50),
+            run("b", 0, "pending", None, None)]
+    a, b = by_model(runs)
+    assert (a["model"], a["runs"], a["finished"], a["gained"]) == ("a", 4, 3, 2)  # +0.10, +0.03; not +0.02
+    assert a["best_mean"] == pytest.approx(0.55) and a["best_ci"][0] < 0.55 < a["best_ci"][1]
+    assert a["gain_mean"] == pytest.approx(0.05)
+    assert (b["runs"], b["finished"], b["best_mean"], b["gain_mean"], b["gained"]) == (1, 0, None, None, 0)

@@ -18,6 +18,8 @@ folds only the events committed since (and reads nothing when neither `session.d
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,12 @@ from stop_tui.engine.errors import UserError
 from stop_tui.engine.history import History
 from stop_tui.engine.lock import holder
 from stop_tui.engine.settings import preset
+from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
-from stop_tui.engine.sweep.layout import RunKey, Sweep
+from stop_tui.engine.sweep.layout import RunKey, Sweep, list_sweeps, read_sweep
 
 STATES = ("pending", "running", "paused", "capped", "failed", "finished")
+_TICK_NS = 100_000_000  # a file changed this recently is read again on the next call
 INTERRUPTED = "interrupted (no process runs it); resuming continues it"
 
 
@@ -51,10 +55,16 @@ class RunStatus:
     transfer_cost_usd: float | None = None  # the transfer session's LM use
     transfer_tokens: int = 0
     transfer_calls: int = 0
+    seed_best: float | None = None  # the seed improver's val meta-utility (T=0), None before
 
     @property
     def name(self) -> str:
         return self.key.name
+
+    @property
+    def reason_line(self) -> str | None:
+        """The reason's first line (a failure's message is followed by its traceback)."""
+        return self.reason.strip().splitlines()[0] if self.reason and self.reason.strip() else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.key.name, "task": self.key.task, "model": self.key.model,
@@ -63,7 +73,7 @@ class RunStatus:
                 "cost_usd": self.cost_usd, "tokens": self.tokens, "calls": self.calls,
                 "reason": self.reason, "transfer": self.transfer, "holder": self.holder,
                 "transfer_cost_usd": self.transfer_cost_usd, "transfer_tokens": self.transfer_tokens,
-                "transfer_calls": self.transfer_calls}
+                "transfer_calls": self.transfer_calls, "seed_best": self.seed_best}
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class _Seen:
     iteration: int = 0
     iterations: int | None = None
     best: float | None = None
+    seed_best: float | None = None
     cost_usd: float | None = None
     tokens: int = 0
     calls: int = 0
@@ -126,7 +137,10 @@ class _Log:
             return self.seen
         except UserError:  # locked by a foreign program for a moment: what was read before stands
             return self.seen
-        self.signature, self.seen = signature, self._summary()
+        # A file's time has a coarse tick: a commit in the same tick as this read, of the same
+        # size (a WAL that wrapped), would leave the signature as it is. Read again next time.
+        recent = time.time_ns() - max(signature[1], signature[3]) < _TICK_NS
+        self.signature, self.seen = None if recent else signature, self._summary()
         return self.seen
 
     def _fold(self, event: ev.Event) -> None:
@@ -145,8 +159,10 @@ class _Log:
         h = self.history
         lm = h.lm_totals
         planned = (self.meta.get("settings") or {}).get("iterations")
-        common = {"iteration": h.iterations_done, "iterations": planned if isinstance(planned, int) else None,
-                  "best": h.best_meta_utility, "cost_usd": _cost(lm.get("cost_usd")),
+        common = {"iteration": h.iterations_done,
+                  "iterations": planned if isinstance(planned, int) else None,
+                  "best": h.best_meta_utility, "seed_best": h.seed_meta_utility,
+                  "cost_usd": _cost(lm.get("cost_usd")),
                   "tokens": int(lm.get("prompt_tokens") or 0) + int(lm.get("completion_tokens") or 0),
                   "calls": int(lm.get("calls") or 0)}
         if self.errored > max(self.started, self.finished):
@@ -193,8 +209,8 @@ class StatusReader:
         log = self._logs.get(folder)
         if log is None:
             log = self._logs[folder] = _Log(folder)
+        who = holder(folder)  # first: once it is gone, the log read after it has its last events
         seen = log.read()
-        who = holder(folder)
         if who is not None:
             return replace(seen, state="running", reason=None), who
         return seen, None
@@ -214,7 +230,7 @@ class StatusReader:
                 iterations=seen.iterations if seen.iterations is not None else planned,
                 best=seen.best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
                 reason=seen.reason, transfer=transfer, holder=who, transfer_cost_usd=t.cost_usd,
-                transfer_tokens=t.tokens, transfer_calls=t.calls))
+                transfer_tokens=t.tokens, transfer_calls=t.calls, seed_best=seen.seed_best))
         return out
 
 
@@ -225,14 +241,14 @@ def sweep_status(sweep: Sweep) -> list[RunStatus]:
 
 def totals(runs: list[RunStatus]) -> dict[str, Any]:
     """{"runs": N, one count per state (STATES), "cost_usd", "tokens", "calls", "transfers"
-    (transfer sessions per state)}: spend and use summed over the runs and their transfers
+    (the transfers of the finished runs, per state)}: spend and use summed over the runs and their transfers
     (cost_usd None when no run has a priced spend)."""
     out: dict[str, Any] = {"runs": len(runs), **dict.fromkeys(STATES, 0)}
     costs = [c for r in runs for c in (r.cost_usd, r.transfer_cost_usd) if c is not None]
     transfers: dict[str, int] = {}
     for r in runs:
         out[r.state] += 1
-        if r.transfer is not None:
+        if r.transfer is not None and r.state == "finished":  # a transfer follows its finished run
             transfers[r.transfer] = transfers.get(r.transfer, 0) + 1
     out["cost_usd"] = round(sum(costs), 6) if costs else None
     out["tokens"] = sum(r.tokens + r.transfer_tokens for r in runs)
@@ -245,3 +261,71 @@ def states_line(counts: dict[str, Any]) -> str:
     """'2 finished, 1 running, 1 pending' (the states with runs, in STATES order reversed)."""
     parts = [f"{counts[s]} {s}" for s in reversed(STATES) if counts.get(s)]
     return ", ".join(parts) or "no runs"
+
+
+def sweep_state(counts: dict[str, Any]) -> str:
+    """The sweep's one word, from `totals()`: finished (every run and every transfer asked
+    finished), failed (every run ended, some failed), running (a run or a transfer is), capped
+    (one waits on a cap), pending (nothing started), else paused (nothing runs: `stop-tui sweep
+    --resume` continues it)."""
+    runs, transfers = counts.get("runs", 0), counts.get("transfers") or {}
+    ended = counts.get("finished", 0) + counts.get("failed", 0)
+    transfers_ended = sum(transfers.values()) == transfers.get("finished", 0) + transfers.get("failed", 0)
+    if runs and ended == runs and transfers_ended:
+        return "failed" if counts.get("failed") or transfers.get("failed") else "finished"
+    if counts.get("running") or transfers.get("running"):
+        return "running"
+    if counts.get("capped") or transfers.get("capped"):
+        return "capped"
+    if counts.get("pending", 0) == runs:
+        return "pending"
+    return "paused"
+
+
+def best_of(runs: list[RunStatus]) -> float | None:
+    """The best val meta-utility over the runs (None before any scored)."""
+    scored = [r.best for r in runs if r.best is not None]
+    return max(scored) if scored else None
+
+
+GAIN = 0.03  # a run "gained" when its best val meta-utility is this much above its seed improver's
+
+
+def by_model(runs: list[RunStatus]) -> list[dict[str, Any]]:
+    """Per (task, model), over its finished runs: how many, the mean best val meta-utility with
+    its 95 % interval, the mean gain over the seed improver, and how many gained GAIN or more."""
+    groups: dict[tuple[str, str], list[RunStatus]] = {}
+    for r in runs:
+        groups.setdefault((r.key.task, r.key.model), []).append(r)
+    out = []
+    for (task, model), group in groups.items():
+        done = [r for r in group if r.state == "finished" and r.best is not None]
+        gains = [r.best - r.seed_best for r in done if r.seed_best is not None]
+        best_mean, best_ci = mean_ci([r.best for r in done])
+        gain_mean = sum(gains) / len(gains) if gains else None  # (may be negative: no clipped interval)
+        out.append({"task": task, "model": model, "runs": len(group), "finished": len(done),
+                    "best_mean": best_mean, "best_ci": best_ci, "gain_mean": gain_mean,
+                    "gained": sum(g >= GAIN - 1e-12 for g in gains), "gain_threshold": GAIN})
+    return out
+
+
+def sweep_summary(sweep: Sweep, runs: list[RunStatus] | None = None) -> dict[str, Any]:
+    """The sweep, its totals and its runs (`show SWEEP --json`, list rows, the TUI's picker)."""
+    runs = sweep_status(sweep) if runs is None else runs
+    counts = totals(runs)
+    return {"sweep": sweep.id, "kind": "sweep", "folder": str(sweep.folder.resolve()),
+            "created": sweep.created, "state": sweep_state(counts), "spec": sweep.spec.to_dict(),
+            "best_meta_utility": best_of(runs), "totals": counts, "by_model": by_model(runs),
+            "runs": [r.to_dict() for r in runs]}
+
+
+def sweep_summaries(sessions_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """(folder, summary, None) for each sweep in `sessions_dir`, oldest first; (folder, None,
+    reason) for one whose sweep.json cannot be read (the others are still listed)."""
+    for folder in list_sweeps(sessions_dir):
+        try:
+            sweep = read_sweep(folder)
+        except UserError as exc:
+            yield folder, None, str(exc)
+            continue
+        yield folder, sweep_summary(sweep), None
