@@ -164,40 +164,22 @@ def check_models(spec) -> None:
             backend.close()
 
 
-def outcome(results: dict[str, dict[str, Any]]) -> str:
-    """The sweep's outcome from its sessions' (runs' and transfers'): finished when all
-    finished, else failed when one failed, else capped when one stopped at a cap, else paused."""
-    ends = {r["outcome"] for r in results.values()}
-    for word in ("failed", "capped"):
-        if word in ends:
-            return word
-    return "finished" if ends <= {"finished"} else "paused"
-
-
-def states_line(counts: dict[str, Any]) -> str:
-    """'2 finished, 1 capped' (the states that have runs)."""
-    skip = {"runs", "cost_usd", "tokens", "calls", "transfers"}
-    return ", ".join(f"{n} {state}" for state, n in counts.items() if state not in skip and n) or "no runs"
-
-
 def report(sweep, results: dict[str, dict[str, Any]], *, as_json: bool) -> int:
-    """The summary (stdout: JSON, or one line), and the exit code: 0 when every run (and
-    transfer) finished, 3 when one waits on a cap, 1 when one failed."""
-    from stop_tui.engine.sweep.status import sweep_status, totals
+    """The summary (stdout: what `show SWEEP --json` prints, with each failed session's error;
+    else one line), and the exit code: 0 when every run (and transfer) finished, 3 when one
+    waits on a cap, 1 otherwise (one failed, or was stopped)."""
+    from stop_tui.engine.sweep.layout import TRANSFER_SUFFIX
+    from stop_tui.engine.sweep.status import states_line, sweep_summary
 
-    runs = sweep_status(sweep)
-    counts = totals(runs)
-    state = outcome(results)
+    summary = sweep_summary(sweep)
+    state, counts = summary["state"], summary["totals"]
     if as_json:
-        rows = []
-        for r in runs:
-            row = r.to_dict()
-            for name in (r.key.name, r.key.transfer_name):
-                if name in results and results[name].get("error"):
-                    row.setdefault("errors", {})[name] = results[name]["error"]
-            rows.append(row)
-        print(json.dumps({"sweep": sweep.id, "sweep_dir": str(sweep.folder.resolve()), "state": state,
-                          "spec": sweep.spec.to_dict(), "totals": counts, "runs": rows}, indent=2))
+        for row in summary["runs"]:
+            errors = {name: results[name]["error"] for name in (row["run"], row["run"] + TRANSFER_SUFFIX)
+                      if results.get(name, {}).get("error")}
+            if errors:
+                row["errors"] = errors
+        print(json.dumps(summary, indent=2))
     else:
         cost = f", ${counts['cost_usd']:.4f}" if counts.get("cost_usd") is not None else ""
         print(f"sweep {sweep.id}: {state}: {states_line(counts)}{cost}; details: stop-tui show {_cli(sweep)}")
@@ -269,7 +251,7 @@ class Progress:
     def _table(self):
         from rich.table import Table
 
-        from stop_tui.engine.sweep.status import totals
+        from stop_tui.engine.sweep.status import states_line, totals
 
         runs = self.reader.status()
         table = Table(box=None, pad_edge=False, show_edge=False)
