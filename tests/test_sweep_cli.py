@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from lm_helpers import cli_env, responder, stop_tui
+from lm_helpers import cli_env, responder
 from ray_helpers import ROOT, ray_local  # noqa: F401 - the module's Ray instance
 from scripted_server import ScriptedLMServer
+
+from stop_tui.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,24 @@ def server():
         yield s
 
 
-def sweep(server, sessions, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return stop_tui("sweep", "--task", "lpn", "--model", "a", "--seeds", "0-1", "--preset", "quick",
-                    "--base-url", server.base_url, "--sessions-dir", str(sessions), *extra, env=env)
+@pytest.fixture
+def cli(capsys):
+    """`stop-tui ARGS` in this process (nothing here starts a session): its exit code and output."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def sweep(cli, server):
+    def run(sessions, *extra: str, url: str | None = None) -> subprocess.CompletedProcess:
+        return cli("sweep", "--task", "lpn", "--model", "a", "--seeds", "0-1", "--preset", "quick",
+                   "--base-url", url or server.base_url, "--sessions-dir", str(sessions), *extra)
+
+    return run
 
 
 def refused(done: subprocess.CompletedProcess, words: str) -> str:
@@ -49,9 +66,9 @@ def nothing_started(sessions, server) -> None:
     (("--iterations", "-1"), "--iterations must be 0 or more"),
     (("--max-cost", "1"), "needs a price for 'a'"),
 ])
-def test_bad_input_is_one_line_and_nothing_starts(server, tmp_path, extra, words):
+def test_bad_input_is_one_line_and_nothing_starts(sweep, server, tmp_path, extra, words):
     sessions = tmp_path / "sessions"
-    refused(sweep(server, sessions, *extra), words)
+    refused(sweep(sessions, *extra), words)
     nothing_started(sessions, server)
 
 
@@ -61,36 +78,33 @@ def dead_address() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_a_ray_address_that_does_not_answer(server, tmp_path):
+def test_a_ray_address_that_does_not_answer(sweep, server, tmp_path):
     sessions = tmp_path / "sessions"
-    refused(sweep(server, sessions, "--ray-address", dead_address()), "does not answer")
+    refused(sweep(sessions, "--ray-address", dead_address()), "does not answer")
     nothing_started(sessions, server)
 
 
-def test_a_server_that_serves_any_name_is_not_asked_to_list_it(tmp_path):
+def test_a_server_that_serves_any_name_is_not_asked_to_list_it(sweep, tmp_path):
     """llama.cpp's server lists one model and serves any name: a name it does not list passes
     the model check (here the sweep then stops at the Ray address)."""
     with ScriptedLMServer(responder, models=["loaded.gguf"], any_model=True) as llama:
         sessions = tmp_path / "sessions"
-        refused(sweep(llama, sessions, "--model", "qwen", "--ray-address", dead_address()), "does not answer")
+        refused(sweep(sessions, "--model", "qwen", "--ray-address", dead_address(), url=llama.base_url),
+                "does not answer")
         nothing_started(sessions, llama)
 
 
-def test_without_ray_it_says_how_to_install_it(server, tmp_path):
+def test_without_ray_it_says_how_to_install_it(sweep, server, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
     sessions = tmp_path / "sessions"
-    code = ("import sys; sys.modules['ray'] = None; from stop_tui.cli import main; "
-            "raise SystemExit(main(sys.argv[1:]))")
-    done = subprocess.run([sys.executable, "-c", code, "sweep", "--model", "a", "--base-url", server.base_url,
-                           "--sessions-dir", str(sessions)], capture_output=True, text=True,
-                          env=cli_env(), cwd=ROOT, timeout=120)
-    assert "pip install 'stop-tui[ray]'" in refused(done, "Ray")
+    assert "pip install 'stop-tui[ray]'" in refused(sweep(sessions), "Ray")
     nothing_started(sessions, server)
 
 
-def test_resume_refuses_what_defines_a_sweep_and_an_unknown_one(server, tmp_path):
+def test_resume_refuses_what_defines_a_sweep_and_an_unknown_one(cli, server, tmp_path):
     sessions = tmp_path / "sessions"
-    refused(stop_tui("sweep", "--resume", "nope", "--sessions-dir", str(sessions)), "no sweep at")
-    refused(stop_tui("sweep", "--resume", "nope", "--seeds", "3", "--sessions-dir", str(sessions)),
+    refused(cli("sweep", "--resume", "nope", "--sessions-dir", str(sessions)), "no sweep at")
+    refused(cli("sweep", "--resume", "nope", "--seeds", "3", "--sessions-dir", str(sessions)),
             "--seeds: --resume continues the sweep as it was asked")
     nothing_started(sessions, server)
 
@@ -111,9 +125,10 @@ def test_a_sessions_dir_the_cluster_does_not_see(server, tmp_path, ray_local):  
     nothing_started(sessions, server)
 
 
-def test_a_cluster_without_the_endpoint_resource_is_told_how_to_declare_it(server, tmp_path, ray_local):  # noqa: F811
+def test_a_cluster_without_the_endpoint_resource_is_told_how_to_declare_it(sweep, server, tmp_path,
+                                                                          ray_local):  # noqa: F811
     sessions = tmp_path / "sessions"
-    line = refused(sweep(server, sessions, "--requests-per-endpoint", "2", "--ray-address", ray_local.address),
+    line = refused(sweep(sessions, "--requests-per-endpoint", "2", "--ray-address", ray_local.address),
                    "the Ray cluster has no resource 'lm:127.0.0.1:")
     assert "ray start ... --resources=" in line
     nothing_started(sessions, server)
