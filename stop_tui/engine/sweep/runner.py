@@ -24,7 +24,7 @@ from typing import Any
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.history import History
-from stop_tui.engine.lock import SessionBusy, holder
+from stop_tui.engine.lock import SessionBusy, acquire, holder
 from stop_tui.engine.store import DB_NAME, SessionStore
 from stop_tui.engine.sweep.layout import RunKey, Sweep, SweepSpec, read_sweep
 
@@ -118,8 +118,6 @@ def record_failure(folder: Path, message: str) -> bool:
     record of a task Ray gave up on (its worker died more often than it retries)."""
     if not (Path(folder) / DB_NAME).exists() or holder(folder) is not None:
         return False
-    from stop_tui.engine.lock import acquire
-
     try:
         lock = acquire(Path(folder))
     except SessionBusy:
@@ -163,12 +161,11 @@ def _open_transfer(sweep: Sweep, key: RunKey, pool: Any, max_concurrency: int | 
     shared = _shared(pool, key.transfer_name)
     if (folder / DB_NAME).exists():
         return transfer.reopen(sweep.folder, key.transfer_name, spec.base_url, shared=shared)
-    else:
-        _clear_unborn(folder)
-        plan = transfer.make_plan(list(spec.transfer), 1, key.name, sweep.folder, [])
-        settings = run_settings(spec, key, iterations=False, max_concurrency=max_concurrency)
-        backend = make_backend(key.model, spec.base_url, sessions_dir=sweep.folder,
-                               max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
+    _clear_unborn(folder)
+    plan = transfer.make_plan(list(spec.transfer), 1, key.name, sweep.folder, [])
+    settings = run_settings(spec, key, iterations=False, max_concurrency=max_concurrency)
+    backend = make_backend(key.model, spec.base_url, sessions_dir=sweep.folder,
+                           max_concurrency=settings.max_concurrency, timeout=settings.lm_timeout)
     return transfer.start(sweep.folder, plan, settings, backend, spec.base_url,
                           name=key.transfer_name, shared=shared)
 
@@ -239,21 +236,21 @@ def _stoppable(session, run):
 
 
 def _drive(name: str, session, run, *, closes: bool = False) -> dict[str, Any]:
-    """run() -> its outcome; the run's own failure is recorded as an ERROR event."""
+    """run() -> its result; the run's own failure is recorded as an ERROR event (its first line
+    the exception, then the traceback). `closes`: run() closes the session itself."""
     folder = session.store.folder
     try:
         outcome = run()
     except Exception as exc:  # noqa: BLE001 - the run's own failure: recorded, not retried
-        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-        detail = traceback.format_exc(limit=8)
-        try:
-            if not closes:
-                session.store.append(ev.event(ev.Error(message=f"{message}\n{detail}")))
-        finally:
-            if not closes:
+        message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        detail = f"{message}\n{traceback.format_exc(limit=8)}"
+        if closes:  # the session is closed and its lock released: written under a new lock
+            record_failure(folder, detail)
+        else:
+            try:
+                session.store.append(ev.event(ev.Error(message=detail)))
+            finally:
                 session.close()
-        if closes:
-            record_failure(folder, f"{message}\n{detail}")
         return _failed(name, folder, message, recorded=True)
     if not closes:
         session.close()
