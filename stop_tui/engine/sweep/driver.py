@@ -284,10 +284,12 @@ class SweepDriver:
         failed run, recorded in its log."""
         import ray
 
+        folder = self.sweep.run_folder(key) if kind == RUN else self.sweep.transfer_folder(key)
         try:
             return ray.get(ref)
+        except ray.exceptions.TaskCancelledError:  # ctrl+c before the run could stop by itself
+            return {"run": folder.name, "outcome": "cancelled", "summary": None}
         except ray.exceptions.RayError as exc:
-            folder = self.sweep.run_folder(key) if kind == RUN else self.sweep.transfer_folder(key)
             message = f"the Ray task of {folder.name} ended: {_first_line(exc)}"
             runner.record_failure(folder, message)
             return {"run": folder.name, "outcome": runner.FAILED, "summary": None, "error": message}
