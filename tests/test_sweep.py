@@ -56,17 +56,18 @@ def references(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def swept(server, ray_endpoint, tmp_path_factory):
-    """The sweep, run once for the module: (sessions dir, its --json summary, server tokens)."""
+    """The sweep, run once for the module: (sessions dir, its --json summary, server tokens,
+    its stderr)."""
     sessions = tmp_path_factory.mktemp("sweep")
     done = stop_tui("sweep", *RUN, "--model", ",".join(MODELS), "--seeds", "0-1", "--base-url",
                     server.base_url, "--requests-per-endpoint", str(PER_ENDPOINT), "--ray-address",
                     ray_endpoint.address, "--sessions-dir", str(sessions), "--json", "--name", "s")
     assert done.returncode == 0, done.stderr
-    return sessions, json.loads(done.stdout), server.prompt_tokens + server.completion_tokens
+    return sessions, json.loads(done.stdout), server.prompt_tokens + server.completion_tokens, done.stderr
 
 
 def test_every_session_equals_the_same_run_alone(swept, references):
-    sessions, summary, _ = swept
+    sessions, summary, _, _ = swept
     assert summary["state"] == "finished"
     assert [r["run"] for r in summary["runs"]] == ["lpn-a-s0", "lpn-b-s0", "lpn-a-s1", "lpn-b-s1"]
     for row in summary["runs"]:
@@ -81,8 +82,15 @@ def test_every_session_equals_the_same_run_alone(swept, references):
         assert (shown["lm"]["max_concurrency"], alone["lm"]["max_concurrency"]) == (PER_ENDPOINT, 4)
 
 
+def test_progress_is_a_line_per_ended_run_on_stderr_when_it_is_not_a_terminal(swept):
+    _, summary, _, stderr = swept
+    assert "): 4 run(s); continue it later with stop-tui sweep --resume s --sessions-dir" in stderr
+    for row in summary["runs"]:
+        assert f"{row['run']}: finished, 1/1 iteration(s), best {row['best']:.4f}" in stderr
+
+
 def test_the_servers_token_sums_equal_the_sweeps(swept, server):
-    _, summary, server_tokens = swept
+    _, summary, server_tokens, _ = swept
     assert summary["totals"]["tokens"] == server_tokens > 0
     assert summary["totals"]["calls"] == sum(r["calls"] for r in summary["runs"])
 
@@ -90,7 +98,7 @@ def test_the_servers_token_sums_equal_the_sweeps(swept, server):
 def test_the_endpoint_resource_bounds_the_requests_in_flight(swept, server):
     """Each run's task holds 2 of the endpoint's 2 units: one session at a time talks to the
     server (Ray has 2 CPUs: without the resource, two would), never more than 2 requests."""
-    sessions, summary, _ = swept
+    sessions, summary, _, _ = swept
     spans = []
     for row in summary["runs"]:
         events = events_of(sessions / "s", row["run"])
@@ -101,7 +109,7 @@ def test_the_endpoint_resource_bounds_the_requests_in_flight(swept, server):
 
 
 def test_resuming_a_finished_sweep_touches_no_session(swept, ray_endpoint):
-    sessions, _, _ = swept
+    sessions, _, _, _ = swept
     folders = sorted(p for p in (sessions / "s").iterdir() if (p / DB_NAME).exists())
     assert len(folders) == 4
     before = {f.name: session_files(f) for f in folders}
