@@ -68,14 +68,15 @@ def one_after_another(runs: int, latency: float, folder: Path) -> tuple[dict, li
         return server_row(server, time.monotonic() - started), overheads
 
 
-def swept(runs: int, latency: float, folder: Path) -> tuple[dict, float, float]:
+def swept(runs: int, latency: float, folder: Path, parallel: int | None = None) -> tuple[dict, float, float]:
     """(server row, Ray start seconds, Ray overhead per task)."""
+    extra = ["--max-parallel", str(parallel)] if parallel else []
     with ScriptedLMServer(responder, latency=latency) as server:
         sweep_dir = folder / "bench"
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "stop_tui", "sweep", *RUN, "--seeds", f"0-{runs - 1}",
                                  "--base-url", server.base_url, "--sessions-dir", str(folder), "--name", "bench",
-                                 "--json", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 "--json", "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=cli_env(), cwd=ROOT)
         while not (sweep_dir / "sweep.json").exists() and proc.poll() is None:
             time.sleep(0.01)
@@ -87,7 +88,7 @@ def swept(runs: int, latency: float, folder: Path) -> tuple[dict, float, float]:
         row = server_row(server, wall)
     summary = json.loads(out)
     own = sum(session_seconds(Path(r["folder"])) for r in summary["runs"])
-    slots = min(os.cpu_count() or 1, runs)
+    slots = min(parallel or os.cpu_count() or 1, runs)
     return row, ray_start, (slots * (wall - ray_start) - own) / runs
 
 
@@ -99,13 +100,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         seq, run_overheads = one_after_another(args.runs, args.latency, Path(tmp) / "runs")
         par, ray_start, per_task = swept(args.runs, args.latency, Path(tmp) / "sweep")
+        wide, wide_start, wide_task = swept(args.runs, args.latency, Path(tmp) / "wide", args.runs)
     print(f"{args.runs} quick-preset sessions, loopback server {args.latency * 1000:.0f} ms per request, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'':34} {'wall s':>7} {'busy':>6} {'load':>6} {'peak':>5} {'requests':>9}")
-    for label, r in (("stop-tui run, one after another", seq), ("stop-tui sweep (local Ray)", par)):
-        print(f"{label:34} {r['wall']:7.2f} {r['busy']:6.0%} {r['load']:6.2f} {r['peak']:5d} {r['requests']:9d}")
-    print(f"speed-up {seq['wall'] / par['wall']:.2f}x; overhead: stop-tui run {sum(run_overheads) / len(run_overheads):.2f} s "
-          f"per process; Ray start {ray_start:.2f} s, then {per_task:.2f} s per task")
+    print(f"{'':42} {'wall s':>7} {'busy':>6} {'load':>6} {'peak':>5} {'requests':>9} {'speed-up':>9}")
+    for label, r in (("stop-tui run, one after another", seq), ("stop-tui sweep (local Ray, a CPU each)", par),
+                     (f"stop-tui sweep --max-parallel {args.runs}", wide)):
+        print(f"{label:42} {r['wall']:7.2f} {r['busy']:6.0%} {r['load']:6.2f} {r['peak']:5d} {r['requests']:9d} "
+              f"{seq['wall'] / r['wall']:8.2f}x")
+    print(f"overhead: stop-tui run {sum(run_overheads) / len(run_overheads):.2f} s per process; sweep: Ray start "
+          f"{ray_start:.2f} s, then {per_task:.2f} s per task ({wide_start:.2f} s and {wide_task:.2f} s with "
+          f"--max-parallel {args.runs})")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,20 @@ def test_one_max_cost_for_the_whole_sweep_and_resume_with_a_higher_cap(ray_endpo
     summary = json.loads(done.stdout)
     assert summary["state"] == "finished" and summary["spec"]["max_cost"] == 1
     assert [r["state"] for r in summary["runs"]] == ["finished"] * 4
+
+
+def test_max_parallel_runs_more_sessions_at_once_than_cpus(ray_endpoint, tmp_path):
+    """--max-parallel 4 on 2 CPUs: the sessions mostly wait for their server, so each task asks
+    for half a CPU and four run at once (never more)."""
+    with ScriptedLMServer(responder, models=["a"], latency=0.3) as other:
+        sessions = tmp_path / "sweep"
+        done = stop_tui("sweep", *RUN, "--model", "a", "--seeds", "0-4", "--max-parallel", "4", "--base-url",
+                        other.base_url, "--ray-address", ray_endpoint.address, "--sessions-dir", str(sessions),
+                        "--json", "--name", "p")
+    assert done.returncode == 0, done.stderr
+    spans = []
+    for row in json.loads(done.stdout)["runs"]:
+        events = events_of(sessions / "p", row["run"])
+        spans.append((events[0].t, events[-1].t))
+    at_once = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert at_once == 4, spans

@@ -10,7 +10,8 @@ transfer (runner.transfer_one). Ray is imported here only, when a driver starts.
 - LM load: a custom resource per LM endpoint (`lm:HOST:PORT`) of `--requests-per-endpoint`
   units; a task asks for as many as its session's requests in flight (its max_concurrency,
   capped at the endpoint's units), so the requests in flight per server stay bounded.
-  `--max-parallel` bounds the tasks submitted at once.
+  `--max-parallel` bounds the tasks submitted at once (a task takes one CPU, or less when
+  --max-parallel asks for more sessions at once than there are CPUs: they mostly wait).
 - `--max-cost`: one pool for the whole sweep (cost_pool.py), a Ray actor every task reserves from.
 """
 
@@ -89,6 +90,7 @@ class SweepDriver:
         self.owned = False  # this driver started the Ray instance (and shuts it down)
         self.units: dict[str, int] = {}  # endpoint resource -> the units one task asks for at most
         self.node_cpus = 1.0  # the most CPUs a node has
+        self.cpus = 1.0  # the cluster's CPUs
         self.pool: Any = None
         self.sweep: Sweep | None = None
         self._remote: dict[str, Any] = {}
@@ -111,6 +113,7 @@ class SweepDriver:
                     raise UserError(f"the Ray cluster at {self.address} does not answer: {_first_line(exc)}") from None
         try:
             self.node_cpus = _node_max("CPU") or 1.0
+            self.cpus = float(ray.cluster_resources().get("CPU", 1.0))
             if not self.owned:
                 self._cluster_resources()
                 self.check_storage()
@@ -272,12 +275,14 @@ class SweepDriver:
 
     def _cpus(self, model: str) -> float:
         """A session's CPUs: 1 (it mostly waits for its LM server; its sandboxed evaluations run
-        one at a time), the local model's threads for a run on the local model (at most a node's)."""
+        one at a time), less when --max-parallel asks for more sessions at once than there are
+        CPUs; for a run on the local model, its threads (at most a node's)."""
         if model == "local" or model.startswith("local:"):
             from stop_tui.engine.lm.local_backend import threads_setting
 
             return float(min(threads_setting(), self.node_cpus))
-        return 1.0
+        parallel = self.spec.max_parallel
+        return 1.0 if parallel is None else max(0.01, min(1.0, round(self.cpus / parallel, 2)))
 
     def _collect(self, ref, kind: str, key: RunKey) -> dict[str, Any]:
         """The task's result; a task Ray gave up on (its worker or node died too often) is a
