@@ -27,7 +27,11 @@ DEFINING = ("task", "model", "seeds", "preset", "iterations", "base_url", "trans
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="many runs (tasks x models x seeds) as Ray tasks; resumable")
+    p = sub.add_parser("sweep", help="many runs (tasks x models x seeds) as Ray tasks; resumable",
+                       description="One STOP session per (task, model, seed), each a Ray task, every one a "
+                                   "normal session folder in the sweep's folder. --max-cost holds for the "
+                                   "whole sweep (the sum of all its runs); the other LM options apply to "
+                                   "each session.")
     p.add_argument("--task", default=None, help="task name(s), comma-separated (default lpn)")
     p.add_argument("--model", default=None, help="model name(s), comma-separated (default local)")
     p.add_argument("--seeds", default=None, help="seeds: 0-24, 3 or 0,2,5-7 (default 0)")
