@@ -171,7 +171,7 @@ def test_one_max_cost_for_the_whole_sweep_and_resume_with_a_higher_cap(ray_endpo
 def test_max_parallel_runs_more_sessions_at_once_than_cpus(ray_endpoint, tmp_path):
     """--max-parallel 4 on 2 CPUs: the sessions mostly wait for their server, so each task asks
     for half a CPU and four run at once (never more)."""
-    with ScriptedLMServer(responder, models=["a"], latency=0.3) as other:
+    with ScriptedLMServer(responder, models=["a"], latency=0.6) as other:  # sessions long enough to overlap
         sessions = tmp_path / "sweep"
         done = stop_tui("sweep", *RUN, "--model", "a", "--seeds", "0-4", "--max-parallel", "4", "--base-url",
                         other.base_url, "--ray-address", ray_endpoint.address, "--sessions-dir", str(sessions),
