@@ -14,6 +14,7 @@ from stop_tui.commands import (
     doctor,
     replay,
     run_options,
+    sweep,
     task_scaffold,
     transfer,
     tui_launch,
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", action="store_true", help="start paused: nothing is spent until you step")
 
     p = sub.add_parser("resume", help="reopen a saved session in the TUI")
-    p.add_argument("session", nargs="?", help="session id (a picker when omitted)")
+    p.add_argument("session", nargs="?", help="session id (a picker when omitted); a sweep id: "
+                                               "the table of its runs, any run opened live")
     run_options.add_run_options(p, model=False)  # LM options: e.g. raise a cap the session paused at
 
     p = sub.add_parser("score", help="score a solution file with a task's executed utility")
@@ -63,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     task_scaffold.add_subparser(p)
     transfer.add_parser(sub)
     baseline.add_parser(sub)
+    sweep.add_parser(sub)
 
-    p = sub.add_parser("list", help="saved sessions")
+    p = sub.add_parser("list", help="saved sessions and sweeps")
     p.add_argument("--json", action="store_true", help="print the sessions as JSON on stdout")
     run_options.add_session_options(p)
 
-    p = sub.add_parser("show", help="one session's summary")
-    p.add_argument("session", help="session id (see `stop-tui list`) or a session folder")
+    p = sub.add_parser("show", help="one session's summary, or a sweep's and its runs'")
+    p.add_argument("session", help="session or sweep id (see `stop-tui list`), SWEEP/RUN for one "
+                                    "run of a sweep, or a folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run_options.add_session_options(p)
 
@@ -175,6 +179,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from stop_tui.commands import sweep_view
     from stop_tui.engine.summary import summaries
 
     sessions_dir = run_options.sessions_dir(args)
@@ -191,12 +196,16 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         rows.append({k: s[k] for k in ("session", "kind", "task", "model", "preset", "state", "created",
                                          "iterations_completed", "best_meta_utility")} | {"calls": s["lm"]["calls"]})
+    rows += sweep_view.list_rows(sessions_dir)  # one row per sweep (its runs are not listed)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
         print(f"no sessions in {sessions_dir}")
     else:
         for r in rows:
+            if r["kind"] == "sweep":
+                print(sweep_view.list_line(r))
+                continue
             if r["state"] == "unreadable":
                 print(f"{r['session']:<32} unreadable: {r['unreadable']}")
                 continue
@@ -207,12 +216,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from stop_tui.commands import sweep_view
     from stop_tui.engine.candidate_rng import reference_on
     from stop_tui.engine.lock import describe, holder
     from stop_tui.engine.store import SessionStore
     from stop_tui.engine.summary import summarize
+    from stop_tui.engine.sweep.layout import is_sweep
 
-    store = SessionStore.open(run_options.sessions_dir(args), args.session, readonly=True)
+    sessions_dir = run_options.sessions_dir(args)
+    for folder in (Path(args.session), sessions_dir / args.session):
+        if is_sweep(folder):  # the sweep and its runs; one run is `show SWEEP/RUN`
+            return sweep_view.show(folder, args.json)
+        if is_sweep(folder.parent) and not (folder / "session.db").exists():
+            sweep_view.check_started(folder)  # a run of a sweep that has not started: say so
+    store = SessionStore.open(sessions_dir, args.session, readonly=True)
     try:
         s = summarize(store)
         rng_reference = reference_on(store.meta())
@@ -261,7 +278,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
             "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
             "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
-            "doctor": doctor.run}
+            "doctor": doctor.run, "sweep": sweep.cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

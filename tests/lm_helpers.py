@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scripted_server import ScriptedLMServer
 
+from stop_tui.engine import events as ev
 from stop_tui.engine.improver import Utility, run_improver
 from stop_tui.engine.lm.base import Completions
 from stop_tui.engine.lm.openai_backend import OpenAIBackend
@@ -109,6 +110,13 @@ def kinds_in_log(sessions_dir: Path) -> Counter:
     return Counter(dict(rows))
 
 
+def session_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and time of each file of a session folder: what a writer would change (not -shm, a
+    reader's shared-memory index of the WAL)."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()
+            if not p.name.endswith("-shm")}
+
+
 def events_of(sessions_dir: Path, session: str):
     store = SessionStore.open(sessions_dir, session)
     events = list(store.events())
@@ -123,6 +131,12 @@ def same_events(a_dir: Path, a: str, b_dir: Path, b: str, *, budgets: str = "all
     eb = comparable(events_of(b_dir, b), budgets=budgets)
     ca, cb = Counter(ea), Counter(eb)
     return sorted((ca - cb).elements()), sorted((cb - ca).elements())
+
+
+def recorded_seeds(events) -> set[int]:
+    """Seeds of the requests whose answers are in the log."""
+    return {e.data["seed"] for e in events if e.kind == ev.LM_PART and e.data.get("replies")
+            and any(r is not None for r in e.data["replies"])}
 
 
 def request_fingerprint(body: dict) -> str:

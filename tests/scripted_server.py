@@ -193,7 +193,8 @@ class ScriptedLMServer:
                 with server.lock:
                     server.gets += 1
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"}
+                    owner = {"owned_by": "llamacpp"} if server.any_model else {}  # llama.cpp's way
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model", **owner}
                                                                 for m in server.models]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})

@@ -17,6 +17,7 @@ from lm_helpers import (
     kill9,
     kinds_in_log,
     only_session,
+    recorded_seeds,
     request_fingerprint,
     responder,
     run_args,
@@ -41,12 +42,6 @@ def reference(tmp_path_factory) -> tuple[Path, str, int]:
         proc = stop_tui(*run_args(server, folder, "--json"))
         assert proc.returncode == 0, proc.stderr
         return folder, json.loads(proc.stdout)["session"], len(server.requests)
-
-
-def recorded_seeds(events) -> set[int]:
-    """Seeds of the requests whose answers are in the log."""
-    return {e.data["seed"] for e in events if e.kind == ev.LM_PART and e.data.get("replies")
-            and any(r is not None for r in e.data["replies"])}
 
 
 def kill_and_resume(folder: Path, server: ScriptedLMServer, when, *, kills: int = 1) -> dict:

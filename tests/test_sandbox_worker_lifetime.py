@@ -1,9 +1,10 @@
 """The sandbox worker lives as long as the engine process, and no longer.
 
-Its parent-death signal (bwrap --die-with-parent, setpriv --pdeathsig, the zygote's own
-PR_SET_PDEATHSIG) fires when the *thread* that started it exits. Short-lived threads start the
-pool in the engine (a meta-utility's runs, an improver's proxy calls, an evaluation's thread):
-the worker must survive them, and still die with a kill -9 of the engine.
+Its parent-death signal (armed before exec by the pool's launcher, engine/lifetime.py; bwrap
+--die-with-parent; the zygote's own PR_SET_PDEATHSIG) fires when the *thread* that started it
+exits. Short-lived threads start the pool in the engine (a meta-utility's runs, an improver's
+proxy calls, an evaluation's thread): the worker must survive them, and still die with a kill -9
+of the engine.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import PROGRAMS, ROOT
+from proc_helpers import descendants, describe, wait_gone
 
 from stop_tui.engine.sandbox.isolation import PoolConfig
 from stop_tui.engine.sandbox.pool import Pool
@@ -83,40 +84,6 @@ def test_a_score_after_the_starting_thread_ended_uses_the_same_worker(tmp_path):
     assert before != "None" and after == before, "the worker was started again"
 
 
-def _process_tree(root: int) -> set[tuple[int, str]]:
-    """(pid, start time) of every descendant of `root`: a pid reused later is not the same."""
-    parents: dict[int, int] = {}
-    starts: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] not in ("Z", "X"):
-                parents[int(entry.name)] = int(fields[1])
-                starts[int(entry.name)] = fields[19]
-    tree = {root}
-    grew = True
-    while grew:
-        found = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= found
-        grew = bool(found)
-    return {(pid, starts[pid]) for pid in tree - {root} if pid in starts}
-
-
-def _still_running(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    left = set()
-    for pid, start in processes:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X") and fields[19] == start:
-            left.add((pid, start))
-    return left
-
-
 def test_the_worker_still_dies_with_a_killed_engine(tmp_path):
     """Started from a thread that ended, the worker and everything in it go with kill -9."""
     script = tmp_path / "engine.py"
@@ -127,12 +94,10 @@ def test_the_worker_still_dies_with_a_killed_engine(tmp_path):
         line = engine.stdout.readline()
         before, after, _, _ = line.split(maxsplit=3)
         assert after == before != "None", line
-        sandbox = _process_tree(engine.pid)
+        sandbox = descendants(engine.pid)
         assert int(before) in {pid for pid, _ in sandbox}
     finally:
         engine.kill()
         engine.wait()
-    deadline = time.monotonic() + 10
-    while _still_running(sandbox) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _still_running(sandbox), f"left running after the engine's kill -9: {_still_running(sandbox)}"
+    left = wait_gone(sandbox, 10)
+    assert not left, f"left running after the engine's kill -9:\n{describe(left)}"

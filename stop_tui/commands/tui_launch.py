@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from stop_tui.commands import run_options
 from stop_tui.engine.errors import UserError
@@ -27,6 +28,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             raise UserError("give a session id (see `stop-tui list`): no terminal for the picker")
         if not opts.sessions_dir.is_dir():
             raise UserError(f"no sessions in {opts.sessions_dir} (start one with `stop-tui new --task lpn`)")
+    from stop_tui.engine.sweep.layout import is_sweep
     from stop_tui.tui import launch
 
+    for folder in (Path(args.session), opts.sessions_dir / args.session) if args.session else ():
+        if is_sweep(folder):  # its runs in a table (one run: SWEEP/RUN)
+            return launch.run_app(launch.sweep_app(folder))
     return launch.run_app(launch.resume_app(opts.sessions_dir, args.session, dict(opts.lm)))

@@ -35,6 +35,7 @@ from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, ses
 from stop_tui.engine.tasks import downstream_names, load_task, parse_settings
 
 if TYPE_CHECKING:
+    from stop_tui.engine.lm.caps import SharedBudget
     from stop_tui.engine.session import Session
 
 KIND = "transfer"
@@ -160,8 +161,11 @@ class Transfer:
             session.close()
 
 
-def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url: str | None) -> Transfer:
-    """A new transfer session (locked by this process) for `plan`."""
+def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url: str | None,
+          name: str | None = None, shared: SharedBudget | None = None) -> Transfer:
+    """A new transfer session (locked by this process) for `plan`; `name`: its folder's name
+    (default: the time, then `-transfer`; a sweep names a run's transfer after the run);
+    `shared`: a sweep's cost pool (wire_session)."""
     from stop_tui.engine.session import wire_session
 
     store = SessionStore.create(sessions_dir, {
@@ -169,18 +173,19 @@ def start(sessions_dir: Path, plan: Plan, settings: Settings, backend, base_url:
         "model": backend.model, "settings": settings.to_dict(), "base_url": base_url,
         "improver": None, "improver_label": plan.improver_label, "task_settings": plan.task_settings,
         **candidate_rng.session_meta(settings.seed),
-    }, name=datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
+    }, name=name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-transfer")
     lock = acquire(store.folder)
     store.set_meta({"improver": store.put_text(plan.improver)})
     store.append(ev.event(ev.SessionStarted(task=",".join(plan.tasks), model=backend.model,
                                             settings=settings.to_dict(), resumed=False, kind=KIND)))
-    return Transfer(wire_session(store, settings, plan.tasks[0], backend, lock=lock), plan)
+    return Transfer(wire_session(store, settings, plan.tasks[0], backend, lock=lock, shared=shared), plan)
 
 
-def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None) -> Transfer:
+def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None,
+           shared: SharedBudget | None = None) -> Transfer:
     """A saved transfer session, locked, its LM totals and record restored (a unit cut short
     gets the answers it already paid for from the record, not the server): the recorded model,
-    on `base_url` when given, else on the recorded server."""
+    on `base_url` when given, else on the recorded server. `shared`: a sweep's cost pool."""
     from stop_tui.engine.session import claim, make_backend, wire_session
 
     lock = claim(session_folder(sessions_dir, session_id))  # released by Session.close()
@@ -194,7 +199,7 @@ def reopen(sessions_dir: Path, session_id: str, base_url: str | None = None) -> 
                 meta.get("improver_label", "?"), meta.get("task_settings", {}))
     settings = Settings.from_dict(meta.get("settings", {}))
     backend = make_backend(meta.get("model", "local"), base_url or meta.get("base_url"))
-    session = wire_session(store, settings, plan.tasks[0], backend, lock=lock)
+    session = wire_session(store, settings, plan.tasks[0], backend, lock=lock, shared=shared)
     restore_lm(session)
     return Transfer(session, plan)
 

@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from stop_tui.engine.events import Event
 from stop_tui.engine.store import SessionStore
+from stop_tui.engine.sweep.layout import is_sweep, read_sweep
 from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.feeder import Feeder
@@ -35,11 +36,13 @@ from stop_tui.tui.model import SessionModel, Snapshot
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
+from stop_tui.tui.screens.sweep import SweepRunScreen, SweepScreen
 from stop_tui.tui.screens.takeover import TakeOverScreen
 from stop_tui.tui.theming import DEFAULT_THEME, discover_themes, load_config, save_config
 
 if TYPE_CHECKING:
     from stop_tui.engine.session import Session
+    from stop_tui.engine.sweep.layout import Sweep
 
 QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
 
@@ -94,7 +97,9 @@ class StopApp(App[int]):
     """`session`: a session this process runs (the engine starts at once, paused or not).
     `store`: a session to view, read-only and followed live while another process runs it;
     with `open_session_fn` (session id -> Session, which takes the session's lock and makes the
-    LM backend) run and step keys take it over. Nothing contacts an LM server before that."""
+    LM backend) run and step keys take it over. Nothing contacts an LM server before that.
+    `sweep`: a table of the sweep's runs (screens/sweep.py); enter opens a run the way `store`
+    is viewed (read-only: the sweep owns its runs), escape goes back to the table."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "stop-tui"
@@ -103,9 +108,11 @@ class StopApp(App[int]):
 
     def __init__(self, session: Session | None = None, *, store: SessionStore | None = None,
                  sessions_dir: Path | None = None, open_session_fn: Callable[[str], Session] | None = None,
-                 engine: bool = True, theme: str | None = None, remember_theme: bool = True) -> None:
+                 engine: bool = True, theme: str | None = None, remember_theme: bool = True,
+                 sweep: Sweep | None = None) -> None:
         super().__init__()
         self.session = session
+        self.sweep = sweep
         self.store = session.store if session is not None else store
         self.sessions_dir = sessions_dir
         self.open_session_fn = open_session_fn if engine else None
@@ -150,6 +157,8 @@ class StopApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         if self.store is not None:
             self._open_store()
+        elif self.sweep is not None:
+            self.push_screen(SweepScreen(self.sweep))
         elif self.sessions_dir is not None:
             self.push_screen(PickerScreen(self.sessions_dir), callback=self._picked)
         else:
@@ -161,6 +170,10 @@ class StopApp(App[int]):
             return
         try:
             assert self.sessions_dir is not None
+            if is_sweep(self.sessions_dir / session_id):  # the table of its runs
+                self.sweep = read_sweep(self.sessions_dir / session_id)
+                self.push_screen(SweepScreen(self.sweep))
+                return
             self.store = SessionStore.open(self.sessions_dir, session_id, readonly=True)
         except Exception as exc:  # noqa: BLE001 - show it, stay in the picker
             self.notify(f"cannot open {session_id}: {exc}", severity="error", timeout=8)
@@ -189,7 +202,7 @@ class StopApp(App[int]):
         self.feeder.load(store.events)
         self.view = ViewState(model.snapshot(), self._text, _seed_solution(model.task), store.folder,
                               _seed_improver(model.settings))
-        self.main = MainScreen(self.view)
+        self.main = (SweepRunScreen if self.sweep is not None else MainScreen)(self.view)
         self.push_screen(self.main)
         if self.engine_on and self.session is not None and not _run_complete(self.session):
             self._engine_started()  # at once: it waits at its first gate for the keys
@@ -227,6 +240,8 @@ class StopApp(App[int]):
         self.call_after_refresh(self.feeder.took, snapshot)
 
     def on_feed_failed(self, message: FeedFailed) -> None:
+        if self.view is None:  # a sweep's run view, closed while it was read
+            return
         self.notify(f"cannot read the session: {message.error}", severity="error", timeout=15)
 
     async def settled(self, timeout: float = 30.0) -> None:
@@ -268,22 +283,24 @@ class StopApp(App[int]):
         """Poll the log for new events and the lock for its holder; the events go through the
         same queue as a live engine's, the holder in a message."""
         worker = get_current_worker()
-        follower = self.follower
-        assert follower is not None
+        follower, feeder = self.follower, self.feeder  # this view's (a sweep's table may close it)
+        assert follower is not None and feeder is not None
         try:
             seen: tuple | None = None
             while not worker.is_cancelled:
                 poll = follower.poll()
                 if poll.events:
-                    self.feeder.put(poll.events)
+                    feeder.put(poll.events)
                 if seen != (poll.holder, poll.meta):
                     seen = (poll.holder, poll.meta)
-                    self.feeder.post_after(FollowState(poll.holder, poll.meta))  # after its events
+                    feeder.post_after(FollowState(poll.holder, poll.meta))  # after its events
                 worker.cancelled_event.wait(POLL_SECONDS)
         finally:
             self._follow_done.set()
 
     def on_follow_state(self, message: FollowState) -> None:
+        if self.view is None:  # a sweep's run view, closed since
+            return
         before, self.holder = self.holder, message.holder
         if self.feeder is not None:
             self.feeder.put_meta(message.meta)
@@ -352,6 +369,32 @@ class StopApp(App[int]):
         self.notify(f"cannot take the session over: {error}", severity="error", timeout=10)
         self._start_following()
         self.update_state()
+
+    # -- a sweep's runs ---------------------------------------------------------------------
+    def open_run(self, folder: Path) -> None:
+        """Open one run of the sweep in the session view, read-only and followed live."""
+        if self.store is not None:
+            return
+        try:
+            self.store = SessionStore(folder, readonly=True)
+        except Exception as exc:  # noqa: BLE001 - show it, stay at the table
+            self.notify(f"cannot open {folder.name}: {exc}", severity="error", timeout=8)
+            return
+        self.open_session_fn = None  # the sweep runs it (and resumes it): this view only reads
+        self._open_store()
+
+    def action_close_run(self) -> None:
+        """Back from a run's view to the sweep's table: stop following it and close it."""
+        if self.sweep is None or self.store is None or self.session is not None:
+            return
+        if self._follow_worker is not None:
+            self._follow_worker.cancel()
+        for part in (self.feeder, self.follower, self.store):
+            if part is not None:
+                part.close()
+        self.view = self.main = self.feeder = self.follower = self.store = None
+        self._follow_worker, self._log_read, self.holder = None, False, None
+        self.pop_screen()
 
     # -- the engine worker ---------------------------------------------------------------
     @property
@@ -431,6 +474,8 @@ class StopApp(App[int]):
             return "opening", "taking the session over"
         if not self.engine_on or self.session is None:
             if self.open_session_fn is None:
+                if self.sweep is not None:
+                    return "viewing", f"a run of sweep {self.sweep.id}, read-only"
                 return "viewing", "engine off"
             why = f"paused: {model.pause_reason}; " if model.state == "paused" and model.pause_reason else ""
             return "paused", why + self._keys_hint(("run.toggle", "runs"), ("run.step_iteration", "steps"))
@@ -479,6 +524,9 @@ class StopApp(App[int]):
         if not self.engine_on or self.session is None:
             if self.open_session_fn is not None:
                 self.take_over(action)
+            elif self.sweep is not None:
+                self.notify(f"A run of sweep {self.sweep.id}: read-only here (`stop-tui sweep --resume "
+                            f"{self.sweep.id}` runs it).", severity="warning")
             else:
                 self.notify("The engine is off: this view replays the session's log.", severity="warning")
             return False

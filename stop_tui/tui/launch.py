@@ -49,6 +49,14 @@ def resume_app(sessions_dir: Path, session: str | None, overrides: dict | None =
     return StopApp(sessions_dir=sessions_dir, open_session_fn=take_over)
 
 
+def sweep_app(folder: Path) -> StopApp:
+    """`stop-tui resume SWEEP`: the table of the sweep's runs; any run opens read-only."""
+    from stop_tui.engine.sweep.layout import read_sweep
+    from stop_tui.tui.app import StopApp
+
+    return StopApp(sweep=read_sweep(folder))
+
+
 def viewing_store(sessions_dir: Path, session: str) -> SessionStore:
     """The session's store opened read-only, for the TUI to view and follow."""
     from stop_tui.engine.store import SessionStore

@@ -55,3 +55,11 @@ class FollowState(Message):
         super().__init__()
         self.holder = holder  # follow.Holder | None
         self.meta = meta
+
+
+class SweepRuns(Message):
+    """The sweep screen's poller: the runs' status (engine/sweep/status.RunStatus), changed."""
+
+    def __init__(self, runs: tuple) -> None:
+        super().__init__()
+        self.runs = runs

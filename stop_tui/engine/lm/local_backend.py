@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import stop_tui
+from stop_tui.engine import lifetime
 from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.lm.base import Completions, LMRequestError
 from stop_tui.engine.lm.local_worker import (
@@ -102,10 +103,12 @@ class _Worker:
         root = str(Path(stop_tui.__file__).resolve().parent.parent)  # the worker runs this code
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
+        # It dies with the engine, even a SIGKILLed one (engine/lifetime.py), and is started in
+        # its own session: ctrl+c in the terminal is the engine's to handle.
+        self.proc = lifetime.popen(
             [sys.executable, "-m", "stop_tui.engine.lm.local_worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0,
-            start_new_session=True)  # ctrl+c in the terminal is the engine's to handle
+            start_new_session=True)
         self.killed = False
         self.timed_out = False
         self.info: dict[str, Any] = {}

@@ -11,7 +11,8 @@ bytes of UTF-8 JSON (one object). The engine sends `load` first; the worker answ
 (what it loaded and with which options) or `error` and exits. Then each `chat` is answered by
 `done` (text, finish reason, tokens) or `failed` (llama-cpp-python refused it, e.g. a prompt
 longer than the context). The worker's own stdout is moved to stderr at start, so nothing
-native can write into the protocol. EOF on stdin, or the engine's death, ends the worker.
+native can write into the protocol. EOF on stdin ends the worker; the engine's death kills it
+(its parent-death signal, armed before exec: engine/lifetime.py).
 
 The engine says whether to use llama.cpp's extra buffer types (its repacked CPU weights and
 its AMX kernels, which fault with SIGSEGV at `ldtilecfg` on some cloud CPUs that advertise AMX;
@@ -29,7 +30,6 @@ import os
 import signal
 import struct
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -145,26 +145,12 @@ def _chat(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
             "completion_tokens": int(usage.get("completion_tokens", 0))}
 
 
-def _leave_with_parent() -> None:
-    """If the engine dies (kill -9), stop rather than finish a generation nobody will read."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when this process ends
     inbound = os.fdopen(0, "rb", buffering=0)
     outbound = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever native code prints goes to stderr, never into the protocol
     sys.stdout = sys.stderr
-    _leave_with_parent()
     request = read_message(inbound)
     if request is None or request.get("op") != "load":
         return 1

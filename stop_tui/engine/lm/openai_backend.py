@@ -113,12 +113,17 @@ class OpenAIBackend:
                 self._client = openai.OpenAI(**kwargs)
             return self._client
 
-    def offered_models(self) -> list[str] | None:
-        """What the server's /models lists (None when it cannot say)."""
+    def listing(self) -> list[tuple[str, str | None]] | None:
+        """(id, owned_by) of each model the server's /models lists (None when it cannot say)."""
         try:
-            return [str(m.id) for m in self._connect().models.list()]
+            return [(str(m.id), getattr(m, "owned_by", None)) for m in self._connect().models.list()]
         except Exception:  # noqa: BLE001 - no /models, or a garbled one
             return None
+
+    def offered_models(self) -> list[str] | None:
+        """What the server's /models lists (None when it cannot say)."""
+        listed = self.listing()
+        return None if listed is None else [name for name, _ in listed]
 
     def request(self, system: str, user: str, *, n: int, temperature: float, max_tokens: int,
                 seed: int | None = None) -> Completions:

@@ -223,9 +223,10 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
     static = {name: False for name in NAMES}
     static.update(memory_limit=True, file_size_limit=True, clean_environment=True,
                   new_session=True,
-                  # plain mode: the worker and the runs die with the engine, but a run's daemon
-                  # would outlive a SIGKILLed engine (no pid namespace to take it along)
-                  die_with_parent=mode != "plain",
+                  # every mode, a SIGKILLed engine included: the worker's parent-death signal
+                  # (engine/lifetime.py); the zygote then kills what its runs started (its
+                  # SIGTERM), and a pid namespace, where there is one, takes the rest along
+                  die_with_parent=True,
                   unprivileged_uid=True,  # root: a uid per run; otherwise the user's own
                   process_limit=root)
     if mode == "bwrap":
@@ -239,11 +240,8 @@ def plan(mode: str, config: PoolConfig, host_scratch: Path | None) -> Launch:
         zconf = {"paths": paths, "child": str(CHILD), "helpers": str(HELPERS),
                  "scratch": str(host_scratch)}
         argv = [python_executable(), "-I", "-S", str(ZYGOTE)]
-        if mode == "unshare":
-            prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-            if shutil.which("setpriv"):
-                prefix = ["setpriv", "--pdeathsig", "KILL", *prefix]
-            argv = prefix + argv
+        if mode == "unshare":  # its parent-death signal: the pool's launcher arms it
+            argv = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", *argv]
         launch = Launch(mode, argv, zconf, host_scratch, static)
     preload = list(config.preload) + list(STDLIB_PRELOAD)
     if "numpy" in config.preload:

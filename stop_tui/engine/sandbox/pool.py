@@ -6,12 +6,15 @@ multiply the cost of an evaluation (bench/sandbox_pool.py measures it). When the
 or stops answering, the pool kills its whole confinement (the pid namespace goes with it) and
 starts a new one on the next request.
 
-The zygote dies with the engine (bwrap --die-with-parent, setpriv --pdeathsig, the zygote's own
-PR_SET_PDEATHSIG). Linux sends that signal when the *thread* that forked the process exits, not
-the process: a zygote started from a short-lived thread (a meta-utility's run, an improver's
-proxy call, an evaluation) would die with it, and the next run would read "the sandbox worker
-died". So every zygote of a pool is started by the pool's own launcher thread, which lives as
-long as the engine process (or until the pool is closed).
+The zygote dies with the engine, even a SIGKILLed one (a Ray worker killed mid-evaluation):
+its outermost process gets the parent-death signal before exec (engine/lifetime.py), bwrap
+--die-with-parent carries it to everything inside, and the zygote arms its own (SIGTERM: it
+kills its runs' processes, then leaves; each run dies with the zygote). Linux sends that
+signal when the *thread* that forked the process exits, not the process: a zygote started from a
+short-lived thread (a meta-utility's run, an improver's proxy call, an evaluation) would die with
+it, and the next run would read "the sandbox worker died". So every zygote of a pool is started
+by the pool's own launcher thread, which lives as long as the engine process (or until the pool
+is closed).
 """
 
 from __future__ import annotations
@@ -20,17 +23,16 @@ import atexit
 import itertools
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stop_tui.engine.lifetime import Launcher
 from stop_tui.engine.sandbox import tempdirs
 from stop_tui.engine.sandbox.cgroups import Cgroups, machine_memory
 from stop_tui.engine.sandbox.isolation import (
@@ -44,6 +46,7 @@ from stop_tui.engine.sandbox.protections import CHECKED_LIVE, NAMES, missing, no
 
 READY_TIMEOUT = 30.0
 REPLY_TIMEOUT = 10.0
+HANGUP_GRACE = 1.0  # seconds a hung-up worker gets to kill its runs and exit before SIGKILL
 
 
 class PoolError(RuntimeError):
@@ -72,46 +75,6 @@ class Run:
         return self.status
 
 
-_Requests = queue.SimpleQueue  # of (argv, Popen options, Future for the Popen), or None: stop
-
-
-class _Launcher:
-    """One long-lived thread that starts every worker process of a pool (see the module text:
-    the worker's parent-death signal fires when the thread that started it exits)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._requests: _Requests | None = None  # the running thread's
-        self._lock = threading.Lock()
-
-    def popen(self, argv: list[str], **options: Any) -> subprocess.Popen:
-        """subprocess.Popen(argv, **options), called in the launcher thread."""
-        reply: Future = Future()
-        with self._lock:
-            if self._requests is None:
-                self._requests = queue.SimpleQueue()
-                threading.Thread(target=self._serve, args=(self._requests,), daemon=True,
-                                 name=self._name).start()
-            self._requests.put((argv, options, reply))
-        return reply.result()
-
-    def stop(self) -> None:
-        """End the thread (once the pool has stopped every worker it started)."""
-        with self._lock:
-            if self._requests is not None:
-                self._requests.put(None)
-                self._requests = None
-
-    @staticmethod
-    def _serve(requests: _Requests) -> None:
-        while (request := requests.get()) is not None:
-            argv, options, reply = request
-            try:
-                reply.set_result(subprocess.Popen(argv, **options))
-            except BaseException as exc:  # handed to the caller, which raises it
-                reply.set_exception(exc)
-
-
 _cleaned = threading.Event()
 
 
@@ -135,7 +98,7 @@ class Pool:
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._launcher = _Launcher("sandbox-launcher")
+        self._launcher = Launcher("sandbox-launcher")
         self._ctrl: socket.socket | None = None
         self._runs: dict[int, Run] = {}
         self._ids = itertools.count(1)
@@ -235,10 +198,18 @@ class Pool:
             return ""
         return text.splitlines()[-1] if text else f"exited with code {proc.returncode}"
 
-    def _kill_proc(self) -> None:
+    def _kill_proc(self, grace: float = 0.0) -> None:
+        """SIGKILL the worker's process group, once it has had `grace` seconds to end by itself
+        (hung up on, the zygote kills every process of its runs first: without a pid namespace,
+        in plain mode, nothing else kills what a run started in another session)."""
         proc = self._proc
         if proc is None:
             return
+        if grace:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, and with it the pid namespace
         except (ProcessLookupError, PermissionError):
@@ -257,7 +228,7 @@ class Pool:
             except OSError:
                 pass
             ctrl.close()
-        self._kill_proc()
+        self._kill_proc(HANGUP_GRACE if ctrl is not None else 0.0)
         if self._proc is not None and self._proc.stderr is not None:
             self._proc.stderr.close()
         self._proc = None

@@ -84,6 +84,7 @@ class Zygote:
         self.runs = {}  # run id -> {"pid", "uid", "dir"}
         self.by_pid = {}  # leader pid -> run id
         self.free_slots = list(range(int(config.get("slots", 4096))))
+        self.dying = False
         self.last_sweep = 0.0
         self.wakeup, self._wakeup_w = os.pipe()
         os.set_blocking(self.wakeup, False)
@@ -96,7 +97,23 @@ class Zygote:
         try:
             self.ctrl.send(json.dumps(message).encode())
         except OSError:
-            os._exit(0)  # the engine is gone: so are we (and, with us, the pid namespace)
+            self.die()  # the engine is gone: so are we (and, with us, the pid namespace)
+
+    def die(self, *_):
+        """Kill every run's processes, then leave: the engine died (the parent-death signal is
+        SIGTERM, handled here) or hung up. Without a pid namespace (plain mode) nothing else
+        would: what a run started in another session would outlive a SIGKILLed engine."""
+        if os.getpid() != self.me:  # a run, forked but its signals not reset yet
+            os._exit(1)
+        if self.dying:  # called again from within (a send that failed while killing)
+            return
+        self.dying = True
+        try:
+            for run in list(self.runs.values()):
+                self.kill_tree(run)
+            proctable.kill_orphans(self.me, ())
+        finally:
+            os._exit(0)
 
     def serve(self):
         while True:
@@ -206,6 +223,9 @@ class Zygote:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of uid cleared it
+            if os.getppid() != self.me:
+                return
         if self.config.get("no_sockets", True) and not seccomp.install():
             return  # never run a program with less confinement than was reported
         os.umask(0o077)
@@ -284,9 +304,10 @@ def main():
     ctrl = socket.socket(fileno=int(sys.argv[1]))
     if ctrl.type != socket.SOCK_SEQPACKET:
         sys.exit("zygote: control socket must be SOCK_SEQPACKET")
+    parent = os.getppid()  # alive: the engine armed our parent-death signal (SIGKILL) before exec
     data = ctrl.recv(1 << 20)
     config = json.loads(data)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # (started by hand, or from an engine that did not)
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     sys.path[:0] = [p for p in config.get("paths", []) if p not in sys.path]
@@ -301,14 +322,16 @@ def main():
     os.makedirs(config["scratch"], exist_ok=True)
     scratch_error = probes.private_scratch(config)
     zygote = Zygote(ctrl, config, per_run_scratch=scratch_error is None)
+    signal.signal(signal.SIGTERM, zygote.die)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # from now on the parent's death is zygote.die()
+    if os.getppid() != parent:
+        zygote.die()
     zygote.send({"op": "ready", "checks": probes.checks(config, subreaper, scratch_error),
                  "pid": os.getpid()})
     try:
         zygote.serve()
     finally:
-        for run in list(zygote.runs.values()):
-            zygote.kill_tree(run)
-        os._exit(0)
+        zygote.die()
 
 
 if __name__ == "__main__":

@@ -135,11 +135,16 @@ def create_sweep(sessions_dir: Path, spec: SweepSpec, name: str | None = None) -
         folder.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create the sweep folder {folder}: {exc.strerror or exc}") from None
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    draft = folder / (SWEEP_FILE + ".new")
-    draft.write_text(json.dumps({"kind": "sweep", "created": created, "spec": spec.to_dict()}, indent=2))
-    os.replace(draft, folder / SWEEP_FILE)
-    return Sweep(folder, spec, created)
+    return save_spec(Sweep(folder, spec, datetime.now(UTC).isoformat(timespec="seconds")), spec)
+
+
+def save_spec(sweep: Sweep, spec: SweepSpec) -> Sweep:
+    """`spec` written as the sweep's, whole (to a temporary name, then renamed): e.g. a higher
+    --max-cost given to `sweep --resume`."""
+    draft = sweep.folder / (SWEEP_FILE + ".new")
+    draft.write_text(json.dumps({"kind": "sweep", "created": sweep.created, "spec": spec.to_dict()}, indent=2))
+    os.replace(draft, sweep.folder / SWEEP_FILE)
+    return Sweep(sweep.folder, spec, sweep.created)
 
 
 def read_sweep(folder: Path) -> Sweep:

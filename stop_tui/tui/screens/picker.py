@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from stop_tui.engine.summary import summaries
+from stop_tui.engine.sweep.status import sweep_summaries
 
 
 def session_rows(sessions_dir: Path) -> list[dict]:
@@ -23,6 +24,23 @@ def session_rows(sessions_dir: Path) -> list[dict]:
         rows.append({"session": s["session"], "task": s["task"] or "-", "model": s["model"] or "-",
                      "state": s["state"],
                      "iterations": f"{s['iterations_completed']}/{s['iterations_planned'] or '-'}",
+                     "best": f"{best:.4f}" if isinstance(best, int | float) else "-",
+                     "created": s["created"] or "-"})
+    return rows + sweep_rows(sessions_dir)
+
+
+def sweep_rows(sessions_dir: Path) -> list[dict]:
+    """A row per sweep (it opens as the table of its runs), newest first."""
+    rows = []
+    for folder, s, _reason in reversed(list(sweep_summaries(sessions_dir))):
+        if s is None:
+            rows.append({"session": folder.name, "task": "?", "model": "?", "state": "unreadable",
+                         "iterations": "sweep", "best": "-", "created": "-"})
+            continue
+        best = s["best_meta_utility"]
+        rows.append({"session": s["sweep"], "task": ",".join(s["spec"]["tasks"]),
+                     "model": ",".join(s["spec"]["models"]), "state": s["state"],
+                     "iterations": f"sweep: {s['totals']['runs']} runs",
                      "best": f"{best:.4f}" if isinstance(best, int | float) else "-",
                      "created": s["created"] or "-"})
     return rows
