@@ -1,0 +1,66 @@
+"""Read one session folder into a report's RunRow (read-only: works on a live session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stop_tui.engine import events as ev
+from stop_tui.engine.history import History
+from stop_tui.engine.report.model import RunRow
+from stop_tui.engine.store import SessionStore, SessionUnreadable
+
+
+def _last_error(history_events: list[ev.Event]) -> str | None:
+    errors = [e for e in history_events if e.kind == ev.ERROR]
+    if not errors:
+        return None
+    data = errors[-1].data
+    return str(data.get("message") or data.get("error") or data)
+
+
+def row_of(session: str, folder: Path, history: History, meta: dict, events: list[ev.Event]) -> RunRow:
+    """A RunRow from a session's History (and its meta and events, for the seed and errors)."""
+    val = (history.seed_meta_utility, *history.meta_utility) if history.seed_scored else ()
+    test = (history.seed_meta_utility_test, *history.meta_utility_test) if history.seed_scored else ()
+    best = history.best
+    scored = [t for t, v in enumerate(val) if v is not None]
+    final_t = scored[-1] if scored else None
+    final_val = val[final_t] if final_t is not None else None
+    gain = final_val - val[0] if final_val is not None and val and val[0] is not None else None
+    usage = history.lm_by_iteration
+    top = max([len(val) - 1, *usage.keys()], default=-1)
+    lm = history.lm_totals
+    failed = _last_error(events) if history.state != "finished" else None
+    return RunRow(
+        session=session, folder=str(folder), seed=meta.get("settings", {}).get("seed"),
+        state=history.state, val=tuple(val), test=tuple(test),
+        best_t=best.iteration if best else (0 if val and val[0] is not None else None),
+        best_val=history.best_meta_utility, final_t=final_t, final_val=final_val, gain=gain,
+        calls=int(lm.get("calls") or 0),
+        tokens=int((lm.get("prompt_tokens") or 0) + (lm.get("completion_tokens") or 0)),
+        dollars=float(lm.get("cost_usd") or 0.0),
+        spend_by_iteration=tuple(float(usage.get(t, {}).get("cost_usd") or 0.0) for t in range(top + 1)),
+        tokens_by_iteration=tuple(int((usage.get(t, {}).get("prompt_tokens") or 0)
+                                      + (usage.get(t, {}).get("completion_tokens") or 0))
+                                  for t in range(top + 1)),
+        failed=failed)
+
+
+def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:
+    """(RunRow, meta) of the session in `folder`, read read-only; an unreadable session is a
+    RunRow with state "unreadable" and the reason in `failed` (meta {})."""
+    session = session or folder.name
+    try:
+        store = SessionStore(folder, readonly=True)
+        try:
+            meta = store.meta()
+            events = list(store.events())
+        finally:
+            store.close()
+    except SessionUnreadable as exc:
+        return RunRow(session=session, folder=str(folder), seed=None, state="unreadable", val=(), test=(),
+                      best_t=None, best_val=None, final_t=None, final_val=None, gain=None, calls=0,
+                      tokens=0, dollars=0.0, spend_by_iteration=(), tokens_by_iteration=(),
+                      failed=exc.reason), {}
+    history = History(events, session_id=session)
+    return row_of(session, folder, history, meta, events), meta
