@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -48,6 +49,26 @@ def responder(body: dict, i: int) -> str:
         return fenced(f"{IMPROVER}\n# variant {seed % 3}\n")
     return fenced("import numpy as np\n\n\ndef algorithm(train_samples, train_parity, test_samples):\n"
                   f"    return np.zeros(len(test_samples), dtype=int) + {seed % 2}\n")
+
+
+class GatedResponder:
+    """A scripted server's responder that answers one request per `release()`: the test decides
+    when the other process makes progress (`waiting` is set while a request waits)."""
+
+    def __init__(self) -> None:
+        self.allowed = threading.Semaphore(0)
+        self.waiting = threading.Event()
+
+    def __call__(self, body: dict, i: int) -> str:
+        if i == 0:
+            self.waiting.set()
+            if not self.allowed.acquire(timeout=120):
+                raise RuntimeError("never released")
+            self.waiting.clear()
+        return responder(body, i)
+
+    def release(self) -> None:
+        self.allowed.release()
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

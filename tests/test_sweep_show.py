@@ -67,8 +67,8 @@ def test_show_a_sweep_lists_its_runs(sessions):
     assert "\x1b" not in out and "\\x1b[2Jboom" in out  # the run's own text, made printable
     assert "Traceback" not in out  # its first line only
     assert "stop-tui show sw/RUN --sessions-dir" in out
-    assert "lpn scripted: 1 of 2 runs finished, best 0.5025 [0.5025, 0.5025], gain over the seed " \
-           "improver +0.0000 (mean), 0 of 1 gained 0.03 or more" in out
+    assert "lpn scripted: 1 of 2 runs finished, best 0.5025 [0.5025, 0.5025], gain of the final " \
+           "improver over the seed +0.0000 (mean), 0 of 1 gained 0.03 or more" in out
     assert "lpn other: 2 runs, none finished yet" in out
 
     shown = json.loads(stop_tui("show", "sw", "--json", "--sessions-dir", str(sessions)).stdout)

@@ -140,16 +140,17 @@ def test_a_run_locked_before_its_session_exists_is_running(tmp_path):
 
 
 def test_by_model_counts_the_finished_runs_that_gained(tmp_path):
-    def run(model, seed, state, best, seed_best):
+    def run(model, seed, state, best, seed_best, final):
         key = RunKey("lpn", model, seed)
         return RunStatus(key, tmp_path / key.name, state, 1, 1, best, None, 0, 0, None, None,
-                         seed_best=seed_best)
+                         seed_best=seed_best, final=final)
 
-    runs = [run("a", 0, "finished", 0.60, 0.50), run("a", 1, "finished", 0.52, 0.50),
-            run("a", 2, "finished", 0.53, 0.50), run("a", 3, "running", 0.90, 0.50),
-            run("b", 0, "pending", None, None)]
+    # a run's gain is its final improver's over its seed improver's (not its best's)
+    runs = [run("a", 0, "finished", 0.60, 0.50, 0.60), run("a", 1, "finished", 0.58, 0.50, 0.52),
+            run("a", 2, "finished", 0.53, 0.50, 0.53), run("a", 3, "running", 0.90, 0.50, 0.90),
+            run("b", 0, "pending", None, None, None)]
     a, b = by_model(runs)
     assert (a["model"], a["runs"], a["finished"], a["gained"]) == ("a", 4, 3, 2)  # +0.10, +0.03; not +0.02
-    assert a["best_mean"] == pytest.approx(0.55) and a["best_ci"][0] < 0.55 < a["best_ci"][1]
+    assert a["best_mean"] == pytest.approx(0.57) and a["best_ci"][0] < 0.57 < a["best_ci"][1]
     assert a["gain_mean"] == pytest.approx(0.05)
     assert (b["runs"], b["finished"], b["best_mean"], b["gain_mean"], b["gained"]) == (1, 0, None, None, 0)

@@ -12,7 +12,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Footer, Markdown
 
-from stop_tui.tui.actions import ACTIONS, LINEAGE, MAIN
+from stop_tui.tui.actions import ACTIONS, HELP, LINEAGE, MAIN, PALETTE_SCOPES
 from stop_tui.tui.app import StopApp
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.synthetic import write_session
@@ -95,7 +95,8 @@ def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
     async def steps(app, pilot):
         await wait_for(pilot, lambda: isinstance(app.focused, LineagePane))
         pane_help, table = await _help(pilot)
-        for action in ACTIONS:
+        session_actions = [a for a in ACTIONS if a.scope in PALETTE_SCOPES]
+        for action in session_actions:
             shown = DEFAULT_SHOWN.get(action.key, action.key)
             if action.scope == MAIN:
                 assert _row(table, action.id).startswith(f"| `{shown}` | {action.tooltip} |")
@@ -105,7 +106,8 @@ def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
         for line in ("| `tab` | Next pane | |", "| `^p` | Command palette", "| `^q` | Quit"):
             assert line in table  # Textual's own keys, read from the bindings too
         listed = await _palette(pilot)
-        for action in ACTIONS:
+        assert not any(a.title in listed for a in ACTIONS if a.scope not in PALETTE_SCOPES)
+        for action in session_actions:
             shown = DEFAULT_SHOWN.get(action.key, action.key)
             assert f"{action.title}\n{shown}: {action.tooltip}" in listed
         assert "theme: paper\nswitch to the paper theme" in listed
@@ -143,6 +145,25 @@ def test_a_key_remapped_while_running_shows_everywhere_and_runs_the_action(tmp_p
         assert source.border_title == "Source · diff"
         await pilot.press("x")
         await wait_for(pilot, lambda: source.border_title == "Source")
+
+    _drive(tmp_path, steps)
+
+
+def test_the_other_screens_keys_come_from_the_registry_and_remap(tmp_path):
+    """Help's close key (a registry action of the help screen) remapped: its hint names the new
+    key, the new key closes help and the old one does not."""
+    async def steps(app, pilot):
+        assert [a.id for a in ACTIONS if a.scope == HELP] == [b.id for b in HelpScreen.BINDINGS]
+        app.set_keymap({"help.close": "c"})
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        box = app.screen.query_one("#help-box")
+        await wait_for(pilot, lambda: box.border_subtitle == "c to close")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
 
     _drive(tmp_path, steps)
 

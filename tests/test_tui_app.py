@@ -538,7 +538,7 @@ def test_a_finished_session_in_a_small_terminal(tmp_path):
             assert "LM exchange produced it." in screen_text(app)
             await pilot.press("f1")
             await pilot.pause()
-            assert "escape to close" in screen_text(app)
+            assert "esc to close" in screen_text(app)
 
     asyncio.run(go())
     store.close()

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from lm_helpers import kill9, only_session, responder, run_args, start, stop_tui
+from lm_helpers import GatedResponder, kill9, only_session, responder, run_args, start, stop_tui
 from scripted_server import ScriptedLMServer
 from tui_helpers import notices, screen_text, settle, wait_until
 
@@ -38,26 +38,6 @@ def last_seq(folder: Path) -> int:
         return con.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     finally:
         con.close()
-
-
-class GatedResponder:
-    """The scripted server answers one request per `release()`: the test decides when the
-    other process makes progress."""
-
-    def __init__(self) -> None:
-        self.allowed = threading.Semaphore(0)
-        self.waiting = threading.Event()
-
-    def __call__(self, body: dict, i: int) -> str:
-        if i == 0:
-            self.waiting.set()
-            if not self.allowed.acquire(timeout=120):
-                raise RuntimeError("never released")
-            self.waiting.clear()
-        return responder(body, i)
-
-    def release(self) -> None:
-        self.allowed.release()
 
 
 def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, monkeypatch):

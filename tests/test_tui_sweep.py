@@ -9,10 +9,9 @@ screen reads only the run folders."""
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
-from lm_helpers import kill9, responder, start
+from lm_helpers import GatedResponder, kill9, start
 from scripted_server import ScriptedLMServer
 from sweep_helpers import make_sources, new_sweep, place
 from textual.widgets import DataTable
@@ -38,22 +37,6 @@ def sources(tmp_path_factory):
     return make_sources(tmp_path_factory.mktemp("sources"))
 
 
-class Gate:
-    """The scripted server answers a request's first choice only once released."""
-
-    def __init__(self) -> None:
-        self.allowed = threading.Semaphore(0)
-        self.waiting = threading.Event()
-
-    def __call__(self, body: dict, i: int) -> str:
-        if i == 0:
-            self.waiting.set()
-            if not self.allowed.acquire(timeout=120):
-                raise RuntimeError("never released")
-            self.waiting.clear()
-        return responder(body, i)
-
-
 def row_of(app, run: str) -> str:
     """The table row of run `run`, as the screen shows it."""
     lines = [line for line in screen_text(app).splitlines() if f" {run} " in line]
@@ -65,7 +48,7 @@ def test_the_table_follows_the_runs_and_any_run_opens_live(sources, tmp_path):
     done, resumed, later, pending = sweep.spec.runs()
     place(sources.finished, sweep, done)
     folder = place(sources.capped, sweep, resumed)
-    gate = Gate()
+    gate = GatedResponder()
     with ScriptedLMServer(gate) as server:
         app = StopApp(sweep=sweep, remember_theme=False)
 
@@ -100,7 +83,7 @@ def test_the_table_follows_the_runs_and_any_run_opens_live(sources, tmp_path):
                     await wait_until(pilot, lambda: f"read-only: run by pid {pid}" in header_line(app), 10)
                     assert resumed.name in header_line(app) and "iter 0/1" in header_line(app)
                     while proc.poll() is None:
-                        gate.allowed.release()  # let the run go on, a request at a time
+                        gate.release()  # let the run go on, a request at a time
                         await pilot.pause(0.05)
                     assert proc.returncode == 0, proc.stderr.read()
                     await wait_until(pilot, lambda: " finished " in header_line(app), 20, "finished, seen live")

@@ -87,8 +87,8 @@ def check_started(folder: Path) -> None:
 
 
 def model_lines(groups: list[dict[str, Any]]) -> list[str]:
-    """Per task and model, over its finished runs: best û (mean, 95 % interval), mean gain over
-    the seed improver, and how many runs gained at least the threshold."""
+    """Per task and model, over its finished runs: best û (mean, 95 % interval), mean gain of
+    the final improver over the seed improver, and how many runs gained at least the threshold."""
     lines = []
     for g in groups:
         where = f"{g['task']} {g['model']}"
@@ -98,7 +98,7 @@ def model_lines(groups: list[dict[str, Any]]) -> list[str]:
         lo, hi = g["best_ci"]
         gain = f"{g['gain_mean']:+.4f}" if g["gain_mean"] is not None else "-"
         lines.append(f"{where}: {g['finished']} of {g['runs']} runs finished, best {g['best_mean']:.4f} "
-                     f"[{lo:.4f}, {hi:.4f}], gain over the seed improver {gain} (mean), "
+                     f"[{lo:.4f}, {hi:.4f}], gain of the final improver over the seed {gain} (mean), "
                      f"{g['gained']} of {g['finished']} gained {g['gain_threshold']:.2f} or more")
     return lines
 

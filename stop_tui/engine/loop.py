@@ -25,7 +25,7 @@ from stop_tui.engine.history import History
 from stop_tui.engine.improver import WALL_FACTOR, Utility, run_improver
 from stop_tui.engine.lm.record import Book
 from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
-from stop_tui.engine.resume import effective, find_interrupted
+from stop_tui.engine.resume import effective, find_interrupted, last_totals
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
 from stop_tui.engine.scoring import score_solution
@@ -233,8 +233,7 @@ class Engine:
         interrupted = find_interrupted(events)
         book = Book.from_events(events, self.store.text)
         if interrupted is None:
-            totals = next((e.data for e in reversed(effective(events)) if e.kind == ev.BUDGET), None)
-            self.lm.restore(totals, book)
+            self.lm.restore(last_totals(effective(events)), book)
             nxt = self.state.iterations_done + 1 if self.state.seed_scored else 0
             self.emit(ev.Resumed(iteration=nxt, superseded_from=None, recorded_calls=0))
             return

@@ -52,6 +52,18 @@ class Interrupted:
     recorded_calls: int  # LM calls it had answered
 
 
+def last_totals(kept: list[ev.Event], before: int | None = None) -> dict | None:
+    """The session's LM totals as the last BUDGET event among `kept` (effective events) before
+    seq `before` (None: the end) stored them: what a resume restores."""
+    totals = None
+    for e in kept:
+        if before is not None and e.seq >= before:
+            break
+        if e.kind == ev.BUDGET:
+            totals = e.data
+    return totals
+
+
 def find_interrupted(events: list[ev.Event]) -> Interrupted | None:
     """The unfinished iteration at the end of the log, if any."""
     kept = effective(events)
@@ -65,12 +77,7 @@ def find_interrupted(events: list[ev.Event]) -> Interrupted | None:
     first = partial[0]
     head = first.path.split("/", 1)[0]
     iteration = int(head[2:]) if head.startswith("it") and head[2:].isdigit() else 0
-    totals = None
-    for e in kept:
-        if e.seq >= first.seq:
-            break
-        if e.kind == ev.BUDGET:
-            totals = e.data
+    totals = last_totals(kept, before=first.seq)
     ranges = superseded_ranges(events)
     calls = sum(1 for e in partial if e.kind == ev.LM_REPLY and not is_superseded(e, ranges))
     return Interrupted(iteration, first.seq, totals, calls)

@@ -53,17 +53,23 @@ def summarize(store: SessionStore) -> dict[str, Any]:
     }
 
 
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The summary of the session in `folder`, read read-only (a running session included);
+    UserError (SessionUnreadable) when it cannot be read."""
+    store = SessionStore(folder, readonly=True)
+    try:
+        return summarize(store)
+    finally:
+        store.close()
+
+
 def summaries(sessions_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
     """(folder, summary, None) for each session in `sessions_dir`, read read-only, oldest first;
     (folder, None, reason) for one that cannot be read: a damaged (or foreign-locked) session
     does not hide the others (`list`, the TUI's picker)."""
     for folder in list_sessions(sessions_dir):
         try:
-            store = SessionStore(folder, readonly=True)
-            try:
-                summary = summarize(store)
-            finally:
-                store.close()
+            summary = read_summary(folder)
         except UserError as exc:
             yield folder, None, exc.reason if isinstance(exc, SessionUnreadable) else str(exc)
             continue

@@ -29,6 +29,7 @@ from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.gate import ITERATION
 from stop_tui.engine.history import History
 from stop_tui.engine.lock import acquire
+from stop_tui.engine.resume import effective, last_totals
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import SessionStore, SessionUnreadable, cli_name, session_folder
@@ -210,8 +211,7 @@ def restore_lm(session: Session) -> None:
 
     store, lm = session.store, session.engine.lm
     events = list(store.events())
-    totals = next((e.data for e in reversed(events) if e.kind == ev.BUDGET), None)
-    lm.restore(totals, Book.from_events(events, store.text))
+    lm.restore(last_totals(effective(events)), Book.from_events(events, store.text))
     store.append(ev.event(ev.Resumed(kind=KIND)))
 
 

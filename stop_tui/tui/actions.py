@@ -17,6 +17,14 @@ from textual.screen import Screen
 
 MAIN = "main"  # bound on the main screen: works whichever pane has focus
 LINEAGE = "lineage"  # bound on the Lineage pane: works while it has focus
+# The other screens' keys (not in the palette, which runs a session's actions):
+HELP = "help"  # the F1 help screen
+PICKER = "picker"  # `stop-tui resume` with no id: the session picker
+SWEEP = "sweep"  # a sweep's screen of runs
+SWEEP_TABLE = "sweep.table"  # its table of runs, while it has focus
+SWEEP_RUN = "sweep.run"  # a sweep's run opened from that table
+TAKEOVER = "takeover"  # "take over this session?"
+PALETTE_SCOPES = (MAIN, LINEAGE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,25 @@ ACTIONS: tuple[Action, ...] = (
            "lineage: expand node", scope=LINEAGE, show=False),
     Action("lineage.collapse", "left", "collapse_here", "Collapse",
            "Hide the node's children, or go to its parent", "lineage: collapse node", scope=LINEAGE, show=False),
+    Action("help.close", "escape", "dismiss", "Close", "Close help", "help: close", scope=HELP),
+    Action("help.close_f1", "f1", "dismiss", "Close", "Close help", "help: close", scope=HELP, show=False),
+    Action("help.close_q", "q", "dismiss", "Close", "Close help", "help: close", scope=HELP, show=False),
+    Action("picker.open", "enter", "open", "Open", "Open the highlighted session", "sessions: open",
+           scope=PICKER),
+    Action("picker.quit", "escape", "cancel", "Quit", "Leave without opening a session", "sessions: quit",
+           scope=PICKER),
+    Action("sweep.quit", "q", "app.quit", "Quit", "Leave the TUI; the sweep goes on", "sweep: quit",
+           scope=SWEEP),
+    Action("sweep.open", "enter", "select_cursor", "Open run",
+           "Open the highlighted run (read-only, live while the sweep runs it)", "sweep: open run",
+           scope=SWEEP_TABLE),
+    Action("sweep.back", "escape", "app.close_run", "Runs", "Back to the sweep's table of runs",
+           "sweep: back to runs", scope=SWEEP_RUN),
+    Action("takeover.yes", "o", "answer(True)", "Take over",
+           "Run the session here: take its lock, then run or step it", "session: take over", scope=TAKEOVER),
+    Action("takeover.no", "escape", "answer(False)", "Keep watching",
+           "Stay read-only; the run and step keys take it over later", "session: keep watching",
+           scope=TAKEOVER),
 )
 
 # Keys Textual binds itself (no binding id, so not remappable by id); help names them by action.

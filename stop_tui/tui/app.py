@@ -496,9 +496,15 @@ class StopApp(App[int]):
 
     def update_state(self) -> None:
         if self.main is not None and self.main.is_mounted:
+            from textual.css.query import NoMatches
+
             from stop_tui.tui.widgets.header import SessionHeader
 
-            self.main.query_one(SessionHeader).set_state(*self.state())
+            try:
+                header = self.main.query_one(SessionHeader)
+            except NoMatches:  # the app is closing: its panes are being removed
+                return
+            header.set_state(*self.state())
 
     # -- actions --------------------------------------------------------------------------
     def _can_drive(self, action: str) -> bool:

@@ -9,7 +9,7 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
-from stop_tui.tui.actions import ACTIONS, LINEAGE, key_text
+from stop_tui.tui.actions import ACTIONS, LINEAGE, PALETTE_SCOPES, key_text
 from stop_tui.tui.widgets.lineage import LineagePane
 
 
@@ -21,7 +21,7 @@ class StopCommands(Provider):
         if main is not None and main.is_mounted:  # the session's actions, once one is open
             keys = app.keys_now()
             lineage = main.query_one(LineagePane)
-            for action in ACTIONS:
+            for action in (a for a in ACTIONS if a.scope in PALETTE_SCOPES):
                 where = lineage if action.scope == LINEAGE else main
                 said = f"{key_text(keys, action.id)}: {action.tooltip}" if keys.get(action.id) else action.tooltip
                 out.append((action.title, partial(app.run_action, action.action, where), escape(said)))

@@ -34,8 +34,8 @@ from stop_tui.engine.sweep.layout import RunKey, Sweep, SweepSpec
 
 RUN_RETRIES = 3  # a task whose worker or node died is run again this often (resuming its session)
 STORAGE_TIMEOUT_S = 120.0  # how long a node may take to answer the storage check
-PROBE_TIMEOUT_S = 5.0
-STOP_WAIT_S = 20.0  # after a ctrl+c, how long the runs get to record their calls in flight  # how long a Ray address may take to accept a connection
+PROBE_TIMEOUT_S = 5.0  # how long a Ray address may take to accept a connection
+STOP_WAIT_S = 20.0  # after a ctrl+c, how long the runs get to record their calls in flight
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # a local instance's: tasks return small summaries
 RUN, TRANSFER = "run", "transfer"
 

@@ -266,16 +266,12 @@ def _failed(name: str, folder: Path, message: str, *, recorded: bool = False) ->
 
 
 def _result(name: str, folder: Path, outcome: str) -> dict[str, Any]:
-    from stop_tui.engine.summary import summarize
+    from stop_tui.engine.summary import read_summary
 
     summary = None
     if (Path(folder) / DB_NAME).exists():
         try:
-            store = SessionStore(folder, readonly=True)
-            try:
-                summary = summarize(store)
-            finally:
-                store.close()
+            summary = read_summary(Path(folder))
         except UserError:
             pass  # a damaged session: no summary
     return {"run": name, "outcome": outcome, "summary": summary}

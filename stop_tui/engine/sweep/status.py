@@ -28,6 +28,7 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.history import History
 from stop_tui.engine.lock import holder
+from stop_tui.engine.report.aggregate import GAIN
 from stop_tui.engine.settings import preset
 from stop_tui.engine.stats import mean_ci
 from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
@@ -56,6 +57,7 @@ class RunStatus:
     transfer_tokens: int = 0
     transfer_calls: int = 0
     seed_best: float | None = None  # the seed improver's val meta-utility (T=0), None before
+    final: float | None = None  # the val meta-utility of the improver held last (I_T so far)
 
     @property
     def name(self) -> str:
@@ -73,7 +75,8 @@ class RunStatus:
                 "cost_usd": self.cost_usd, "tokens": self.tokens, "calls": self.calls,
                 "reason": self.reason, "transfer": self.transfer, "holder": self.holder,
                 "transfer_cost_usd": self.transfer_cost_usd, "transfer_tokens": self.transfer_tokens,
-                "transfer_calls": self.transfer_calls, "seed_best": self.seed_best}
+                "transfer_calls": self.transfer_calls, "seed_best": self.seed_best,
+                "final": self.final}
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class _Seen:
     iterations: int | None = None
     best: float | None = None
     seed_best: float | None = None
+    final: float | None = None
     cost_usd: float | None = None
     tokens: int = 0
     calls: int = 0
@@ -162,6 +166,7 @@ class _Log:
         common = {"iteration": h.iterations_done,
                   "iterations": planned if isinstance(planned, int) else None,
                   "best": h.best_meta_utility, "seed_best": h.seed_meta_utility,
+                  "final": _last_scored([h.seed_meta_utility, *h.meta_utility]),
                   "cost_usd": _cost(lm.get("cost_usd")),
                   "tokens": int(lm.get("prompt_tokens") or 0) + int(lm.get("completion_tokens") or 0),
                   "calls": int(lm.get("calls") or 0)}
@@ -174,6 +179,11 @@ class _Log:
         if h.state == "running":  # its process died mid-iteration
             return _Seen("paused", reason=INTERRUPTED, **common)
         return _Seen("pending", **common)
+
+
+def _last_scored(values: list[float | None]) -> float | None:
+    scored = [v for v in values if v is not None]
+    return scored[-1] if scored else None
 
 
 def _cost(value: object) -> float | None:
@@ -230,7 +240,8 @@ class StatusReader:
                 iterations=seen.iterations if seen.iterations is not None else planned,
                 best=seen.best, cost_usd=seen.cost_usd, tokens=seen.tokens, calls=seen.calls,
                 reason=seen.reason, transfer=transfer, holder=who, transfer_cost_usd=t.cost_usd,
-                transfer_tokens=t.tokens, transfer_calls=t.calls, seed_best=seen.seed_best))
+                transfer_tokens=t.tokens, transfer_calls=t.calls, seed_best=seen.seed_best,
+                final=seen.final))
         return out
 
 
@@ -288,19 +299,17 @@ def best_of(runs: list[RunStatus]) -> float | None:
     return max(scored) if scored else None
 
 
-GAIN = 0.03  # a run "gained" when its best val meta-utility is this much above its seed improver's
-
-
 def by_model(runs: list[RunStatus]) -> list[dict[str, Any]]:
     """Per (task, model), over its finished runs: how many, the mean best val meta-utility with
-    its 95 % interval, the mean gain over the seed improver, and how many gained GAIN or more."""
+    its 95 % interval, the mean gain of its final improver over the seed improver, and how many
+    gained GAIN or more (report/aggregate.py: the same rule as `stop-tui report`)."""
     groups: dict[tuple[str, str], list[RunStatus]] = {}
     for r in runs:
         groups.setdefault((r.key.task, r.key.model), []).append(r)
     out = []
     for (task, model), group in groups.items():
         done = [r for r in group if r.state == "finished" and r.best is not None]
-        gains = [r.best - r.seed_best for r in done if r.seed_best is not None]
+        gains = [r.final - r.seed_best for r in done if r.seed_best is not None and r.final is not None]
         best_mean, best_ci = mean_ci([r.best for r in done])
         gain_mean = sum(gains) / len(gains) if gains else None  # (may be negative: no clipped interval)
         out.append({"task": task, "model": model, "runs": len(group), "finished": len(done),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from stop_tui.tui.actions import ACTIONS, MAIN, TEXTUAL_KEYS, fill_keys, key_text
+from stop_tui.tui.actions import ACTIONS, HELP, MAIN, TEXTUAL_KEYS, bindings, fill_keys, key_text, live_keys
 
 INTRO = "# stop-tui\n"
 
@@ -39,11 +38,7 @@ def keys_markdown(keys: dict[str, list[str]]) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [
-        Binding("escape", "dismiss", "Close", id="help.close"),
-        Binding("f1", "dismiss", "Close", show=False, id="help.close_f1"),
-        Binding("q", "dismiss", "Close", show=False, id="help.close_q"),
-    ]
+    BINDINGS = bindings(HELP)
 
     def __init__(self, keys: dict[str, list[str]], pane_help: str | None = None) -> None:
         """`keys`: the keys bound now on the screen help was opened from (actions.live_keys);
@@ -61,7 +56,7 @@ class HelpScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         box = self.query_one("#help-box")
         box.border_title = "Help"
-        box.border_subtitle = "escape to close"
+        box.border_subtitle = f"{key_text(live_keys(self), 'help.close')} to close"
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(None)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from stop_tui.engine.summary import summaries
 from stop_tui.engine.sweep.status import sweep_summaries
+from stop_tui.tui.actions import PICKER, bindings
 
 
 def session_rows(sessions_dir: Path) -> list[dict]:
@@ -47,10 +47,7 @@ def sweep_rows(sessions_dir: Path) -> list[dict]:
 
 
 class PickerScreen(Screen[str | None]):
-    BINDINGS = [
-        Binding("enter", "open", "Open", id="picker.open", tooltip="Open the highlighted session"),
-        Binding("escape", "cancel", "Quit", id="picker.quit", tooltip="Leave without opening a session"),
-    ]
+    BINDINGS = bindings(PICKER)
 
     def __init__(self, sessions_dir: Path) -> None:
         super().__init__()

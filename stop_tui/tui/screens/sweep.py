@@ -12,7 +12,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
@@ -20,6 +19,7 @@ from textual.worker import get_current_worker
 from stop_tui.engine.sweep.layout import Sweep
 from stop_tui.engine.sweep.status import RunStatus, StatusReader, states_line, sweep_state, totals
 from stop_tui.engine.untrusted import printable
+from stop_tui.tui.actions import SWEEP, SWEEP_RUN, SWEEP_TABLE, bindings
 from stop_tui.tui.follow import Holder
 from stop_tui.tui.messages import SweepRuns
 from stop_tui.tui.palette import palette
@@ -55,8 +55,7 @@ class RunsTable(DataTable):
     it drew before then stay drawn (cached) at the old column widths: redraw them once the
     widths have changed."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Open run", id="sweep.open",
-                        tooltip="Open the highlighted run (read-only, live while the sweep runs it)")]
+    BINDINGS = bindings(SWEEP_TABLE)
     _widths: tuple[int, ...] = ()
 
     def on_idle(self) -> None:
@@ -67,7 +66,7 @@ class RunsTable(DataTable):
 
 
 class SweepScreen(Screen[None]):
-    BINDINGS = [Binding("q", "app.quit", "Quit", id="sweep.quit", tooltip="Leave the TUI; the sweep goes on")]
+    BINDINGS = bindings(SWEEP)
 
     def __init__(self, sweep: Sweep) -> None:
         super().__init__()
@@ -154,5 +153,4 @@ class SweepScreen(Screen[None]):
 class SweepRunScreen(MainScreen):
     """A run of the sweep in the session view; escape goes back to the table of runs."""
 
-    BINDINGS = [Binding("escape", "app.close_run", "Runs", id="sweep.back",
-                        tooltip="Back to the sweep's table of runs")]
+    BINDINGS = bindings(SWEEP_RUN)

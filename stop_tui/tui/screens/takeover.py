@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from stop_tui.tui.actions import key_text, live_keys
+from stop_tui.tui.actions import TAKEOVER, bindings, key_text, live_keys
 from stop_tui.tui.follow import Holder
 
 
 class TakeOverScreen(ModalScreen[bool]):
-    BINDINGS = [
-        Binding("o", "answer(True)", "Take over", id="takeover.yes",
-                tooltip="Run the session here: take its lock, then run or step it"),
-        Binding("escape", "answer(False)", "Keep watching", id="takeover.no",
-                tooltip="Stay read-only; the run and step keys take it over later"),
-    ]
+    BINDINGS = bindings(TAKEOVER)
 
     def __init__(self, before: Holder, reason: str | None) -> None:
         super().__init__()
