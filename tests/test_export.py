@@ -182,6 +182,7 @@ def test_out_file_holds_what_stdout_would_and_the_session_is_untouched(session, 
     (("{sid}", "--out", "{tmp}/missing/x.json"), "cannot write {tmp}/missing/x.json: No such file or directory"),
     (("{sid}", "--out", "{tmp}"), "cannot write {tmp}: it is a folder"),
     (("{sid}", "--programs", "{tmp}/file"), "cannot write programs to {tmp}/file: it is a file"),
+    (("{sid}", "--programs", "{tmp}/file/sub"), "cannot write programs to {tmp}/file/sub: Not a directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(session, tmp_path, args, message):
     folder, sid = session
@@ -192,6 +193,15 @@ def test_bad_input_is_one_line_and_exit_2(session, tmp_path, args, message):
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("stop-tui: error: ")
     assert message.format(**fill) in done.stderr
+
+
+def test_a_damaged_session_is_one_line_and_exit_2(sessions_dir):
+    (sessions_dir / "broken").mkdir()
+    (sessions_dir / "broken" / "session.db").write_bytes(b"not a database at all" * 100)
+    for fmt in ("json", "jsonl", "csv", "md"):
+        done = stop_tui("export", "broken", "--format", fmt, "--sessions-dir", str(sessions_dir))
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == "stop-tui: error: session broken is unreadable: not an SQLite database (damaged or not a session)\n"
 
 
 def test_a_sweep_or_a_transfer_session_is_refused_where_it_does_not_fit(sessions_dir):

@@ -169,6 +169,24 @@ def test_labels_are_text_in_the_svg():
     assert "gpt: 3 runs, 2 gained ≥ 3 pts" in svg and "sw: self-improvement over iterations" in svg
 
 
+def test_svg_element_is_the_svg_alone_for_an_html_page():
+    element = figures.svg_element(report(), "spend")
+    assert element.startswith('<svg ') and 'id="stop-tui-spend"' in element.split(">", 1)[0]
+    assert element.rstrip().endswith("</svg>") and "<?xml" not in element and "<!DOCTYPE" not in element
+
+
+def test_one_panel_per_task_and_per_transfer_source():
+    sat = tuple(replace(r, session=r.session.replace("lpn", "sat")) for r in GPT)
+    two = Report(title="two", groups=(*report().groups, group("sat", "gpt", "quick", sat)),
+                 transfer={**TRANSFER, ("sat", "gpt"): TRANSFER[("lpn", "gpt")][:1]})
+    assert [ax.get_title() for ax in _axes(figures.figure(two, "curve"))] == ["lpn", "sat"]
+    assert [ax.get_title() for ax in _axes(figures.figure(two, "transfer"))] == [
+        "the lpn improver of gpt on other tasks", "the sat improver of gpt on other tasks"]
+    (ax,) = _axes(figures.figure(two, "spend"))  # one panel, the task in the label
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "lpn · gpt (3 runs)", "lpn · other (2 runs)", "sat · gpt (3 runs)"]
+
+
 def test_png_for_slides():
     png = figures.render(report(), "transfer", "png")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

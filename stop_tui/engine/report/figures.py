@@ -95,7 +95,7 @@ def render(report: Report, name: str, fmt: str) -> bytes:
     (no transfer sessions, say) is drawn with a line saying so."""
     _check(name, fmt)
     mpl = _matplotlib()
-    with mpl.style.context("default"), mpl.rc_context(RC):
+    with mpl.style.context("default"), mpl.rc_context({**RC, "svg.id": f"stop-tui-{name}"}):
         fig = figure(report, name)
         out = io.BytesIO()
         if fmt == "svg":
@@ -103,6 +103,14 @@ def render(report: Report, name: str, fmt: str) -> bytes:
         else:
             fig.savefig(out, format="png", dpi=PNG_DPI, metadata={"Software": "stop-tui"})
     return out.getvalue()
+
+
+def svg_element(report: Report, name: str) -> str:
+    """Figure `name` as its <svg> element alone (no XML prolog), to embed in an HTML page; its
+    root id is `stop-tui-<name>`, and the ids inside are hashes of what they define, so several
+    figures share a page without clashing."""
+    svg = render(report, name, "svg").decode("utf-8")
+    return svg[svg.index("<svg"):]
 
 
 def targets(report: Report, path: Path) -> list[tuple[str, Path]]:
