@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -245,3 +247,16 @@ def test_node_paths_cannot_climb_out_of_the_programs_folder(tmp_path):
     for bad in ("../x", "it1/../../x", "/abs", "it1//c1", ""):
         with pytest.raises(UserError, match="cannot name a file after the node path"):
             program_file(tmp_path, bad)
+
+
+def test_export_imports_neither_textual_nor_matplotlib(session):
+    folder, sid = session
+    code = ("import sys, io, contextlib\nimport stop_tui.cli as cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert cli.main(['export', {sid!r}, '--format', 'md', '--sessions-dir', {str(folder)!r}]) == 0\n"
+            "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    mods = done.stdout.split()
+    assert "stop_tui.engine.export" in mods
+    assert "textual" not in mods and "matplotlib" not in mods
