@@ -260,3 +260,19 @@ def test_export_imports_neither_textual_nor_matplotlib(session):
     mods = done.stdout.split()
     assert "stop_tui.engine.export" in mods
     assert "textual" not in mods and "matplotlib" not in mods
+
+
+def test_a_sweeps_run_is_exported_by_sweep_slash_run(session, tmp_path):
+    from sweep_helpers import new_sweep, place
+
+    folder, sid = session
+    sessions = tmp_path / "sessions"
+    sweep = new_sweep(sessions, models=("scripted",), seeds=(0, 1))
+    first, second = sweep.spec.runs()
+    place(folder / sid, sweep, first)
+    done = stop_tui("export", f"sw/{first.name}", "--sessions-dir", str(sessions))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["session"] == first.name
+    waiting = stop_tui("export", f"sw/{second.name}", "--sessions-dir", str(sessions))
+    assert waiting.returncode == 2
+    assert f"run {second.name} of sweep sw has not started yet" in waiting.stderr
