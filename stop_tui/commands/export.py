@@ -45,13 +45,13 @@ def _open(sessions_dir: Path, name: str):
     return SessionStore.open(sessions_dir, name, readonly=True)
 
 
-def render(store: Any, fmt: str) -> str:
+def render(store: Any, events: list, fmt: str) -> str:
+    """The export of `store` (its `events`, read once) in format `fmt`."""
     from stop_tui.engine import export
     from stop_tui.engine.summary import summarize
 
     if fmt == "json":
         return json.dumps(summarize(store), indent=2) + "\n"
-    events = list(store.events())
     if fmt == "jsonl":
         return "".join(line + "\n" for line in export.jsonl_lines(events))
     if fmt == "csv":
@@ -86,8 +86,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format or (None if args.programs is not None else "json")
     store = _open(sessions_dir(args), args.session)
     try:
-        text = render(store, fmt) if fmt else None
-        written = export.write_programs(store, list(store.events()), args.programs) if args.programs else None
+        events = list(store.events())
+        text = render(store, events, fmt) if fmt else None
+        written = export.write_programs(store, events, args.programs) if args.programs else None
     finally:
         store.close()
     if written is not None:
