@@ -276,3 +276,21 @@ def test_a_sweeps_run_is_exported_by_sweep_slash_run(session, tmp_path):
     waiting = stop_tui("export", f"sw/{second.name}", "--sessions-dir", str(sessions))
     assert waiting.returncode == 2
     assert f"run {second.name} of sweep sw has not started yet" in waiting.stderr
+
+
+def test_a_running_session_can_be_exported(tmp_path):
+    """Read-only: the writer holds the session and keeps appending while it is exported."""
+    with ScriptedLMServer(responder, latency=0.5) as server:  # 9 calls: seconds of running left
+        proc = start(*run_args(server, tmp_path, "--json"))
+        try:
+            assert wait_for(lambda: kinds_in_log(tmp_path)[ev.LM_REPLY] >= 1 or proc.poll() is not None)
+            assert proc.poll() is None, "the run ended before it was exported"
+            sid = only_session(tmp_path)
+            done = export(tmp_path, sid, "--format", "jsonl")
+            running = proc.poll() is None
+        finally:
+            kill9(proc)
+    assert done.returncode == 0, done.stderr
+    assert running
+    seqs = [json.loads(line)["seq"] for line in done.stdout.splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 3
