@@ -12,6 +12,7 @@ from stop_tui.commands import (
     audit,
     baseline,
     doctor,
+    export,
     replay,
     run_options,
     sweep,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor.add_parser(sub)
     audit.add_parser(sub, run_options.add_session_options)
+    export.add_parser(sub, run_options.add_session_options)
     return parser
 
 
@@ -278,7 +280,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_list,
             "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
             "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
-            "doctor": doctor.run, "sweep": sweep.cmd_sweep}
+            "doctor": doctor.run, "sweep": sweep.cmd_sweep,
+            "export": export.cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

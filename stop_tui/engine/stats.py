@@ -13,9 +13,10 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
-def mean_ci(values: list[float]) -> tuple[float | None, list[float] | None]:
-    """The mean and a 95 % Student-t interval (clipped to [0, 1]: the values are scores);
-    [m, m] for one value, (None, None) for none."""
+def mean_ci(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)
+            ) -> tuple[float | None, list[float] | None]:
+    """The mean and a 95 % Student-t interval, clipped to `bounds` (default [0, 1]: the values
+    are scores; spend is (0, inf)); [m, m] for one value, (None, None) for none."""
     if not values:
         return None, None
     n = len(values)
@@ -25,7 +26,7 @@ def mean_ci(values: list[float]) -> tuple[float | None, list[float] | None]:
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     t = T975[n - 2] if n - 1 <= len(T975) else 1.96
     half = t * sd / math.sqrt(n)
-    return m, [max(0.0, m - half), min(1.0, m + half)]
+    return m, [max(bounds[0], m - half), min(bounds[1], m + half)]
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

@@ -12,8 +12,9 @@ from stop_tui.engine.stats import mean_ci
 GAIN = 0.03
 
 
-def interval(values: Sequence[float]) -> Interval:
-    m, ci = mean_ci(list(values))
+def interval(values: Sequence[float], bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:
+    """Mean and 95 % interval over runs, clipped to `bounds` (scores: [0, 1]; spend: (0, inf))."""
+    m, ci = mean_ci(list(values), bounds)
     return Interval(m, ci[0] if ci else None, ci[1] if ci else None, len(values))
 
 
