@@ -14,6 +14,7 @@ from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.session import new_session, session_settings
 from stop_tui.tui.app import StopApp
 from stop_tui.tui.widgets.budget import BudgetPane
+from stop_tui.tui.widgets.scores import ScoresPane
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,6 +38,7 @@ def test_budget_pane_shows_the_request_still_waiting(sessions_dir):
                     budget = str(app.screen.query_one(BudgetPane).render())
                     if "waiting" in budget and server.base_url in budget:
                         seen["budget"] = budget
+                        seen["scores"] = str(app.screen.query_one(ScoresPane).render())
                         break
                     await pilot.pause(0.2)
                 session.gate.cancel()
@@ -50,6 +52,7 @@ def test_budget_pane_shows_the_request_still_waiting(sessions_dir):
         asyncio.run(go())
         session.close()
     assert "budget" in seen, "the Budget pane never showed the waiting request"
+    assert "No scores yet: the seed improver is being scored." in seen["scores"]  # not "press run"
     assert seen["stopped"] == "True"  # the engine stopped although the request never returned
     line = [ln for ln in seen["budget"].splitlines() if ln.startswith("waiting")][0]
     assert server.base_url in line and "it0/check/r1/lm1" in line

@@ -62,6 +62,9 @@ def test_a_headless_run_is_followed_live_then_offered_for_take_over(tmp_path, mo
                     assert "watching" in head and f"read-only: run by pid {proc.pid} on " in head
                     assert socket.gethostname() in head and " since " in head
                     assert app.session is None and app.engine_on is False  # no engine, no backend
+                    # nothing scored yet: the pane says the other process is at it (not "press run")
+                    assert "No scores yet: the seed improver is being scored." in str(
+                        app.main.query_one(ScoresPane).render())
 
                     await pilot.press("space")  # the keys that drive say why they do nothing
                     await pilot.press("r")

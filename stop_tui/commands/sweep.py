@@ -255,6 +255,7 @@ class Progress:
     def _table(self):
         from rich.table import Table
 
+        from stop_tui.commands.sweep_view import spend
         from stop_tui.engine.sweep.status import states_line, totals
 
         runs = self.reader.status()
@@ -263,8 +264,8 @@ class Progress:
             table.add_column(column)
         for r in runs:
             best = f"{r.best:.4f}" if r.best is not None else "-"
-            spend = f"${r.cost_usd:.4f}" if r.cost_usd is not None else f"{r.tokens} tok"
-            table.add_row(r.key.name, r.state, f"{r.iteration}/{r.iterations}", best, spend, r.transfer or "")
+            table.add_row(r.key.name, r.state, f"{r.iteration}/{r.iterations}", best,
+                          spend(r.cost_usd, r.tokens), r.transfer or "")
         counts = totals(runs)
         cost = f", ${counts['cost_usd']:.4f}" if counts.get("cost_usd") is not None else ""
         table.caption = f"{states_line(counts)}; {counts['calls']} calls, {counts['tokens']} tokens{cost}"

@@ -500,11 +500,15 @@ class StopApp(App[int]):
 
             from stop_tui.tui.widgets.header import SessionHeader
 
+            from stop_tui.tui.widgets.scores import ScoresPane
+
             try:
-                header = self.main.query_one(SessionHeader)
+                header, scores = self.main.query_one(SessionHeader), self.main.query_one(ScoresPane)
             except NoMatches:  # the app is closing: its panes are being removed
                 return
-            header.set_state(*self.state())
+            state = self.state()
+            header.set_state(*state)
+            scores.set_activity(state[0])
 
     # -- actions --------------------------------------------------------------------------
     def _can_drive(self, action: str) -> bool:

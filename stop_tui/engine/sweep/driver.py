@@ -101,6 +101,9 @@ class SweepDriver:
 
         if not ray.is_initialized():
             if self.address is None:
+                # Ray's token auth for the instance we start, said explicitly: Ray then keeps
+                # it on without printing a notice about its default on every sweep.
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
                 ray.init(address="local", num_cpus=self.num_cpus, resources=self._local_resources(),
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                          object_store_memory=OBJECT_STORE_BYTES)

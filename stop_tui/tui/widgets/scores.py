@@ -68,6 +68,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         self.baselines = load_baselines(session_dir)
         self.step_key: str | None = None
         self.run_key: str | None = None
+        self.activity = "paused"  # the header's state word (app.state): what "no scores yet" says
 
     def on_mount(self) -> None:
         self.border_title = "Scores"
@@ -80,6 +81,20 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         before, (self.step_key, self.run_key) = (self.step_key, self.run_key), now
         if before != (None, None) and now != before:
             self.refresh()
+
+    def set_activity(self, word: str) -> None:
+        """The session's state as the header says it: a run in progress (here or in the process
+        that holds it) is not told to press run."""
+        if word != self.activity:
+            self.activity = word
+            self.refresh()
+
+    def _empty_text(self) -> str:
+        if self.activity in ("running", "stepping", "watching", "opening"):
+            return "No scores yet: the seed improver is being scored."
+        if self.activity in ("paused", "new"):
+            return f"No scores yet: step an iteration ({self.step_key}) or run ({self.run_key})."
+        return "No scores yet."
 
     def reload_baselines(self) -> None:
         self.baselines = load_baselines(self.session_dir)
@@ -127,7 +142,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         if height < 4 or width < 16:
             return Text("")
         if not values:
-            return Text(f"No scores yet: step an iteration ({self.step_key}) or run ({self.run_key}).",
+            return Text(self._empty_text(),
                         style=c["muted"])
         lo = min(0.0, min(values))
         hi = axis_top(values)
