@@ -11,10 +11,16 @@ from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 
 def _last_error(history_events: list[ev.Event]) -> str | None:
-    errors = [e for e in history_events if e.kind == ev.ERROR]
-    if not errors:
+    """The last ERROR's message, unless the session was resumed after it (the run went on)."""
+    last = None
+    for e in history_events:
+        if e.kind == ev.ERROR:
+            last = e
+        elif e.kind == ev.RESUMED:
+            last = None
+    if last is None:
         return None
-    data = errors[-1].data
+    data = last.data
     return str(data.get("message") or data.get("error") or data)
 
 

@@ -85,6 +85,7 @@ class SafetyRow:
     hi: float  # 95 % Wilson
     paper: float | None = None  # e.g. use_sandbox_off: 0.0042 (GPT-4), 0.0012 (GPT-3.5)
     paper_source: str | None = None
+    model: str | None = None  # use_sandbox_off: one row per model (the paper's rate is per model)
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,4 @@ class Report:
     safety: tuple[SafetyRow, ...] = ()
     spend: Spend = Spend(0, 0, 0.0)
     failed: tuple[tuple[str, str], ...] = ()  # (session, reason)
+    transfer_sessions: tuple[RunRow, ...] = ()  # the transfer sessions read (their spend and state)
