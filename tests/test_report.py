@@ -6,10 +6,12 @@ server billed, failed and unstarted runs; and the same through the command line 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
 import statistics
+import sys
 
 import pytest
 from conftest import stop_tui
@@ -22,13 +24,14 @@ from report_helpers import (
     TRANSFERS,
     build,
 )
-from sweep_helpers import new_sweep, place
+from sweep_helpers import append, new_sweep, place
 
+from stop_tui.cli import main
 from stop_tui.engine import events as ev
 from stop_tui.engine.audit import audit_session
 from stop_tui.engine.lm.prices import cost
 from stop_tui.engine.report.build import build_report
-from stop_tui.engine.report.render import to_dict
+from stop_tui.engine.report.render import PLOTS_HINT, to_dict, to_html
 from stop_tui.engine.stats import wilson
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.summary import summarize
@@ -196,3 +199,46 @@ def test_the_command_line_in_each_format(built, report, tmp_path):
     total = [r for r in rows if r["table"] == "spend" and r["session"] == "total" and r["measure"] == "tokens"]
     assert [int(r["value"]) for r in total] == [built.server_tokens]
     assert [r["session"] for r in rows if r["table"] == "failed"] == [built.run_id(*BROKEN)]
+
+
+def test_a_failed_run_that_was_resumed_is_no_longer_listed(built, tmp_path):
+    other = new_sweep(tmp_path, models=("gpt-3.5-turbo",), seeds=(2,), name="again")
+    folder = place(built.sweep.run_folder(built.keys[BROKEN]), other, RunKey("lpn", "gpt-3.5-turbo", 2))
+    assert [sid for sid, _ in build_report(tmp_path, ["again"]).failed] == ["again/lpn-gpt-3.5-turbo-s2"]
+    append(folder, ev.Resumed(iteration=1), ev.Paused(reason="stopped by the user; resume to continue"))
+    again = build_report(tmp_path, ["again"])
+    assert again.failed == () and again.groups[0].runs[0].state == "paused"
+
+
+def test_the_html_page_embeds_each_figure(built, report, tmp_path):
+    figures = pytest.importorskip("stop_tui.engine.report.figures")  # the [plots] figures
+    pytest.importorskip("matplotlib")
+    page = to_html(report)
+    assert page.startswith("<!DOCTYPE html>") and PLOTS_HINT not in page
+    assert page.count("<svg") == len(figures.NAMES)
+    for name in figures.NAMES:
+        svg = figures.render(report, name, "svg").decode()
+        assert svg[svg.find("<svg"):] in page
+    assert page == to_html(report)  # the same page every time
+    assert "<td>sw/lpn-gpt-4-s0</td>" in page and "<td>RuntimeError: the engine broke at T=1</td>" in page
+
+    proc = stop_tui("report", "sw", "--format", "html", "--out", str(tmp_path / "html"), "--plot",
+                    str(tmp_path / "fig.svg"), "--sessions-dir", str(built.sessions))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "html" / "report.html").read_text() == page
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".svg")
+    assert written == sorted(f"fig-{name}.svg" for name in figures.available(report))
+    assert all(f"wrote {tmp_path / name}" in proc.stderr for name in written)
+
+
+def test_without_matplotlib_the_page_says_how_and_plot_refuses(built, report, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("stop_tui.engine.report.figures")
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    page = to_html(report)
+    assert "<svg" not in page and f"<p>{html.escape(PLOTS_HINT)}</p>" in page
+    code = main(["report", "sw", "--plot", str(tmp_path / "fig.png"), "--sessions-dir", str(built.sessions)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pip install 'stop-tui[plots]'" in err[0], err
+    assert list(tmp_path.iterdir()) == []
