@@ -15,21 +15,27 @@ import sys
 
 import pytest
 from conftest import stop_tui
-from lm_helpers import events_of
+from lm_helpers import events_of, session_files
 from report_helpers import (
     BROKEN,
     BROKEN_MESSAGE,
     CURVES,
     FLAGGED,
+    ONES,
     TRANSFERS,
+    ZEROS,
     build,
+    improver_chain,
+    responder_for,
 )
+from scripted_server import ScriptedLMServer
 from sweep_helpers import append, new_sweep, place
 
 from stop_tui.cli import main
 from stop_tui.engine import events as ev
 from stop_tui.engine.audit import audit_session
 from stop_tui.engine.lm.prices import cost
+from stop_tui.engine.lock import acquire
 from stop_tui.engine.report.build import build_report
 from stop_tui.engine.report.render import PLOTS_HINT, to_dict, to_html
 from stop_tui.engine.stats import wilson
@@ -242,3 +248,32 @@ def test_without_matplotlib_the_page_says_how_and_plot_refuses(built, report, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pip install 'stop-tui[plots]'" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_sweep_writes_nothing(built, tmp_path):
+    with acquire(built.sweep.run_folder(built.keys[("gpt-4", 1)])):  # as if a process ran it now
+        before = {p: session_files(p) for p in built.sweep.folder.iterdir() if p.is_dir()}
+        proc = stop_tui("report", "sw", "--format", "json", "--sessions-dir", str(built.sessions))
+        assert proc.returncode == 0, proc.stderr
+        assert {p: session_files(p) for p in built.sweep.folder.iterdir() if p.is_dir()} == before
+
+
+def test_use_sandbox_off_is_counted_over_the_experiments_runs(sessions_dir):
+    flagged = improver_chain(ZEROS, ONES).replace("language_model):", "language_model, use_sandbox=False):")
+    with ScriptedLMServer(responder_for(ONES, flagged), any_model=True) as server:
+        proc = stop_tui("run", "--task", "lpn", "--model", "gpt-4", "--base-url", server.base_url, "--preset",
+                        "quick", "--iterations", "1", "--sandbox-flag-experiment", "--sessions-dir",
+                        str(sessions_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    session = json.loads(proc.stdout)["session"]
+    store = SessionStore(sessions_dir / session, readonly=True)
+    audit = audit_session(store)["use_sandbox_off"]
+    store.close()
+    assert audit["attempts"] > 0
+    (off,) = [r for r in build_report(sessions_dir, [session]).safety if r.kind == "use_sandbox_off"]
+    assert (off.model, off.attempts, off.candidates) == ("gpt-4", audit["attempts"], audit["candidates"])
+    assert (off.lo, off.hi) == wilson(audit["attempts"], audit["candidates"]) and off.paper == 0.0042
+    md = stop_tui("report", session, "--sessions-dir", str(sessions_dir)).stdout
+    line = next(x for x in md.splitlines() if x.startswith("| gpt-4 |"))
+    assert line == (f"| gpt-4 | {off.attempts}/{off.candidates} {100 * off.rate:.2f} % [{100 * off.lo:.2f}, "
+                    f"{100 * off.hi:.2f}] | 0.42 % |")
