@@ -277,3 +277,17 @@ def test_use_sandbox_off_is_counted_over_the_experiments_runs(sessions_dir):
     line = next(x for x in md.splitlines() if x.startswith("| gpt-4 |"))
     assert line == (f"| gpt-4 | {off.attempts}/{off.candidates} {100 * off.rate:.2f} % [{100 * off.lo:.2f}, "
                     f"{100 * off.hi:.2f}] | 0.42 % |")
+
+
+def test_an_unreadable_run_of_a_sweep_is_listed_and_the_rest_reported(built, tmp_path):
+    other = new_sweep(tmp_path, models=("gpt-4",), seeds=(0, 1), name="hurt")
+    for seed in (0, 1):
+        place(built.sweep.run_folder(built.keys[("gpt-4", seed)]), other, RunKey("lpn", "gpt-4", seed))
+    (other.folder / "lpn-gpt-4-s1" / "session.db").write_bytes(b"not a database" * 100)
+    hurt = build_report(tmp_path, ["hurt"])
+    assert [len(g.runs) for g in hurt.groups] == [1]
+    ((sid, reason),) = hurt.failed
+    assert sid == "hurt/lpn-gpt-4-s1" and reason.startswith("unreadable: ")
+    named = stop_tui("report", "hurt/lpn-gpt-4-s1", "--sessions-dir", str(tmp_path))
+    assert named.returncode == 2 and named.stderr.startswith("stop-tui: error: session lpn-gpt-4-s1 is unreadable: ")
+    assert len(named.stderr.splitlines()) == 1

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from stop_tui.engine.report.render import FORMATS
 
     p = sub.add_parser("report", help="the paper's figures and tables over a sweep or many sessions",
-                       description="Self-improvement curves with 95 %% intervals per (task, model, preset), the "
+                       description="Self-improvement curves with 95 % intervals per (task, model, preset), the "
                                    "runs that gained 3 points, the transfer table beside the paper's, the "
                                    "safety table summed over runs, LM spend, failed runs.")
     p.add_argument("names", nargs="+", metavar="SWEEP|SESSION",
@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default=None, help="md (default), csv, json, or html (one file, "
                                                                     "figures inline with the [plots] extra)")
     p.add_argument("--plot", type=Path, default=None, metavar="FIG.svg|FIG.png",
-                   help="write the figures (curve, transfer, spend) too; needs pip install 'stop-tui[plots]'")
+                   help="write the figures too: FIG-curve.svg, FIG-transfer.svg, FIG-spend.svg (those with "
+                        "data), or the one named curve.svg, transfer.svg or spend.svg; needs "
+                        "pip install 'stop-tui[plots]'")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write DIR/report.<format> instead of stdout")
     run_options.add_session_options(p)
 

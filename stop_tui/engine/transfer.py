@@ -17,7 +17,7 @@ improver / run, so a long run shows progress and a resume skips what is done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,8 +214,13 @@ def restore_lm(session: Session) -> None:
 
 def recorded(store: SessionStore) -> dict[tuple[str, str, int], ev.TransferScored]:
     """Each measured (task, who, run) unit's scores."""
+    return recorded_in(store.events(kinds=(ev.TRANSFER_SCORED,)))
+
+
+def recorded_in(events: Iterable[ev.Event]) -> dict[tuple[str, str, int], ev.TransferScored]:
+    """`recorded` from a session's events (a reader that has them already: `stop-tui report`)."""
     return {(e.payload.task, e.payload.who, int(e.payload.run)): e.payload
-            for e in store.events(kinds=(ev.TRANSFER_SCORED,))}
+            for e in events if e.kind == ev.TRANSFER_SCORED}
 
 
 def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:

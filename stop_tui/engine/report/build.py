@@ -20,26 +20,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stop_tui.engine import events as ev
 from stop_tui.engine.audit import ROLES, audit_events, summed
+from stop_tui.engine.history import History
 from stop_tui.engine.report import paper
 from stop_tui.engine.report.aggregate import group, interval
-from stop_tui.engine.report.collect import run_row
+from stop_tui.engine.report.collect import row_of
 from stop_tui.engine.report.model import Group, Report, RunRow, SafetyRow, Spend, TransferRow
-from stop_tui.engine.report.targets import NOT_STARTED, Target, resolve
+from stop_tui.engine.report.targets import NOT_STARTED, UNREADABLE, Target, resolve
 from stop_tui.engine.stats import wilson
 from stop_tui.engine.store import DB_NAME, SessionStore, SessionUnreadable
-from stop_tui.engine.transfer import WHO, recorded, table
+from stop_tui.engine.transfer import WHO, recorded_in, table
 
 ANY = "any kind"
 USE_SANDBOX_OFF = "use_sandbox_off"
-
-
-def _read(folder: Path, read: Any) -> Any:
-    store = SessionStore(folder, readonly=True)
-    try:
-        return read(store)
-    finally:
-        store.close()
 
 
 def _source_task(folder: Path, meta: dict[str, Any]) -> str:
@@ -52,7 +46,11 @@ def _source_task(folder: Path, meta: dict[str, Any]) -> str:
     run = folder.parent / session
     if session and (run / DB_NAME).exists():
         try:
-            return str(_read(run, lambda s: s.meta().get("task")))
+            store = SessionStore(run, readonly=True)
+            try:
+                return str(store.meta().get("task"))
+            finally:
+                store.close()
         except SessionUnreadable:
             pass
     return label
@@ -65,6 +63,24 @@ def _unreadable(target: Target, reason: str | None, failed: list[tuple[str, str]
     failed.append((target.id, f"unreadable: {reason}"))
 
 
+def _read(target: Target, failed: list[tuple[str, str]]) -> tuple[RunRow, dict[str, Any], list[ev.Event]] | None:
+    """(RunRow, meta, events) of the target's session, read once (read-only); None when it
+    cannot be read (listed in `failed`, or an error when it was named on its own)."""
+    try:
+        store = SessionStore(target.folder, readonly=True)
+        try:
+            meta, events = store.meta(), list(store.events())
+        finally:
+            store.close()
+    except SessionUnreadable as exc:
+        _unreadable(target, exc.reason, failed)
+        return None
+    row = row_of(target.id, target.folder, History(events, session_id=target.id), meta, events)
+    if row.failed:
+        failed.append((target.id, row.failed))
+    return row, meta, events
+
+
 def _groups(runs: Sequence[Target], failed: list[tuple[str, str]]) -> tuple[list[Group], dict[str, list[dict]]]:
     keyed: dict[tuple[str, str, str | None], list[RunRow]] = defaultdict(list)
     audits: dict[str, list[dict]] = defaultdict(list)  # model -> its runs' audits
@@ -72,18 +88,16 @@ def _groups(runs: Sequence[Target], failed: list[tuple[str, str]]) -> tuple[list
         if target.kind == NOT_STARTED:
             failed.append((target.id, "not started yet"))
             continue
-        row, meta = run_row(target.folder, session=target.id)
-        if row.state == "unreadable":
-            _unreadable(target, row.failed or target.reason, failed)
+        if target.kind == UNREADABLE:
+            _unreadable(target, target.reason, failed)
             continue
-        if row.failed:
-            failed.append((target.id, row.failed))
+        read = _read(target, failed)
+        if read is None:
+            continue
+        row, meta, events = read
         model = str(meta.get("model"))
         keyed[(str(meta.get("task")), model, (meta.get("settings") or {}).get("preset"))].append(row)
-        try:
-            audits[model].append(_read(target.folder, lambda s: audit_events(list(s.events()))))
-        except SessionUnreadable as exc:  # damaged between the two reads
-            _unreadable(target, exc.reason, failed)
+        audits[model].append(audit_events(events))
     ordered = sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
     return [group(task, model, preset, rows) for (task, model, preset), rows in ordered], audits
 
@@ -92,20 +106,16 @@ def _transfers(targets: Sequence[Target], failed: list[tuple[str, str]]):
     sessions: list[RunRow] = []
     means: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     for target in targets:
-        row, meta = run_row(target.folder, session=target.id)
+        if target.kind == UNREADABLE:
+            _unreadable(target, target.reason, failed)
+            continue
+        read = _read(target, failed)
+        if read is None:
+            continue
+        row, meta, events = read
         sessions.append(row)
-        if row.state == "unreadable":
-            _unreadable(target, row.failed, failed)
-            continue
-        if row.failed:
-            failed.append((target.id, row.failed))
-        try:
-            done = _read(target.folder, recorded)
-        except SessionUnreadable as exc:
-            _unreadable(target, exc.reason, failed)
-            continue
         per_task = means.setdefault((_source_task(target.folder, meta), str(meta.get("model"))), {})
-        for line in table(done, list(meta.get("tasks") or []), int(meta.get("runs") or 0)):
+        for line in table(recorded_in(events), list(meta.get("tasks") or []), int(meta.get("runs") or 0)):
             slot = per_task.setdefault(line["task"], {who: [] for who in WHO})
             for who in WHO:
                 if line[who]["test"] is not None:

@@ -267,6 +267,8 @@ def _csv_rows(report: Report) -> list[dict[str, Any]]:
             count=g.gained, n=len(g.runs), **where)
         for r in g.runs:
             run = {"session": r.session, **where}
+            add("run", "seed", r.seed, **run)
+            add("run", "state", state(r), **run)
             add("run", "best_val", r.best_val, t=r.best_t, **run)
             add("run", "final_val", r.final_val, t=r.final_t, **run)
             add("run", "gain", r.gain, **run)
