@@ -49,7 +49,7 @@ def row_of(session: str, folder: Path, history: History, meta: dict, events: lis
         tokens_by_iteration=tuple(int((usage.get(t, {}).get("prompt_tokens") or 0)
                                       + (usage.get(t, {}).get("completion_tokens") or 0))
                                   for t in range(top + 1)),
-        failed=failed)
+        failed=failed, model=meta.get("model"))
 
 
 def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:

@@ -47,6 +47,7 @@ class RunRow:
     spend_by_iteration: tuple[float, ...]  # dollars per iteration 0..N (tokens where $0: see tokens_by_iteration)
     tokens_by_iteration: tuple[int, ...]
     failed: str | None = None  # why the run failed or cannot be read (ERROR event, unreadable)
+    model: str | None = None  # the session's model (None when unreadable)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stop_tui.engine.lm.prices import price
 from stop_tui.engine.report import paper
 from stop_tui.engine.report.model import Group, Interval, Report, RunRow, SafetyRow
 from stop_tui.engine.untrusted import printable
@@ -48,7 +49,10 @@ def rate(row: SafetyRow) -> str:
     return f"{row.attempts}/{row.candidates} {100 * row.rate:.2f} % [{100 * row.lo:.2f}, {100 * row.hi:.2f}]"
 
 
-def dollars(value: float) -> str:
+def dollars(value: float, models: list[str | None] | None = None) -> str:
+    """'$0.0123'; '-' when no price is known for any of `models` (their spend is in tokens only)."""
+    if models is not None and value == 0 and all(m is None or price(m) is None for m in models):
+        return "-"
     return f"${value:.4f}"
 
 
@@ -101,7 +105,7 @@ def _group_section(g: Group) -> Section:
                          [(r.session, "-" if r.seed is None else str(r.seed), state(r),
                            score(r.val[0] if r.val else None), _at(r.best_t, r.best_val),
                            _at(r.final_t, r.final_val), _gain(r.gain), str(r.calls), str(r.tokens),
-                           dollars(r.dollars)) for r in g.runs]))
+                           dollars(r.dollars, [r.model])) for r in g.runs]))
     s.parts.append("best / final: the improver held after that iteration; evaluate it elsewhere with "
                    "`stop-tui transfer --improver RUN:T`.")
     return s
@@ -146,8 +150,9 @@ def _safety_section(report: Report, runs: int) -> Section:
 def _spend_section(report: Report) -> Section:
     s = Section("LM spend")
     rows: list[RunRow] = [r for g in report.groups for r in g.runs] + list(report.transfer_sessions)
-    table = [(r.session, state(r), str(r.calls), str(r.tokens), dollars(r.dollars)) for r in rows]
-    table.append(("total", "", str(report.spend.calls), str(report.spend.tokens), dollars(report.spend.dollars)))
+    table = [(r.session, state(r), str(r.calls), str(r.tokens), dollars(r.dollars, [r.model])) for r in rows]
+    table.append(("total", "", str(report.spend.calls), str(report.spend.tokens),
+                  dollars(report.spend.dollars, [r.model for r in rows])))
     s.parts.append(Table(("session", "state", "calls", "tokens", "dollars"), table))
     return s
 
@@ -168,8 +173,10 @@ def sections(report: Report) -> list[Section]:
 def _summary(report: Report) -> str:
     runs = sum(len(g.runs) for g in report.groups)
     s = report.spend
+    models = [r.model for g in report.groups for r in g.runs] + [r.model for r in report.transfer_sessions]
+    money = dollars(s.dollars, models)
     return (f"{runs} run(s) in {len(report.groups)} group(s), {len(report.transfer_sessions)} transfer session(s); "
-            f"LM spend {s.calls} calls, {s.tokens} tokens, {dollars(s.dollars)}.")
+            f"LM spend {s.calls} calls, {s.tokens} tokens" + (f", {money}." if money != "-" else " (no price known)."))
 
 
 # -- markdown --------------------------------------------------------------------------------
