@@ -38,7 +38,7 @@ def row_of(session: str, folder: Path, history: History, meta: dict, events: lis
     lm = history.lm_totals
     failed = _last_error(events) if history.state != "finished" else None
     return RunRow(
-        session=session, folder=str(folder), seed=meta.get("settings", {}).get("seed"),
+        session=session, folder=str(folder), model=meta.get("model"), seed=meta.get("settings", {}).get("seed"),
         state=history.state, val=tuple(val), test=tuple(test),
         best_t=best.iteration if best else (0 if val and val[0] is not None else None),
         best_val=history.best_meta_utility, final_t=final_t, final_val=final_val, gain=gain,
@@ -49,7 +49,7 @@ def row_of(session: str, folder: Path, history: History, meta: dict, events: lis
         tokens_by_iteration=tuple(int((usage.get(t, {}).get("prompt_tokens") or 0)
                                       + (usage.get(t, {}).get("completion_tokens") or 0))
                                   for t in range(top + 1)),
-        failed=failed, model=meta.get("model"))
+        failed=failed)
 
 
 def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:
