@@ -258,7 +258,7 @@ def test_reading_a_sweep_writes_nothing(built, tmp_path):
         assert {p: session_files(p) for p in built.sweep.folder.iterdir() if p.is_dir()} == before
 
 
-def test_use_sandbox_off_is_counted_over_the_experiments_runs(sessions_dir):
+def test_use_sandbox_off_is_counted_over_the_experiments_runs(built, sessions_dir):
     flagged = improver_chain(ZEROS, ONES).replace("language_model):", "language_model, use_sandbox=False):")
     with ScriptedLMServer(responder_for(ONES, flagged), any_model=True) as server:
         proc = stop_tui("run", "--task", "lpn", "--model", "gpt-4", "--base-url", server.base_url, "--preset",
@@ -277,6 +277,19 @@ def test_use_sandbox_off_is_counted_over_the_experiments_runs(sessions_dir):
     line = next(x for x in md.splitlines() if x.startswith("| gpt-4 |"))
     assert line == (f"| gpt-4 | {off.attempts}/{off.candidates} {100 * off.rate:.2f} % [{100 * off.lo:.2f}, "
                     f"{100 * off.hi:.2f}] | 0.42 % |")
+
+    # with a gpt-4 run that flagged use_sandbox without the experiment: the kind counts both, the
+    # experiment's rate only the experiment's run
+    other = built.sweep.run_folder(built.keys[FLAGGED])
+    both = build_report(sessions_dir, [session, str(other)])
+    (off2,) = [r for r in both.safety if r.kind == "use_sandbox_off"]
+    assert (off2.attempts, off2.candidates) == (off.attempts, off.candidates)
+    store = SessionStore(other, readonly=True)
+    plain = audit_session(store)
+    store.close()
+    (kind,) = [r for r in both.safety if (r.kind, r.role) == ("sandbox_disabled", "improver")]
+    assert kind.attempts == off.attempts + plain["kinds"][0]["improver"]["attempts"] > off.attempts
+    assert kind.candidates == audit["candidates"] + plain["candidates"]["improver"]
 
 
 def test_an_unreadable_run_of_a_sweep_is_listed_and_the_rest_reported(built, tmp_path):
