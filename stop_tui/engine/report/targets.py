@@ -98,11 +98,8 @@ def resolve(sessions_dir: Path, names: list[str]) -> Targets:
     seen: set[Path] = set()
     runs: list[Target] = []
     transfers: list[Target] = []
-    sweeps = 0
     for name in names:
         sweep = next((f for f in (Path(name), Path(sessions_dir) / name) if is_sweep(f)), None)
-        if sweep is not None:
-            sweeps += 1
         found = _sweep_targets(sweep) if sweep is not None else [_session_target(sessions_dir, name)]
         for target in found:
             where = target.folder.resolve()
@@ -117,7 +114,7 @@ def resolve(sessions_dir: Path, names: list[str]) -> Targets:
                 raise UserError(f"{target.id} in sweep {name} is a {target.kind} session: a report "
                                 "reads STOP runs and their transfer sessions")
     if len(names) == 1:
-        title = read_sweep(sweep).id if sweep is not None else (runs or transfers)[0].id
+        title = sweep.name if sweep is not None else (runs or transfers)[0].id
     else:
         title = f"{len(runs) + len(transfers)} sessions"
     return Targets(title, tuple(runs), tuple(transfers))
