@@ -99,7 +99,7 @@ def resolve(sessions_dir: Path, names: list[str]) -> Targets:
     runs: list[Target] = []
     transfers: list[Target] = []
     for name in names:
-        sweep = next((f for f in (Path(name), Path(sessions_dir) / name) if is_sweep(f)), None)
+        sweep = next((f.resolve() for f in (Path(name), Path(sessions_dir) / name) if is_sweep(f)), None)
         found = _sweep_targets(sweep) if sweep is not None else [_session_target(sessions_dir, name)]
         for target in found:
             where = target.folder.resolve()
