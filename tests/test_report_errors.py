@@ -85,3 +85,9 @@ def test_a_single_run_reports_without_intervals(sessions):
     assert data["title"] == "one" and len(data["groups"]) == 1
     (point0, point1) = data["groups"][0]["curve"]
     assert point0["val"]["n"] == 1 and point0["val"]["lo"] == point0["val"]["mean"] == point0["val"]["hi"]
+
+
+def test_a_bad_name_creates_no_output_folder(sessions, tmp_path):
+    folder, _ = sessions
+    refused(report(folder, "nope", "--out", str(tmp_path / "out")), "no session at")
+    assert not (tmp_path / "out").exists()

@@ -36,8 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _out_dir(folder: Path) -> Path:
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder} is not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -58,8 +56,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise UserError(f"--plot {args.plot}: name an .svg or a .png file")
-    out = _out_dir(args.out) if args.out is not None else None
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is not a folder")
     report = build_report(run_options.sessions_dir(args), args.names)
+    out = _out_dir(args.out) if args.out is not None else None  # created once the report is read
     fmt = args.format or "md"
     if args.plot is not None:  # first: a missing extra or an unwritable figure leaves nothing half-written
         from stop_tui.engine.report import figures
