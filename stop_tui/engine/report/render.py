@@ -18,13 +18,13 @@ from typing import Any
 from stop_tui.engine.lm.prices import price
 from stop_tui.engine.report import paper
 from stop_tui.engine.report.model import Group, Interval, Report, RunRow, SafetyRow
+from stop_tui.engine.transfer import LABELS, WHO
 from stop_tui.engine.untrusted import printable
 
 FORMATS = ("md", "csv", "json", "html")
 PLOTS_HINT = "install stop-tui[plots] for figures: pip install 'stop-tui[plots]'"
 CSV_COLUMNS = ("table", "source", "task", "model", "preset", "session", "t", "measure", "value", "lo", "hi",
                "count", "n")
-WHO = (("seed_solution", "u(s)"), ("seed_improver", "û(I0)"), ("improver", "û(IT)"))
 
 
 # -- numbers as text ---------------------------------------------------------------------------
@@ -117,7 +117,8 @@ def _transfer_section(key: tuple[str, str], rows) -> Section:
     s = Section(f"Transfer: the improvers self-improved on {source} with {model}")
     s.parts.append(f"Test split; each value is a mean over {n} run(s)' transfer sessions with its 95 % "
                    "interval (each session: its mean over its improver runs).")
-    s.parts.append(Table(("task", "u(s)", "û(I0)", "û(IT)", "paper u(s)", "paper û(I0)", "paper û(IT)"),
+    labels = [LABELS[who] for who in WHO]
+    s.parts.append(Table(("task", *labels, *(f"paper {label}" for label in labels)),
                          [(r.task, ci(r.seed_solution), ci(r.seed_improver), ci(r.improver),
                            *((score(v) for v in r.paper) if r.paper else ("-", "-", "-"))) for r in rows]))
     sources = sorted({r.paper_source for r in rows if r.paper_source})
@@ -282,10 +283,10 @@ def _csv_rows(report: Report) -> list[dict[str, Any]]:
     for (source, model), trows in report.transfer.items():
         for r in trows:
             where = {"source": source, "model": model, "task": r.task}
-            for attr, label in WHO:
-                interval("transfer", label, getattr(r, attr), **where)
-            for (_, label), value in zip(WHO, r.paper or (), strict=False):
-                add("transfer", f"paper {label}", value, **where)
+            for who in WHO:
+                interval("transfer", LABELS[who], getattr(r, who), **where)
+            for who, value in zip(WHO, r.paper or (), strict=False):
+                add("transfer", f"paper {LABELS[who]}", value, **where)
     for s in report.safety:
         add("safety", s.role, s.rate, task=s.kind, model=s.model, lo=s.lo, hi=s.hi, count=s.attempts,
             n=s.candidates)
