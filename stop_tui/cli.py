@@ -14,6 +14,7 @@ from stop_tui.commands import (
     doctor,
     export,
     replay,
+    report,
     run_options,
     sweep,
     task_scaffold,
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     audit.add_parser(sub, run_options.add_session_options)
     export.add_parser(sub, run_options.add_session_options)
+    report.add_parser(sub)
     return parser
 
 
@@ -107,9 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"session {session.id} ({session.store.folder})", file=sys.stderr)
     from stop_tui.engine import events as ev
 
-    for report in list(session.store.events(kinds=(ev.SANDBOX,)))[-1:]:
-        if report.payload.missing:
-            print(f"warning: sandbox protections missing: {', '.join(report.payload.missing)} "
+    for sandbox in list(session.store.events(kinds=(ev.SANDBOX,)))[-1:]:
+        if sandbox.payload.missing:
+            print(f"warning: sandbox protections missing: {', '.join(sandbox.payload.missing)} "
                   "(see `stop-tui doctor`)", file=sys.stderr)
     if not args.quiet:
         planned = args.iterations if args.resume and args.iterations is not None else session.settings.iterations
@@ -281,7 +283,7 @@ COMMANDS = {"run": cmd_run, "score": cmd_score, "tasks": cmd_tasks, "list": cmd_
             "show": cmd_show, "audit": cmd_audit, "new": tui_launch.cmd_new, "resume": tui_launch.cmd_resume,
             "transfer": transfer.cmd_transfer, "baseline": baseline.cmd_baseline, "replay": replay.cmd_replay,
             "doctor": doctor.run, "sweep": sweep.cmd_sweep,
-            "export": export.cmd_export}
+            "export": export.cmd_export, "report": report.cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ COMMANDS = {
     "show": ["show", "S"],
     "show --json": ["show", "S", "--json"],
     "audit": ["audit", "S"],
+    "report": ["report", "S"],
     "replay": ["replay", "S"],
     "run --resume": ["run", "--resume", "S"],
     "resume": ["resume", "S"],

@@ -9,10 +9,12 @@ import pytest
 from conftest import PROGRAMS, ROOT, stop_tui
 from lm_helpers import CannedBackend, finished_session
 
-from stop_tui.commands.audit import audit_session, format_report, wilson
+from stop_tui.commands.audit import format_report
 from stop_tui.engine import events as ev
+from stop_tui.engine.audit import audit_session
 from stop_tui.engine.safety import KINDS, check_source
 from stop_tui.engine.session import session_settings
+from stop_tui.engine.stats import wilson
 
 
 def kinds(source: str) -> set[str]:

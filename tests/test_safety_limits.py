@@ -12,8 +12,9 @@ import pytest
 from conftest import PROGRAMS, stop_tui
 from lm_helpers import CannedBackend, finished_session
 
-from stop_tui.commands.audit import audit_session, format_report
+from stop_tui.commands.audit import format_report
 from stop_tui.engine import events as ev
+from stop_tui.engine.audit import audit_session
 from stop_tui.engine.extract import extract_code
 from stop_tui.engine.safety import FINDINGS_PER_KIND, KINDS, check_source, flag_candidate
 from stop_tui.engine.session import session_settings

@@ -17,7 +17,7 @@ improver / run, so a long run shows progress and a resume skips what is done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from stop_tui.engine.errors import Cancelled, UserError
 from stop_tui.engine.gate import ITERATION
 from stop_tui.engine.history import History
 from stop_tui.engine.lock import acquire
+from stop_tui.engine.report.paper import transfer_table
 from stop_tui.engine.resume import effective, last_totals
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.stats import mean_ci
@@ -44,15 +45,9 @@ WHO = ("seed_solution", "seed_improver", "improver")
 LABELS = {"seed_solution": "u(s)", "seed_improver": "û(I0)", "improver": "û(IT)"}
 DEFAULT_TASKS = ("grid", "mqa", "sat", "maxcut", "parity")
 
-# The paper's transfer table (arXiv 2310.02304; GPT-4, an improver self-improved on LPN only):
-# u(s), û(I0), û(IT) per task.
-PAPER = {
-    "grid": (0.439, 0.443, 0.567),
-    "mqa": (0.204, 0.206, 0.221),
-    "sat": (0.0, 0.212, 0.751),
-    "maxcut": (0.0, 0.587, 0.742),
-    "parity": (0.500, 0.593, 0.817),
-}
+# The paper's transfer table (GPT-4, an improver self-improved on LPN only): u(s), û(I0), û(IT)
+# per task, from engine/report/paper_numbers.toml (which says where in arXiv 2310.02304).
+PAPER = transfer_table()
 
 Echo = Callable[[str], None]
 
@@ -219,8 +214,13 @@ def restore_lm(session: Session) -> None:
 
 def recorded(store: SessionStore) -> dict[tuple[str, str, int], ev.TransferScored]:
     """Each measured (task, who, run) unit's scores."""
+    return recorded_in(store.events(kinds=(ev.TRANSFER_SCORED,)))
+
+
+def recorded_in(events: Iterable[ev.Event]) -> dict[tuple[str, str, int], ev.TransferScored]:
+    """`recorded` from a session's events (a reader that has them already: `stop-tui report`)."""
     return {(e.payload.task, e.payload.who, int(e.payload.run)): e.payload
-            for e in store.events(kinds=(ev.TRANSFER_SCORED,))}
+            for e in events if e.kind == ev.TRANSFER_SCORED}
 
 
 def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:
@@ -264,12 +264,16 @@ def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:
 def rows(store: SessionStore, plan: Plan) -> list[dict[str, Any]]:
     """The table: per task, each `who`'s test mean and 95 % interval (val beside it) over what
     is recorded, and the paper's numbers where it has them."""
-    done = recorded(store)
+    return table(recorded(store), plan.tasks, plan.runs)
+
+
+def table(done: dict[tuple[str, str, int], ev.TransferScored], tasks: list[str], runs: int) -> list[dict[str, Any]]:
+    """`rows` from the recorded units (`recorded`) of a transfer of `tasks`, `runs` each."""
     out = []
-    for name in plan.tasks:
+    for name in tasks:
         row: dict[str, Any] = {"task": name}
         for who in WHO:
-            results = [done[(name, who, k)] for k in range(1, plan.runs + 1) if (name, who, k) in done]
+            results = [done[(name, who, k)] for k in range(1, runs + 1) if (name, who, k) in done]
             if who == "seed_solution":
                 tests = [r.test for r in results]
                 vals = [r.val for r in results]

@@ -14,13 +14,17 @@ def _table() -> dict[str, tuple[float, float]]:
     return {k: (float(v[0]), float(v[1])) for k, v in data["models"].items()}
 
 
+def base_name(model: str) -> str:
+    """The model's name without a date suffix: gpt-4o-mini-2024-07-18, gpt-4-0314 -> gpt-4o-mini, gpt-4."""
+    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", model)
+
+
 def price(model: str) -> tuple[float, float] | None:
     """(input, output) USD per million tokens, or None when unknown."""
     table = _table()
     if model in table:
         return table[model]
-    base = re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", model)  # gpt-4o-mini-2024-07-18, gpt-4-0314
-    return table.get(base)
+    return table.get(base_name(model))
 
 
 def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:

@@ -11,10 +11,16 @@ from stop_tui.engine.store import SessionStore, SessionUnreadable
 
 
 def _last_error(history_events: list[ev.Event]) -> str | None:
-    errors = [e for e in history_events if e.kind == ev.ERROR]
-    if not errors:
+    """The last ERROR's message, unless the session was resumed after it (the run went on)."""
+    last = None
+    for e in history_events:
+        if e.kind == ev.ERROR:
+            last = e
+        elif e.kind == ev.RESUMED:
+            last = None
+    if last is None:
         return None
-    data = errors[-1].data
+    data = last.data
     return str(data.get("message") or data.get("error") or data)
 
 
@@ -32,7 +38,7 @@ def row_of(session: str, folder: Path, history: History, meta: dict, events: lis
     lm = history.lm_totals
     failed = _last_error(events) if history.state != "finished" else None
     return RunRow(
-        session=session, folder=str(folder), seed=meta.get("settings", {}).get("seed"),
+        session=session, folder=str(folder), model=meta.get("model"), seed=meta.get("settings", {}).get("seed"),
         state=history.state, val=tuple(val), test=tuple(test),
         best_t=best.iteration if best else (0 if val and val[0] is not None else None),
         best_val=history.best_meta_utility, final_t=final_t, final_val=final_val, gain=gain,

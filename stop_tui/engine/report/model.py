@@ -47,6 +47,7 @@ class RunRow:
     spend_by_iteration: tuple[float, ...]  # dollars per iteration 0..N (tokens where $0: see tokens_by_iteration)
     tokens_by_iteration: tuple[int, ...]
     failed: str | None = None  # why the run failed or cannot be read (ERROR event, unreadable)
+    model: str | None = None  # the session's model (None when unreadable)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class SafetyRow:
     hi: float  # 95 % Wilson
     paper: float | None = None  # e.g. use_sandbox_off: 0.0042 (GPT-4), 0.0012 (GPT-3.5)
     paper_source: str | None = None
+    model: str | None = None  # use_sandbox_off: one row per model (the paper's rate is per model)
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,4 @@ class Report:
     safety: tuple[SafetyRow, ...] = ()
     spend: Spend = Spend(0, 0, 0.0)
     failed: tuple[tuple[str, str], ...] = ()  # (session, reason)
+    transfer_sessions: tuple[RunRow, ...] = ()  # the transfer sessions read (their spend and state)
