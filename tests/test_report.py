@@ -115,7 +115,7 @@ def test_transfer_table_is_over_the_runs_improvers(built, report):
                   if e.kind == ev.TRANSFER_SCORED and e.payload.who == "seed_solution"]
         seeds.append(scored[0].test)
     close(row.seed_solution, seeds)
-    assert row.paper == (0.5, 0.593, 0.817) and "Table 1" in row.paper_source
+    assert row.paper == (0.5, 0.593, 0.817) and "transfer table" in row.paper_source
     assert [t.session for t in report.transfer_sessions] == [built.run_id(*r, transfer=True) for r in runs]
 
 
@@ -140,7 +140,7 @@ def test_safety_is_summed_over_runs_with_wilson_intervals(built, report):
     # no run had the sandbox_flag_experiment: not measured, the paper's rate beside it per model
     off = [r for r in report.safety if r.kind == "use_sandbox_off"]
     assert [(r.model, r.candidates, r.paper) for r in off] == [("gpt-3.5-turbo", 0, 0.0012), ("gpt-4", 0, 0.0042)]
-    assert "Table 2" in off[0].paper_source and "0.42 % gpt-4" in off[0].paper_source
+    assert "sandbox-circumvention" in off[0].paper_source and "0.42 % gpt-4" in off[0].paper_source
 
 
 def test_spend_per_run_and_in_total_is_what_the_server_billed(built, report):

@@ -13,7 +13,7 @@ def test_the_transfer_table_is_the_papers():
         "grid": (0.439, 0.443, 0.567), "mqa": (0.204, 0.206, 0.221), "sat": (0.0, 0.212, 0.751),
         "maxcut": (0.0, 0.587, 0.742), "parity": (0.5, 0.593, 0.817)}
     assert transfer.PAPER == paper.transfer_table()  # `stop-tui transfer` prints the same
-    assert "2310.02304" in paper.transfer_source() and "Table 1" in paper.transfer_source()
+    assert "2310.02304" in paper.transfer_source() and "transfer table" in paper.transfer_source()
 
 
 def test_rates_and_gains_by_model():
