@@ -101,12 +101,17 @@ class SweepDriver:
 
         if not ray.is_initialized():
             if self.address is None:
-                # Ray's token auth for the instance we start, said explicitly: Ray then keeps
-                # it on without printing a notice about its default on every sweep.
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
-                ray.init(address="local", num_cpus=self.num_cpus, resources=self._local_resources(),
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                         object_store_memory=OBJECT_STORE_BYTES)
+                # Ray keeps token auth on for the instance we start (its default); its notice
+                # saying so on every sweep is not for our users (RAY_AUTH_MODE still works).
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+                try:
+                    ray.init(address="local", num_cpus=self.num_cpus, resources=self._local_resources(),
+                             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                             object_store_memory=OBJECT_STORE_BYTES)
+                except Exception as exc:  # noqa: BLE001 - Ray raises several kinds here
+                    ray.shutdown()  # whatever it started
+                    raise UserError(f"a local Ray instance did not start here: {_first_line(exc)} "
+                                    f"(Ray's logs: /tmp/ray/session_latest/logs)") from None
                 self.owned = True
             else:
                 _probe(self.address)
