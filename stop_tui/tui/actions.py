@@ -17,6 +17,7 @@ from textual.screen import Screen
 
 MAIN = "main"  # bound on the main screen: works whichever pane has focus
 LINEAGE = "lineage"  # bound on the Lineage pane: works while it has focus
+APP = "app"  # bound on the app: works on every screen (a session's, the picker, a sweep's table)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("go.accepted", "a", "jump_accepted", "Accepted", "Select the accepted improver",
            "go: accepted improver"),
     Action("theme.next", "t", "app.next_theme", "Theme", "Switch to the next theme", "theme: next theme"),
+    Action("sessions.compare", "c", "app.compare", "Compare",
+           "Pick sessions and compare them: their curves overlaid, a table of the runs",
+           "sessions: compare", scope=APP, show=False),
     Action("app.help", "f1", "app.help", "Help", "Keys and help for the focused pane", "help: keys and panes"),
     Action("lineage.expand", "right", "expand_here", "Expand", "Show the node's children",
            "lineage: expand node", scope=LINEAGE, show=False),
