@@ -24,15 +24,23 @@ from lm_helpers import fenced, kill9, responder, start, stop_tui
 from scripted_server import ScriptedLMServer
 from sweep_helpers import new_sweep, place
 from textual.command import CommandPalette
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Markdown
 from tui_helpers import header_line, notices, screen_text, settle, wait_until
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.lock import acquire
 from stop_tui.engine.report.collect import run_row
 from stop_tui.engine.report.live import LiveRuns, groups, sessions_in
+from stop_tui.engine.store import SessionStore
+from stop_tui.engine.sweep import status
 from stop_tui.tui.app import StopApp
-from stop_tui.tui.screens.compare import CompareRunScreen, ComparePickScreen, CompareScreen, CompareTable
+from stop_tui.tui.screens.compare import (
+    ComparePickScreen,
+    CompareRunScreen,
+    CompareScreen,
+    CompareTable,
+)
+from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
 from stop_tui.tui.screens.sweep import SweepScreen
@@ -125,7 +133,7 @@ def make_sweep(sources, tmp_path):
 
 
 # -- the reader ---------------------------------------------------------------------------------
-def test_live_runs_match_a_full_read_group_by_model_and_follow_a_growing_log(sources, tmp_path):
+def test_live_runs_match_a_full_read_group_by_model_and_follow_a_growing_log(sources, tmp_path, monkeypatch):
     sweep, keys = make_sweep(sources, tmp_path)
     named = [(k.name, sweep.run_folder(k)) for k in keys]
     reader = LiveRuns(named)
@@ -149,17 +157,20 @@ def test_live_runs_match_a_full_read_group_by_model_and_follow_a_growing_log(sou
         assert g.gained == sum(x >= 0.03 - 1e-12 for x in gains)
     assert [p.val.n for p in got[1].curve] == [2, 1]  # the paused run has only T=0
 
-    # Nothing changed: nothing is read again, the same values come back.
-    time.sleep(0.15)  # past the file-time tick (status.SessionLog reads a fresh file again)
+    # Nothing changed: no log is opened again, the same values come back.
+    opened = []
+    real_store = status.SessionStore
+    monkeypatch.setattr(status, "SessionStore", lambda folder, **kw: opened.append(folder) or real_store(folder, **kw))
+    time.sleep(0.15)  # past the file-time tick (status.SessionLog reads a just-written file again)
     reader.read()
+    opened.clear()
     again = reader.read()
     assert all(a is b for a, b in zip(again, reader.read(), strict=True))
+    assert opened == []
 
     # The paused run's log grows (as its resumed process would write it): only it is new.
     grown = sweep.run_folder(keys[3])
     summary = sources[("other", 1)][1]
-    from stop_tui.engine.store import SessionStore
-
     store = SessionStore(grown)
     try:
         seed_hash = store.put_text("improver v1")
@@ -169,6 +180,7 @@ def test_live_runs_match_a_full_read_group_by_model_and_follow_a_growing_log(sou
     finally:
         store.close()
     after = reader.read()
+    assert opened == [grown]  # only the log that moved
     assert all(a is b for a, b in zip(after[:3], again[:3], strict=True))
     assert after[3].row.val == (summary["seed_meta_utility"], 0.75)
     assert after[3].row == run_row(grown, keys[3].name)[0]
@@ -188,6 +200,7 @@ def test_live_runs_list_sessions_and_sweep_runs_and_survive_a_damaged_log(source
     runs = LiveRuns(listed).read()
     broken = runs[1]
     assert broken.row.state == "unreadable" and broken.row.failed
+    assert broken.row == run_row(sessions / "broken")[0]
     assert [len(g.runs) for g in groups(runs)] == [3, 2]  # "alone" joins its model's group; broken none
 
 
@@ -340,6 +353,12 @@ def test_the_palette_picks_sessions_to_compare_and_a_run_opens(tmp_path):
             assert "c-other-3" in header_line(app) and "opened from Compare, read-only" in header_line(app)
             await pilot.press("r")
             await wait_until(pilot, lambda: any("Opened from Compare: read-only" in n for n in notices(app)), 5)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 5)
+            await pilot.press("f1")  # help for the screen, naming its keys
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), 5)
+            shown = app.screen.query_one("#help-pane", Markdown).source
+            assert "`v` switches val / test, `m` colours by group or by session" in " ".join(shown.split())
             await pilot.press("escape")
             await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 5)
             await pilot.press("escape", "escape")

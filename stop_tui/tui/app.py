@@ -33,7 +33,7 @@ from stop_tui.tui.messages import (
     SessionSnapshot,
 )
 from stop_tui.tui.model import SessionModel, Snapshot
-from stop_tui.tui.screens.compare import CompareRunScreen, ComparePickScreen, CompareScreen
+from stop_tui.tui.screens.compare import ComparePickScreen, CompareRunScreen, CompareScreen
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
@@ -622,7 +622,7 @@ class StopApp(App[int]):
         while node is not None and pane_help is None:
             pane_help = getattr(type(node), "HELP", None) if type(node).__module__.startswith("stop_tui") else None
             node = node.parent
-        self.push_screen(HelpScreen(self.keys_now(), pane_help))
+        self.push_screen(HelpScreen(live_keys(self.screen), pane_help))  # the keys of the screen it is on
 
     def action_next_theme(self) -> None:
         names = self.theme_names or [self.theme]

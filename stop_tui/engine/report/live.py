@@ -15,7 +15,7 @@ from typing import Any
 
 from stop_tui.engine.lock import holder
 from stop_tui.engine.report.aggregate import group
-from stop_tui.engine.report.collect import row_of
+from stop_tui.engine.report.collect import row_of, unreadable_row
 from stop_tui.engine.report.model import Group, RunRow
 from stop_tui.engine.store import list_sessions
 from stop_tui.engine.sweep.layout import list_sweeps
@@ -40,12 +40,6 @@ class LiveRun:
         return (self.task or "?", self.model or "?", self.preset)
 
 
-def _unreadable(name: str, folder: Path, reason: str) -> RunRow:
-    return RunRow(session=name, folder=str(folder), seed=None, state="unreadable", val=(), test=(),
-                  best_t=None, best_val=None, final_t=None, final_val=None, gain=None, calls=0,
-                  tokens=0, dollars=0.0, spend_by_iteration=(), tokens_by_iteration=(), failed=reason)
-
-
 class LiveRuns:
     """`read()` of a fixed list of (name, session folder), as often as wanted (one reader per
     thread)."""
@@ -68,7 +62,7 @@ class LiveRuns:
         if made is not None and made[0] == stamp:
             return made[1]
         if log.unreadable is not None:
-            row = _unreadable(name, folder, log.unreadable)
+            row = unreadable_row(name, folder, log.unreadable)
         else:  # row_of reads its events only for the last error
             row = row_of(name, folder, log.history, meta, [log.last_error] if log.last_error else [])
         settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}

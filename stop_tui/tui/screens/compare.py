@@ -97,11 +97,27 @@ class CompareTable(RunsTable):
 
 
 class CompareScreen(Screen[None]):
+    HELP = """\
+## Compare
+
+**Scores**: each run's meta-utility û after iterations t = 0..N (t = 0: the seed improver),
+overlaid (─ ╱ ╲ lines, • points); behind them each group's 95 % interval over its runs
+(shaded) and its mean (◆). A group is the runs of one task, model and preset. Beside the
+chart: each group's mean and interval per t, and how many runs gained at least 3 points over
+t = 0 (the paper's "3 of 25"). `{key:compare.split}` switches val / test,
+`{key:compare.colour}` colours by group or by session.
+
+**Runs**: one row per session, kept current as their logs grow (a running session's curve
+grows on screen). `enter` opens the highlighted run read-only (escape comes back);
+`{key:compare.back}` goes back to where compare was opened.
+"""
+
     BINDINGS = [
         Binding("escape", "back", "Back", id="compare.back", tooltip="Back to where compare was opened"),
         Binding("v", "split", "Val/test", id="compare.split", tooltip="Curves of the val or the test split"),
         Binding("m", "colour", "Colour by", id="compare.colour",
                 tooltip="One colour per group (task, model, preset) or per session"),
+        Binding("f1", "app.help", "Help", id="compare.help", tooltip="What the compare screen shows, and its keys"),
     ]
 
     def __init__(self, sessions: Sequence[tuple[str, Path]], title: str) -> None:

@@ -79,16 +79,7 @@ def colours(c: dict[str, str], runs: Sequence[LiveRun], groups: Sequence[Group],
 
 
 class CompareChart(Widget):
-    HELP = """\
-## Compare: Scores
-
-Each run's meta-utility û after iterations t = 0..N (t = 0: the seed improver), overlaid
-(─ ╱ ╲ lines, • points); behind them, each group's 95 % interval over its runs (shaded) and
-its mean (◆). A group is the runs of one task, model and preset. Beside the chart: each
-group's mean and interval per t and how many runs gained at least 3 points over t = 0 (the
-paper's "3 of 25"). `{key:compare.split}` switches val / test, `{key:compare.colour}` colours by
-group or by session.
-"""
+    """The overlaid curves and the groups' numbers (help: screens/compare.CompareScreen.HELP)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
