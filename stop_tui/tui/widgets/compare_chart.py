@@ -24,7 +24,7 @@ from stop_tui.tui.widgets.scores import axis_top
 SERIES = ("success", "secondary", "accent", "warning", "primary", "error")
 BY_GROUP, BY_SESSION = "group", "session"
 SIDE_WIDTH = 36
-BAND_ALPHA = 0.28  # how much of the group's colour a band cell takes over the background
+BAND_ALPHA = 0.28  # how much of a group's colour a band cell takes over what is under it
 
 
 def y_range(values: Sequence[float]) -> tuple[float, float]:
@@ -154,7 +154,7 @@ class CompareChart(Widget):
         span = max([1, *planned, *(t for pts in lines.values() for t, _ in pts)])
         grid = [[" "] * plot_w for _ in range(plot_h)]
         fg = [[""] * plot_w for _ in range(plot_h)]
-        bg = [[""] * plot_w for _ in range(plot_h)]
+        bands_at: list[list[list[int]]] = [[[] for _ in range(plot_w)] for _ in range(plot_h)]  # groups per cell
 
         def row_of(y: float) -> int:
             f = (y - lo) / (hi - lo) if hi > lo else 0.0
@@ -167,9 +167,8 @@ class CompareChart(Widget):
             grid[r][x], fg[r][x] = ch, st
 
         col = self.colours()
-        background = Color.parse(c["background"])
+        surface = Color.parse(c["surface"])  # the pane's background
         for k, band in enumerate(bands):  # the groups' intervals, behind everything
-            shade = background.blend(Color.parse(col.groups[k]), BAND_ALPHA).hex
             known = [(t, i.lo, i.hi) for t, i in band if i.lo is not None and i.hi is not None]
             for (t1, lo1, hi1), (t2, lo2, hi2) in zip(known, known[1:] or known, strict=False):
                 x1, x2 = col_of(t1), col_of(t2)
@@ -177,7 +176,19 @@ class CompareChart(Widget):
                     f = (x - x1) / (x2 - x1) if x2 > x1 else 0.0
                     top, bottom = row_of(hi1 + (hi2 - hi1) * f), row_of(lo1 + (lo2 - lo1) * f)
                     for r in range(top, bottom + 1):
-                        bg[r][x] = shade
+                        if k not in bands_at[r][x]:
+                            bands_at[r][x].append(k)
+        shades: dict[tuple[int, ...], str] = {}
+
+        def shade(groups_here: list[int]) -> str:
+            """The cell's background: each group's colour over the pane's, so overlaps mix."""
+            key = tuple(groups_here)
+            if key not in shades:
+                colour = surface
+                for k in key:
+                    colour = colour.blend(Color.parse(col.groups[k]), BAND_ALPHA)
+                shades[key] = colour.hex
+            return shades[key]
         for run in self.runs:  # each run's curve
             pts, colour = lines[run.row.session], col.runs[run.row.session]
             for (t1, v1), (t2, v2) in zip(pts, pts[1:], strict=False):
@@ -203,7 +214,7 @@ class CompareChart(Widget):
             out.append(label + " ", style=c["muted"])
             out.append("┤" if label.strip() else "│", style=c["faint"])
             for x in range(plot_w):
-                style = " ".join(filter(None, (fg[r][x], f"on {bg[r][x]}" if bg[r][x] else "")))
+                style = " ".join(filter(None, (fg[r][x], f"on {shade(bands_at[r][x])}" if bands_at[r][x] else "")))
                 out.append(grid[r][x], style=style or None)
             out.append("\n")
         axis = [" "] * plot_w
@@ -218,7 +229,7 @@ class CompareChart(Widget):
         out.append(f"• {self.split} per run", style=c["foreground"])
         out.append("  ◆ group mean", style=c["foreground"])
         out.append("  ", style=c["muted"])
-        out.append("   ", style=f"on {background.blend(Color.parse(c['muted']), BAND_ALPHA).hex}")
+        out.append("   ", style=f"on {surface.blend(Color.parse(c['muted']), BAND_ALPHA).hex}")
         out.append(" 95 % interval", style=c["muted"])
         out.append("   x: iteration", style=c["muted"])
         return out
