@@ -39,6 +39,8 @@ from stop_tui.tui.screens.compare import (
     CompareRunScreen,
     CompareScreen,
     CompareTable,
+    note,
+    state_of,
 )
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
@@ -201,6 +203,17 @@ def test_live_runs_list_sessions_and_sweep_runs_and_survive_a_damaged_log(source
     broken = runs[1]
     assert broken.row.state == "unreadable" and broken.row.failed
     assert broken.row == run_row(sessions / "broken")[0]
+
+    # A run that failed (the paused one, then an error): its reason, as a whole read says it.
+    paused = sweep.run_folder(keys[3])
+    store = SessionStore(paused)
+    try:
+        store.append(ev.event(ev.Error(message="the run's task raised: ValueError: bad instance\nTraceback ...")))
+    finally:
+        store.close()
+    failed = LiveRuns([(keys[3].name, paused)]).read()[0]
+    assert failed.row == run_row(paused)[0]
+    assert state_of(failed) == "failed" and note(failed) == "the run's task raised: ValueError: bad instance"
     assert [len(g.runs) for g in groups(runs)] == [3, 2]  # "alone" joins its model's group; broken none
 
 
