@@ -407,8 +407,8 @@ class StopApp(App[int]):
         self.pop_screen()
 
     def action_compare(self) -> None:
-        """"sessions: compare": pick sessions of this window's folder to compare (the session
-        it shows marked); on a sweep's table, its marked runs."""
+        """The palette's "sessions: compare" (`c`): pick sessions of this window's folder to
+        compare (the session it shows marked); on a sweep's table, compare its marked runs."""
         screen = self.screen
         if isinstance(screen, SweepScreen):
             screen.action_compare()
