@@ -372,6 +372,7 @@ def test_the_palette_picks_sessions_to_compare_and_a_run_opens(tmp_path):
             await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), 5)
             shown = app.screen.query_one("#help-pane", Markdown).source
             assert "`v` switches val / test, `m` colours by group or by session" in " ".join(shown.split())
+            assert "`⏎` opens the highlighted run" in shown
             await pilot.press("escape")
             await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), 5)
             await pilot.press("escape", "escape")

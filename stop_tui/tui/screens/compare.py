@@ -108,7 +108,7 @@ t = 0 (the paper's "3 of 25"). `{key:compare.split}` switches val / test,
 `{key:compare.colour}` colours by group or by session.
 
 **Runs**: one row per session, kept current as their logs grow (a running session's curve
-grows on screen). `enter` opens the highlighted run read-only (escape comes back);
+grows on screen). `{key:compare.open}` opens the highlighted run read-only (escape comes back);
 `{key:compare.back}` goes back to where compare was opened.
 """
 
