@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App
+from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from stop_tui.engine.events import Event
@@ -413,7 +414,7 @@ class StopApp(App[int]):
         if isinstance(screen, SweepScreen):
             screen.action_compare()
             return
-        if isinstance(screen, ComparePickScreen | CompareScreen):
+        if isinstance(screen, ComparePickScreen | CompareScreen | ModalScreen):  # help, take over: not here
             return
         if any(isinstance(s, ComparePickScreen | CompareScreen) for s in self.screen_stack):
             self.notify("Comparing already: escape goes back to the comparison.", timeout=4)
