@@ -80,14 +80,15 @@ def _text(value: object) -> str | None:
 
 
 def groups(runs: Sequence[LiveRun]) -> tuple[Group, ...]:
-    """The runs grouped by (task, model, preset), groups in the order their first run comes;
-    each group's curve and gain count from aggregate.group. Unreadable runs and sessions of
+    """The runs grouped by (task, model, preset), in that order (as `stop-tui report` lists
+    them); each group's curve and gain count from aggregate.group. Unreadable runs and sessions of
     another kind (transfer, baseline) are left out: they have no STOP curve."""
     keyed: dict[tuple[str, str, str | None], list[RunRow]] = {}
     for run in runs:
         if run.row.state != "unreadable" and run.kind == "stop":
             keyed.setdefault(run.key, []).append(run.row)
-    return tuple(group(task, model, preset, rows) for (task, model, preset), rows in keyed.items())
+    ordered = sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
+    return tuple(group(task, model, preset, rows) for (task, model, preset), rows in ordered)
 
 
 def sessions_in(folder: Path) -> list[tuple[str, Path]]:
