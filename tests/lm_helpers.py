@@ -55,7 +55,8 @@ class GatedResponder:
     """A scripted server's responder that answers one request per `release()`: the test decides
     when the other process makes progress (`waiting` is set while a request waits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, respond=None) -> None:
+        self.respond = respond or responder  # what a released request is answered with
         self.allowed = threading.Semaphore(0)
         self.waiting = threading.Event()
 
@@ -65,7 +66,7 @@ class GatedResponder:
             if not self.allowed.acquire(timeout=120):
                 raise RuntimeError("never released")
             self.waiting.clear()
-        return responder(body, i)
+        return self.respond(body, i)
 
     def release(self) -> None:
         self.allowed.release()

@@ -12,7 +12,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Footer, Markdown
 
-from stop_tui.tui.actions import ACTIONS, HELP, LINEAGE, MAIN, PALETTE_SCOPES
+from stop_tui.tui.actions import ACTIONS, APP, HELP, LINEAGE, MAIN, PALETTE_SCOPES
 from stop_tui.tui.app import StopApp
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.synthetic import write_session
@@ -98,7 +98,7 @@ def test_every_action_is_bound_listed_in_the_palette_and_in_help(tmp_path):
         session_actions = [a for a in ACTIONS if a.scope in PALETTE_SCOPES]
         for action in session_actions:
             shown = DEFAULT_SHOWN.get(action.key, action.key)
-            if action.scope == MAIN:
+            if action.scope in (MAIN, APP):  # the screen's and the app's keys
                 assert _row(table, action.id).startswith(f"| `{shown}` | {action.tooltip} |")
             else:  # the Lineage pane's own keys are in its help (it has focus)
                 assert action.scope == LINEAGE and f"`{shown}`" in pane_help

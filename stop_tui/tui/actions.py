@@ -17,6 +17,7 @@ from textual.screen import Screen
 
 MAIN = "main"  # bound on the main screen: works whichever pane has focus
 LINEAGE = "lineage"  # bound on the Lineage pane: works while it has focus
+APP = "app"  # bound on the app: works on every screen (in the palette on every screen)
 # The other screens' keys (not in the palette, which runs a session's actions):
 HELP = "help"  # the F1 help screen
 PICKER = "picker"  # `stop-tui resume` with no id: the session picker
@@ -24,7 +25,11 @@ SWEEP = "sweep"  # a sweep's screen of runs
 SWEEP_TABLE = "sweep.table"  # its table of runs, while it has focus
 SWEEP_RUN = "sweep.run"  # a sweep's run opened from that table
 TAKEOVER = "takeover"  # "take over this session?"
-PALETTE_SCOPES = (MAIN, LINEAGE)
+COMPARE = "compare"  # the compare screen (screens/compare.py)
+COMPARE_TABLE = "compare.table"  # its table of runs, while it has focus
+COMPARE_RUN = "compare.run"  # a compared run opened from that table
+COMPARE_PICK = "compare.pick"  # picking the sessions to compare
+PALETTE_SCOPES = (MAIN, LINEAGE, APP)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("go.accepted", "a", "jump_accepted", "Accepted", "Select the accepted improver",
            "go: accepted improver"),
     Action("theme.next", "t", "app.next_theme", "Theme", "Switch to the next theme", "theme: next theme"),
+    Action("sessions.compare", "c", "app.compare", "Compare",
+           "Pick sessions and compare them: their curves overlaid, a table of the runs",
+           "sessions: compare", scope=APP, show=False),
     Action("app.help", "f1", "app.help", "Help", "Keys and help for the focused pane", "help: keys and panes"),
     Action("lineage.expand", "right", "expand_here", "Expand", "Show the node's children",
            "lineage: expand node", scope=LINEAGE, show=False),
@@ -73,6 +81,10 @@ ACTIONS: tuple[Action, ...] = (
            scope=PICKER),
     Action("sweep.quit", "q", "app.quit", "Quit", "Leave the TUI; the sweep goes on", "sweep: quit",
            scope=SWEEP),
+    Action("sweep.mark", "space", "mark", "Mark", "Mark or unmark the highlighted run", "sweep: mark run",
+           scope=SWEEP),
+    Action("sweep.compare", "c", "compare", "Compare",
+           "Compare the marked runs (every started run when none is marked)", "sweep: compare runs", scope=SWEEP),
     Action("sweep.open", "enter", "select_cursor", "Open run",
            "Open the highlighted run (read-only, live while the sweep runs it)", "sweep: open run",
            scope=SWEEP_TABLE),
@@ -83,6 +95,24 @@ ACTIONS: tuple[Action, ...] = (
     Action("takeover.no", "escape", "answer(False)", "Keep watching",
            "Stay read-only; the run and step keys take it over later", "session: keep watching",
            scope=TAKEOVER),
+    Action("compare.back", "escape", "back", "Back", "Back to where compare was opened", "compare: back",
+           scope=COMPARE),
+    Action("compare.split", "v", "split", "Val/test", "Curves of the val or the test split",
+           "compare: val / test", scope=COMPARE),
+    Action("compare.colour", "m", "colour", "Colour by", "One colour per group (task, model, preset) or per session",
+           "compare: colour by", scope=COMPARE),
+    Action("compare.help", "f1", "app.help", "Help", "What the compare screen shows, and its keys",
+           "compare: help", scope=COMPARE),
+    Action("compare.open", "enter", "select_cursor", "Open run",
+           "Open the highlighted run (read-only, live while it runs)", "compare: open run", scope=COMPARE_TABLE),
+    Action("compare.run_back", "escape", "app.close_run", "Compare", "Back to the comparison",
+           "compare: back to the comparison", scope=COMPARE_RUN),
+    Action("compare.mark", "space", "mark", "Mark", "Mark or unmark the highlighted session",
+           "compare: mark session", scope=COMPARE_PICK),
+    Action("compare.go", "c", "compare", "Compare", "Compare the marked sessions", "compare: compare marked",
+           scope=COMPARE_PICK),
+    Action("compare.pick_back", "escape", "back", "Back", "Leave without comparing", "compare: leave",
+           scope=COMPARE_PICK),
 )
 
 # Keys Textual binds itself (no binding id, so not remappable by id); help names them by action.

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App
+from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from stop_tui.engine.events import Event
-from stop_tui.engine.store import SessionStore
+from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.sweep.layout import is_sweep, read_sweep
-from stop_tui.tui.actions import key_text, live_keys
+from stop_tui.tui.actions import APP, bindings, key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.feeder import Feeder
 from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
@@ -33,6 +34,7 @@ from stop_tui.tui.messages import (
     SessionSnapshot,
 )
 from stop_tui.tui.model import SessionModel, Snapshot
+from stop_tui.tui.screens.compare import ComparePickScreen, CompareRunScreen, CompareScreen
 from stop_tui.tui.screens.help import HelpScreen
 from stop_tui.tui.screens.main import MainScreen
 from stop_tui.tui.screens.picker import PickerScreen
@@ -104,6 +106,7 @@ class StopApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "stop-tui"
     COMMANDS = App.COMMANDS | {StopCommands}
+    BINDINGS = bindings(APP)
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, session: Session | None = None, *, store: SessionStore | None = None,
@@ -133,6 +136,10 @@ class StopApp(App[int]):
         self._follow_worker: Worker | None = None
         self._follow_done = threading.Event()
         self._opening: str | None = None  # a take-over in progress: the action to do once open
+        # A run opened from a table (a sweep's, a comparison's): the screen it is viewed in
+        # (escape goes back), and the take-over function it was opened without.
+        self._run_screen: type[MainScreen] | None = None
+        self._kept_open_fn: Callable[[str], Session] | None = None
         self._after_open: str | None = None
         self.syntax_styles: dict[str, str] = {}
         self.theme_names: list[str] = []
@@ -202,7 +209,7 @@ class StopApp(App[int]):
         self.feeder.load(store.events)
         self.view = ViewState(model.snapshot(), self._text, _seed_solution(model.task), store.folder,
                               _seed_improver(model.settings))
-        self.main = (SweepRunScreen if self.sweep is not None else MainScreen)(self.view)
+        self.main = (self._run_screen or MainScreen)(self.view)
         self.push_screen(self.main)
         if self.engine_on and self.session is not None and not _run_complete(self.session):
             self._engine_started()  # at once: it waits at its first gate for the keys
@@ -370,9 +377,10 @@ class StopApp(App[int]):
         self._start_following()
         self.update_state()
 
-    # -- a sweep's runs ---------------------------------------------------------------------
-    def open_run(self, folder: Path) -> None:
-        """Open one run of the sweep in the session view, read-only and followed live."""
+    # -- a sweep's runs, compared sessions ----------------------------------------------------
+    def open_run(self, folder: Path, screen: type[MainScreen] = SweepRunScreen) -> None:
+        """Open one run of the table on screen (a sweep's, a comparison's) in the session view
+        `screen`, read-only and followed live; escape (close_run) goes back to the table."""
         if self.store is not None:
             return
         try:
@@ -380,12 +388,14 @@ class StopApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - show it, stay at the table
             self.notify(f"cannot open {folder.name}: {exc}", severity="error", timeout=8)
             return
-        self.open_session_fn = None  # the sweep runs it (and resumes it): this view only reads
+        # A sweep runs (and resumes) its runs; a compared session is only read here.
+        self._kept_open_fn, self.open_session_fn = self.open_session_fn, None
+        self._run_screen = screen
         self._open_store()
 
     def action_close_run(self) -> None:
-        """Back from a run's view to the sweep's table: stop following it and close it."""
-        if self.sweep is None or self.store is None or self.session is not None:
+        """Back from a run's view to the table it was opened from: stop following it, close it."""
+        if self._run_screen is None or self.store is None or self.session is not None:
             return
         if self._follow_worker is not None:
             self._follow_worker.cancel()
@@ -394,7 +404,43 @@ class StopApp(App[int]):
                 part.close()
         self.view = self.main = self.feeder = self.follower = self.store = None
         self._follow_worker, self._log_read, self.holder = None, False, None
+        self.open_session_fn, self._kept_open_fn, self._run_screen = self._kept_open_fn, None, None
         self.pop_screen()
+
+    def action_compare(self) -> None:
+        """The palette's "sessions: compare" (`c`): pick sessions of this window's folder to
+        compare (the session it shows marked); on a sweep's table, compare its marked runs."""
+        screen = self.screen
+        if isinstance(screen, SweepScreen):
+            screen.action_compare()
+            return
+        if isinstance(screen, ComparePickScreen | CompareScreen | ModalScreen):  # help, take over: not here
+            return
+        if any(isinstance(s, ComparePickScreen | CompareScreen) for s in self.screen_stack):
+            self.notify("Comparing already: escape goes back to the comparison.", timeout=4)
+            return
+        folder = (self.store.folder.parent if self.store is not None
+                  else self.sweep.folder if self.sweep is not None else self.sessions_dir)
+        if folder is None:
+            return
+        self.push_screen(ComparePickScreen(folder, [self.store.folder] if self.store is not None else []))
+
+    def compare(self, sessions: list[tuple[str, Path]], title: str) -> None:
+        """The compare screen on (name, session folder)s, followed live; escape comes back."""
+        self.push_screen(CompareScreen(sessions, title))
+
+    def open_compared(self, folder: Path, name: str) -> None:
+        """Enter on a compared run: open it read-only (a table is all this window shows), or go
+        back to it when it is the session this window shows."""
+        if self.store is None:
+            self.open_run(folder, CompareRunScreen)
+            return
+        if self.main is not None and Path(self.store.folder).resolve() == Path(folder).resolve():
+            while self.screen is not self.main and len(self.screen_stack) > 1:
+                self.pop_screen()
+            return
+        self.notify(f"This window shows session {self.store.id}; open {name} with "
+                    f"`stop-tui resume {cli_name(folder)}`.", severity="warning", timeout=8)
 
     # -- the engine worker ---------------------------------------------------------------
     @property
@@ -476,6 +522,8 @@ class StopApp(App[int]):
             if self.open_session_fn is None:
                 if self.sweep is not None:
                     return "viewing", f"a run of sweep {self.sweep.id}, read-only"
+                if self._run_screen is not None:
+                    return "viewing", "opened from Compare, read-only"
                 return "viewing", "engine off"
             why = f"paused: {model.pause_reason}; " if model.state == "paused" and model.pause_reason else ""
             return "paused", why + self._keys_hint(("run.toggle", "runs"), ("run.step_iteration", "steps"))
@@ -537,6 +585,9 @@ class StopApp(App[int]):
             elif self.sweep is not None:
                 self.notify(f"A run of sweep {self.sweep.id}: read-only here (`stop-tui sweep --resume "
                             f"{self.sweep.id}` runs it).", severity="warning")
+            elif self._run_screen is not None:
+                self.notify(f"Opened from Compare: read-only here (`stop-tui resume {cli_name(self.store.folder)}` "
+                            "runs it).", severity="warning")
             else:
                 self.notify("The engine is off: this view replays the session's log.", severity="warning")
             return False
@@ -582,7 +633,7 @@ class StopApp(App[int]):
         while node is not None and pane_help is None:
             pane_help = getattr(type(node), "HELP", None) if type(node).__module__.startswith("stop_tui") else None
             node = node.parent
-        self.push_screen(HelpScreen(self.keys_now(), pane_help))
+        self.push_screen(HelpScreen(live_keys(self.screen), pane_help))  # the keys of the screen it is on
 
     def action_next_theme(self) -> None:
         names = self.theme_names or [self.theme]

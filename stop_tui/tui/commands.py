@@ -1,5 +1,6 @@
 """The command palette (ctrl+p): every registry action (tui/actions.py) under its namespaced
-title, with the key bound to it now, and every theme."""
+title, with the key bound to it now (a session's actions once one is open, the app's on every
+screen), and every theme."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
-from stop_tui.tui.actions import ACTIONS, LINEAGE, PALETTE_SCOPES, key_text
+from stop_tui.tui.actions import ACTIONS, APP, LINEAGE, PALETTE_SCOPES, key_text
 from stop_tui.tui.widgets.lineage import LineagePane
 
 
@@ -18,13 +19,17 @@ class StopCommands(Provider):
         app = self.app
         out: list[tuple[str, Callable, str]] = []
         main = app.main
-        if main is not None and main.is_mounted:  # the session's actions, once one is open
-            keys = app.keys_now()
-            lineage = main.query_one(LineagePane)
-            for action in (a for a in ACTIONS if a.scope in PALETTE_SCOPES):
-                where = lineage if action.scope == LINEAGE else main
-                said = f"{key_text(keys, action.id)}: {action.tooltip}" if keys.get(action.id) else action.tooltip
-                out.append((action.title, partial(app.run_action, action.action, where), escape(said)))
+        session_open = main is not None and main.is_mounted
+        keys = app.keys_now()
+        for action in (a for a in ACTIONS if a.scope in PALETTE_SCOPES):
+            if action.scope == APP:  # on every screen
+                where = app
+            elif session_open:  # the session's actions, once one is open
+                where = main.query_one(LineagePane) if action.scope == LINEAGE else main
+            else:
+                continue
+            said = f"{key_text(keys, action.id)}: {action.tooltip}" if keys.get(action.id) else action.tooltip
+            out.append((action.title, partial(app.run_action, action.action, where), escape(said)))
         for name in app.theme_names:
             out.append((f"theme: {name}", partial(app.set_theme, name), f"switch to the {name} theme"))
         return out

@@ -63,3 +63,13 @@ class SweepRuns(Message):
     def __init__(self, runs: tuple) -> None:
         super().__init__()
         self.runs = runs
+
+
+class CompareRuns(Message):
+    """The compare screen's poller: the compared sessions (engine/report/live.LiveRun) and
+    their groups (engine/report/model.Group), changed."""
+
+    def __init__(self, runs: tuple, groups: tuple) -> None:
+        super().__init__()
+        self.runs = runs
+        self.groups = groups

@@ -52,6 +52,13 @@ def row_of(session: str, folder: Path, history: History, meta: dict, events: lis
         failed=failed)
 
 
+def unreadable_row(session: str, folder: Path, reason: str) -> RunRow:
+    """The RunRow of a session whose log cannot be read: state "unreadable", `failed` the reason."""
+    return RunRow(session=session, folder=str(folder), seed=None, state="unreadable", val=(), test=(),
+                  best_t=None, best_val=None, final_t=None, final_val=None, gain=None, calls=0,
+                  tokens=0, dollars=0.0, spend_by_iteration=(), tokens_by_iteration=(), failed=reason)
+
+
 def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:
     """(RunRow, meta) of the session in `folder`, read read-only; an unreadable session is a
     RunRow with state "unreadable" and the reason in `failed` (meta {})."""
@@ -64,9 +71,6 @@ def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:
         finally:
             store.close()
     except SessionUnreadable as exc:
-        return RunRow(session=session, folder=str(folder), seed=None, state="unreadable", val=(), test=(),
-                      best_t=None, best_val=None, final_t=None, final_val=None, gain=None, calls=0,
-                      tokens=0, dollars=0.0, spend_by_iteration=(), tokens_by_iteration=(),
-                      failed=exc.reason), {}
+        return unreadable_row(session, folder, exc.reason), {}
     history = History(events, session_id=session)
     return row_of(session, folder, history, meta, events), meta

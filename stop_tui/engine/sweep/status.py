@@ -98,9 +98,10 @@ class _Seen:
 _PENDING = _Seen("pending")
 
 
-class _Log:
+class SessionLog:
     """One session folder, read incrementally: the History so far and the few events that
-    decide its state (the last start, finish, error and pause)."""
+    decide its state (the last start, finish, error and pause). Also read by the TUI's compare
+    screen (engine/report/live.py)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -113,6 +114,8 @@ class _Log:
         self.meta: dict[str, Any] = {}
         self.started = self.finished = self.errored = 0  # seq of the last such event
         self.error: str | None = None
+        self.last_error: ev.Event | None = None  # the last ERROR event
+        self.unreadable: str | None = None  # why the log cannot be read, if it cannot
         self.cap: str | None = None  # the last PAUSED event's cap
         self.seen = _PENDING
 
@@ -137,10 +140,12 @@ class _Log:
             finally:
                 store.close()
         except SessionUnreadable as exc:
+            self.unreadable = exc.reason
             self.signature, self.seen = signature, _Seen("failed", reason=f"unreadable: {exc.reason}")
             return self.seen
         except UserError:  # locked by a foreign program for a moment: what was read before stands
             return self.seen
+        self.unreadable = None
         # A file's time has a coarse tick: a commit in the same tick as this read, of the same
         # size (a WAL that wrapped), would leave the signature as it is. Read again next time.
         recent = time.time_ns() - max(signature[1], signature[3]) < _TICK_NS
@@ -155,7 +160,7 @@ class _Log:
         elif kind == ev.SESSION_FINISHED:
             self.finished = event.seq
         elif kind == ev.ERROR:
-            self.errored, self.error = event.seq, event.payload.message
+            self.errored, self.error, self.last_error = event.seq, event.payload.message, event
         elif kind == ev.PAUSED:
             self.cap = event.payload.cap
 
@@ -213,12 +218,12 @@ class StatusReader:
 
     def __init__(self, sweep: Sweep) -> None:
         self.sweep = sweep
-        self._logs: dict[Path, _Log] = {}
+        self._logs: dict[Path, SessionLog] = {}
 
     def _seen(self, folder: Path) -> tuple[_Seen, dict[str, Any] | None]:
         log = self._logs.get(folder)
         if log is None:
-            log = self._logs[folder] = _Log(folder)
+            log = self._logs[folder] = SessionLog(folder)
         who = holder(folder)  # first: once it is gone, the log read after it has its last events
         seen = log.read()
         if who is not None:

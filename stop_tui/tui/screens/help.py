@@ -7,7 +7,17 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from stop_tui.tui.actions import ACTIONS, HELP, MAIN, TEXTUAL_KEYS, bindings, fill_keys, key_text, live_keys
+from stop_tui.tui.actions import (
+    ACTIONS,
+    APP,
+    HELP,
+    MAIN,
+    TEXTUAL_KEYS,
+    bindings,
+    fill_keys,
+    key_text,
+    live_keys,
+)
 
 INTRO = "# stop-tui\n"
 
@@ -26,11 +36,11 @@ def _cell(text: str) -> str:
 
 
 def keys_markdown(keys: dict[str, list[str]]) -> str:
-    """The keys table: every action of the main screen and Textual's own keys, each with the
-    keys bound to it now (`keys` from actions.live_keys)."""
+    """The keys table: every action of the main screen and of the app, and Textual's own keys,
+    each with the keys bound to it now (`keys` from actions.live_keys)."""
     rows = ["| key | does | binding id |", "|---|---|---|"]
     for action in ACTIONS:
-        if action.scope == MAIN:
+        if action.scope in (MAIN, APP):
             rows.append(f"| `{_cell(key_text(keys, action.id))}` | {_cell(action.tooltip)} | `{action.id}` |")
     for name, does in TEXTUAL_KEYS:
         rows.append(f"| `{_cell(key_text(keys, name))}` | {_cell(does)} | |")

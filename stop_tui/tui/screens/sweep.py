@@ -1,5 +1,7 @@
 """A sweep in the TUI (`stop-tui resume SWEEP`): a table of its runs, kept current from their
 logs, and any run opened in the session view (read-only, followed live while the sweep runs it).
+Space marks runs and `c` compares them (all the started runs when none is marked) on the
+compare screen (screens/compare.py).
 
 The table is fed by a thread worker that asks engine/sweep/status.py's `StatusReader` every
 POLL_SECONDS (it reads only the runs whose `session.db` or `-wal` changed) and posts the runs
@@ -26,7 +28,8 @@ from stop_tui.tui.palette import palette
 from stop_tui.tui.screens.main import MainScreen
 
 POLL_SECONDS = 0.5
-COLUMNS = ("run", "state", "iter", "best", "calls", "tokens", "cost", "transfer", "note")
+MARK = "✓"
+COLUMNS = ("mark", "run", "state", "iter", "best", "calls", "tokens", "cost", "transfer", "note")
 
 
 def _best(value: float | None) -> str:
@@ -72,6 +75,7 @@ class SweepScreen(Screen[None]):
         super().__init__()
         self.sweep = sweep
         self.runs: tuple[RunStatus, ...] = ()
+        self.marked: set[str] = set()  # run names
 
     def compose(self) -> ComposeResult:
         spec = self.sweep.spec
@@ -88,7 +92,7 @@ class SweepScreen(Screen[None]):
         table.border_title = "Runs"
         for col in COLUMNS:
             if col != "transfer" or self.sweep.spec.transfer:
-                table.add_column(col, key=col)
+                table.add_column(" " if col == "mark" else col, key=col)
         table.focus()
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self.runs, recolor=True))
         self._poll()
@@ -116,7 +120,7 @@ class SweepScreen(Screen[None]):
         colors = palette(self.app)
         columns = [str(c.key.value) for c in table.columns.values()]
         for run in runs:
-            values = cells(run, colors)
+            values = {"mark": MARK if run.name in self.marked else " ", **cells(run, colors)}
             if run.name not in table.rows:
                 table.add_row(*(values[c] for c in columns), key=run.name)
                 continue
@@ -139,6 +143,24 @@ class SweepScreen(Screen[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
+
+    def action_mark(self) -> None:
+        run = self.highlighted()
+        if run is None:
+            return
+        self.marked.symmetric_difference_update({run.name})
+        table = self.query_one(DataTable)
+        table.update_cell(run.name, "mark", MARK if run.name in self.marked else " ")
+        if table.cursor_row < len(self.runs) - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+
+    def action_compare(self) -> None:
+        marked = [r for r in self.runs if r.name in self.marked]
+        chosen = [(r.name, r.folder) for r in marked or self.runs if (r.folder / "session.db").exists()]
+        if not chosen:
+            self.notify("No run has started yet: nothing to compare.", severity="warning", timeout=4)
+            return
+        self.app.compare(chosen, f"sweep {self.sweep.id}")
 
     def action_open(self) -> None:
         run = self.highlighted()
