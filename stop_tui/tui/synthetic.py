@@ -17,36 +17,23 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.sandbox.protections import DESCRIPTIONS as PROTECTIONS
 from stop_tui.engine.settings import preset
 from stop_tui.engine.store import SessionStore
+from stop_tui.engine.tasks import load_task
 
 T0 = 1_760_000_000.0
 
-SEED_IMPROVER = '''from helpers import extract_code
-
-
-def improve_algorithm(initial_solution, utility, language_model):
-    """Improves a solution according to a utility function."""
-    expertise = "You are an expert computer science researcher and programmer."
-    message = f"""Improve the following solution:
-```python
-{initial_solution}
-```
-You must return an improved solution."""
-    n_messages = min(language_model.max_responses_per_call, utility.budget)
-    new_solutions = language_model.batch_prompt(expertise, [message] * n_messages, temperature=0.7)
-    new_solutions = extract_code(new_solutions)
-    best_solution = max(new_solutions, key=utility)
-    return best_solution
-'''
+SEED_IMPROVER = load_task("meta").seed  # the engine's own seed improver (tasks/meta/seed.py)
 
 
 def improver_variant(k: int) -> str:
     """A plausible rewritten improver (deterministic in k)."""
     temps = ["0.4", "0.9", "1.0", "0.7"]
     return SEED_IMPROVER.replace(
+        '"""Improves a solution according to a utility function."""',
+        f'"""Improves a solution according to a utility function."""  # variant {k}').replace(
         "temperature=0.7", f"temperature={temps[k % len(temps)]}").replace(
         "n_messages = min(", f"n_messages = {k % 3 + 2} * min(").replace(
         "    best_solution = max(new_solutions, key=utility)\n",
-        f"    new_solutions = [s for s in new_solutions if s]  # variant {k}\n"
+        "    new_solutions = [s for s in new_solutions if s]\n"
         "    if not new_solutions:\n        return initial_solution\n"
         "    best_solution = max(new_solutions, key=utility)\n")
 
