@@ -5,7 +5,6 @@ draws snapshots. A live, a resumed and a finished session are drawn the same way
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import events, work
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from stop_tui.engine.events import Event
@@ -25,6 +25,7 @@ from stop_tui.tui.actions import key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.feeder import Feeder
 from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
+from stop_tui.tui.gc_pacing import GcPacer
 from stop_tui.tui.messages import (
     EngineEvents,
     FeedFailed,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from stop_tui.engine.sweep.layout import Sweep
 
 QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
+GC_TICK = 0.25  # seconds between two looks at whether a full garbage collection is due
 
 
 class _NoWaitExecutor(ThreadPoolExecutor):
@@ -122,6 +124,7 @@ class StopApp(App[int]):
         self.main: MainScreen | None = None
         self.feeder: Feeder | None = None  # owns the session's model once a session is open
         self._log_read = False  # the opening read of the log has been drawn
+        self._gc = GcPacer()  # full collections while a session is shown: between keys
         self._engine_worker: Worker | None = None
         self.engine_done = threading.Event()
         self.engine_outcome: str | None = None
@@ -155,6 +158,7 @@ class StopApp(App[int]):
         asyncio.get_running_loop().set_default_executor(
             _NoWaitExecutor(max_workers=4, thread_name_prefix="stop-tui"))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self.set_interval(GC_TICK, self._gc.tick)
         if self.store is not None:
             self._open_store()
         elif self.sweep is not None:
@@ -231,9 +235,9 @@ class StopApp(App[int]):
             self._log_read = True
             self._log_drawn(snapshot)
             # The model of a large log is hundreds of thousands of objects that live as long as
-            # the app: out of the collector's sight, a full collection no longer walks them all
-            # (it took ~0.3 s of a key's repaint on a 50,000-event session). Undone on unmount.
-            gc.freeze()
+            # the view: frozen, no collection walks them again; full collections run between
+            # keys (tui/gc_pacing.py). Undone when the view closes.
+            self._gc.start()
         self.update_state()
         # Taken once it is on screen: the feeder spaces live snapshots by what drawing this one
         # cost, the compositor's render included.
@@ -394,6 +398,7 @@ class StopApp(App[int]):
                 part.close()
         self.view = self.main = self.feeder = self.follower = self.store = None
         self._follow_worker, self._log_read, self.holder = None, False, None
+        self._gc.stop()  # the closed run's model can be collected
         self.pop_screen()
 
     # -- the engine worker ---------------------------------------------------------------
@@ -498,7 +503,11 @@ class StopApp(App[int]):
         if self.main is not None and self.main.is_mounted:
             from stop_tui.tui.widgets.header import SessionHeader
 
-            self.main.query_one(SessionHeader).set_state(*self.state())
+            try:
+                header = self.main.query_one(SessionHeader)
+            except NoMatches:  # the app is closing: its panes are being removed
+                return
+            header.set_state(*self.state())
 
     # -- actions --------------------------------------------------------------------------
     def _can_drive(self, action: str) -> bool:
@@ -557,6 +566,11 @@ class StopApp(App[int]):
             self.start_engine()
             self.update_state()
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self._gc.input()  # a full collection waits until the keys pause
+        await super().on_event(event)
+
     def keys_now(self) -> dict[str, list[str]]:
         """The keys bound now on the main screen (after any keymap), by binding id."""
         return live_keys(self.main) if self.main is not None and self.main.is_mounted else {}
@@ -610,6 +624,6 @@ class StopApp(App[int]):
             self.stopping = True
             self.session.gate.cancel()
             self.engine_done.wait(QUIT_GRACE)
-        gc.unfreeze()  # what this app froze can be collected again
+        self._gc.stop()  # what this app froze can be collected again
         if self.feeder is not None:
             self.feeder.close()
