@@ -72,16 +72,34 @@ def test_a_full_collection_runs_anyway_once_enough_has_piled_up():
         pacer.stop()
 
 
-def test_what_is_alive_when_the_session_is_drawn_is_frozen():
+def test_no_full_collection_while_a_log_is_read_unless_forced():
+    now = [1000.0]
+    pacer = GcPacer(clock=lambda: now[0])
+    pacer.start()
+    try:
+        pacer.held = True
+        garbage = old_cycle()
+        young_collections(gc_pacing.MIN_YOUNG)
+        now[0] += 2 * gc_pacing.IDLE  # no keys: it would be due
+        assert not pacer.tick() and garbage() is not None
+        young_collections(gc_pacing.FORCE_YOUNG)
+        assert pacer.tick() and garbage() is None
+    finally:
+        pacer.stop()
+
+
+def test_what_is_alive_at_start_is_frozen_until_thawed():
     pacer = GcPacer()
     alive = Cycle()
     pacer.start()
     try:
         assert gc.get_freeze_count() > 0
         assert not any(o is alive for o in gc.get_objects())  # no collection walks it
+        pacer.thaw()
+        assert any(o is alive for o in gc.get_objects())
+        assert gc.get_threshold()[2] == gc_pacing.NEVER  # still paced
     finally:
         pacer.stop()
-    assert any(o is alive for o in gc.get_objects())
 
 
 def test_the_app_paces_collections_while_a_session_is_shown_and_restores_them_after(tmp_path):

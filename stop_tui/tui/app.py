@@ -124,7 +124,7 @@ class StopApp(App[int]):
         self.main: MainScreen | None = None
         self.feeder: Feeder | None = None  # owns the session's model once a session is open
         self._log_read = False  # the opening read of the log has been drawn
-        self._gc = GcPacer()  # full collections while a session is shown: between keys
+        self._gc = GcPacer()  # full garbage collections between keys (tui/gc_pacing.py)
         self._engine_worker: Worker | None = None
         self.engine_done = threading.Event()
         self.engine_outcome: str | None = None
@@ -158,6 +158,7 @@ class StopApp(App[int]):
         asyncio.get_running_loop().set_default_executor(
             _NoWaitExecutor(max_workers=4, thread_name_prefix="stop-tui"))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self._gc.start()  # the app as built: frozen
         self.set_interval(GC_TICK, self._gc.tick)
         if self.store is not None:
             self._open_store()
@@ -196,6 +197,7 @@ class StopApp(App[int]):
         store = self.store
         assert store is not None
         model = SessionModel(store.meta(), store.id)
+        self._gc.held = True  # until the log is drawn (its model is frozen then)
         self.feeder = Feeder(model, lambda snap: self.post_message(SessionSnapshot(snap)),
                              on_message=self.post_message, meta=self._live_meta,
                              on_error=lambda exc: self.post_message(FeedFailed(exc)))
@@ -235,9 +237,9 @@ class StopApp(App[int]):
             self._log_read = True
             self._log_drawn(snapshot)
             # The model of a large log is hundreds of thousands of objects that live as long as
-            # the view: frozen, no collection walks them again; full collections run between
-            # keys (tui/gc_pacing.py). Undone when the view closes.
+            # the view: frozen, no collection walks them again (thawed when the view closes).
             self._gc.start()
+            self._gc.held = False
         self.update_state()
         # Taken once it is on screen: the feeder spaces live snapshots by what drawing this one
         # cost, the compositor's render included.
@@ -246,6 +248,7 @@ class StopApp(App[int]):
     def on_feed_failed(self, message: FeedFailed) -> None:
         if self.view is None:  # a sweep's run view, closed while it was read
             return
+        self._gc.held = False  # no model is being built any more
         self.notify(f"cannot read the session: {message.error}", severity="error", timeout=15)
 
     async def settled(self, timeout: float = 30.0) -> None:
@@ -398,7 +401,8 @@ class StopApp(App[int]):
                 part.close()
         self.view = self.main = self.feeder = self.follower = self.store = None
         self._follow_worker, self._log_read, self.holder = None, False, None
-        self._gc.stop()  # the closed run's model can be collected
+        self._gc.thaw()  # the closed run's model can be collected
+        self._gc.held = False
         self.pop_screen()
 
     # -- the engine worker ---------------------------------------------------------------

@@ -7,13 +7,17 @@ whose crop or length is already right keeps itself in its own cache). A full col
 every object it has not been told to skip; under a 2,000 events/s feed on the 50,000-event
 session they came every few seconds and took 50-250 ms, whichever key was being drawn then.
 
-So while a session view is open (`start()` once its log is drawn, `stop()` when it closes):
-- what is alive at `start()` (the model as read) is frozen: no collection walks it again;
+So, from the app's start (`start()`) to its end (`stop()`):
+- what is alive at `start()` is frozen (the interpreter, Textual and the app as built; the
+  app calls it again once a session's log is drawn, freezing its model): no collection walks
+  it again; `thaw()` (a session view closed) makes it collectable again;
 - young collections stay automatic (they walk only recent objects, a millisecond or so);
 - full collections are no longer automatic: `tick()` (the UI's timer) runs one once CPython's
-  own rule says one is due (a quarter more long-lived objects than the last one left) and no
-  key came for IDLE seconds, or at once, keys or not, after FORCE_YOUNG young collections, so
-  memory stays bounded however long someone types.
+  own rule says one is due (a quarter more long-lived objects than the last one left), no key
+  came for IDLE seconds and no session log is being read (`held`: the model it builds is
+  frozen once read instead of walked again and again while it grows), or at once, keys or
+  not, after FORCE_YOUNG young collections, so memory stays bounded however long someone
+  types or a log takes to read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class GcPacer:
         self._checked = 0  # gc.get_count()[2] when what is pending was last counted...
         self._due = False  # ...and whether that made a full collection due
         self.last_input = 0.0
+        self.held = False  # a session's log is being read: only forced full collections
         self.full_collections = 0  # run by tick()
 
     @property
@@ -45,18 +50,25 @@ class GcPacer:
         return self._saved is not None
 
     def start(self) -> None:
-        """Freeze what is alive now and take full collections off the automatic schedule."""
+        """Freeze what is alive now and take full collections off the automatic schedule (again:
+        freeze what has come alive since)."""
         if self._saved is None:
             self._saved = gc.get_threshold()
             gc.set_threshold(self._saved[0], self._saved[1], NEVER)
         gc.freeze()
         self._base, self._checked, self._due = 0, 0, False
 
+    def thaw(self) -> None:
+        """What was frozen can be collected again (a session view closed); still paced."""
+        gc.unfreeze()
+        self._checked, self._due = 0, False
+
     def stop(self) -> None:
-        """The view closed: the collector as it was, and what was frozen collectable again."""
+        """The collector as it was, and what was frozen collectable again."""
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             self._saved = None
+        self.held = False
         gc.unfreeze()
 
     def input(self) -> None:
@@ -77,12 +89,13 @@ class GcPacer:
         return self._due
 
     def tick(self) -> bool:
-        """Run a full collection if one is due and no key came for IDLE seconds, or if
-        FORCE_YOUNG young collections have promoted objects since the last; True if it ran."""
+        """Run a full collection if one is due, no key came for IDLE seconds and no log is
+        being read, or if FORCE_YOUNG young collections have promoted objects since the last;
+        True if it ran."""
         if self._saved is None:
             return False
         forced = gc.get_count()[2] >= FORCE_YOUNG
-        if not forced and (self._clock() - self.last_input < IDLE or not self.due()):
+        if not forced and (self.held or self._clock() - self.last_input < IDLE or not self.due()):
             return False
         gc.collect()
         self._base = len(gc.get_objects(generation=2))
