@@ -5,7 +5,6 @@ draws snapshots. A live, a resumed and a finished session are drawn the same way
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import events, work
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -26,6 +26,7 @@ from stop_tui.tui.actions import APP, bindings, key_text, live_keys
 from stop_tui.tui.commands import StopCommands
 from stop_tui.tui.feeder import Feeder
 from stop_tui.tui.follow import POLL_SECONDS, Follower, Holder
+from stop_tui.tui.gc_pacing import GcPacer
 from stop_tui.tui.messages import (
     EngineEvents,
     FeedFailed,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from stop_tui.engine.sweep.layout import Sweep
 
 QUIT_GRACE = 2.0  # seconds the app waits for the engine to stop before leaving anyway
+GC_TICK = 0.25  # seconds between two looks at whether a full garbage collection is due
 
 
 class _NoWaitExecutor(ThreadPoolExecutor):
@@ -125,6 +127,7 @@ class StopApp(App[int]):
         self.main: MainScreen | None = None
         self.feeder: Feeder | None = None  # owns the session's model once a session is open
         self._log_read = False  # the opening read of the log has been drawn
+        self._gc = GcPacer()  # full garbage collections between keys (tui/gc_pacing.py)
         self._engine_worker: Worker | None = None
         self.engine_done = threading.Event()
         self.engine_outcome: str | None = None
@@ -162,6 +165,8 @@ class StopApp(App[int]):
         asyncio.get_running_loop().set_default_executor(
             _NoWaitExecutor(max_workers=4, thread_name_prefix="stop-tui"))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self._gc.start()  # the app as built: frozen
+        self.set_interval(GC_TICK, self._gc.tick)
         if self.store is not None:
             self._open_store()
         elif self.sweep is not None:
@@ -199,6 +204,7 @@ class StopApp(App[int]):
         store = self.store
         assert store is not None
         model = SessionModel(store.meta(), store.id)
+        self._gc.held = True  # until the log is drawn (its model is frozen then)
         self.feeder = Feeder(model, lambda snap: self.post_message(SessionSnapshot(snap)),
                              on_message=self.post_message, meta=self._live_meta,
                              on_error=lambda exc: self.post_message(FeedFailed(exc)))
@@ -238,9 +244,9 @@ class StopApp(App[int]):
             self._log_read = True
             self._log_drawn(snapshot)
             # The model of a large log is hundreds of thousands of objects that live as long as
-            # the app: out of the collector's sight, a full collection no longer walks them all
-            # (it took ~0.3 s of a key's repaint on a 50,000-event session). Undone on unmount.
-            gc.freeze()
+            # the view: frozen, no collection walks them again (thawed when the view closes).
+            self._gc.start()
+            self._gc.held = False
         self.update_state()
         # Taken once it is on screen: the feeder spaces live snapshots by what drawing this one
         # cost, the compositor's render included.
@@ -249,6 +255,7 @@ class StopApp(App[int]):
     def on_feed_failed(self, message: FeedFailed) -> None:
         if self.view is None:  # a sweep's run view, closed while it was read
             return
+        self._gc.held = False  # no model is being built any more
         self.notify(f"cannot read the session: {message.error}", severity="error", timeout=15)
 
     async def settled(self, timeout: float = 30.0) -> None:
@@ -404,6 +411,8 @@ class StopApp(App[int]):
                 part.close()
         self.view = self.main = self.feeder = self.follower = self.store = None
         self._follow_worker, self._log_read, self.holder = None, False, None
+        self._gc.thaw()  # the closed run's model can be collected
+        self._gc.held = False
         self.open_session_fn, self._kept_open_fn, self._run_screen = self._kept_open_fn, None, None
         self.pop_screen()
 
@@ -544,10 +553,7 @@ class StopApp(App[int]):
 
     def update_state(self) -> None:
         if self.main is not None and self.main.is_mounted:
-            from textual.css.query import NoMatches
-
             from stop_tui.tui.widgets.header import SessionHeader
-
             from stop_tui.tui.widgets.scores import ScoresPane
 
             try:
@@ -618,6 +624,11 @@ class StopApp(App[int]):
             self.start_engine()
             self.update_state()
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self._gc.input()  # a full collection waits until the keys pause
+        await super().on_event(event)
+
     def keys_now(self) -> dict[str, list[str]]:
         """The keys bound now on the main screen (after any keymap), by binding id."""
         return live_keys(self.main) if self.main is not None and self.main.is_mounted else {}
@@ -671,6 +682,6 @@ class StopApp(App[int]):
             self.stopping = True
             self.session.gate.cancel()
             self.engine_done.wait(QUIT_GRACE)
-        gc.unfreeze()  # what this app froze can be collected again
+        self._gc.stop()  # what this app froze can be collected again
         if self.feeder is not None:
             self.feeder.close()
