@@ -10,6 +10,11 @@ improver runs, each with a fresh LM budget); the 95 % interval is taken over the
 improver runs (their downstream scores), for u(s) over the runs. The headline split is test,
 as in the paper's table; val is reported beside it.
 
+The tasks are measured side by side (`lanes_at_once` of them: as many as it takes for their
+improver runs to fill the LM requests allowed in flight, `--max-concurrency`), each task's units
+in the order above, so one task's LM calls go out while another's programs are scored; the
+table keeps the order the tasks were asked in.
+
 Everything is recorded in a session (meta kind "transfer"): the engine's own events for every
 LM call and improver run, plus one `transfer_started` / `transfer_scored` pair per task /
 improver / run, so a long run shows progress and a resume skips what is done.
