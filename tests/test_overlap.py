@@ -3,6 +3,7 @@ and test evaluations, and the LM client made while the sandbox starts."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from lm_helpers import responder
@@ -29,7 +30,14 @@ def evaluate(run, split):
 '''
 
 
-def test_a_final_val_and_test_take_the_time_of_one_and_are_recorded_val_first(tmp_path, sessions_dir):
+def machine(monkeypatch, cores: int, load: float) -> None:
+    """What scoring.idle_cores reads of the machine: its cores for this process, its load."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+
+
+def final_scoring(tmp_path, sessions_dir) -> tuple[tuple[float, float], float, list]:
+    """A run's final val and test of the slow task: the scores, the seconds it took, the events."""
     folder = write_task(tmp_path / "slowtask", SLOW)
     with ScriptedLMServer(responder) as server:
         session = new_session(sessions_dir, str(folder), session_settings("quick"),
@@ -42,11 +50,27 @@ def test_a_final_val_and_test_take_the_time_of_one_and_are_recorded_val_first(tm
         finally:
             session.close()
         assert server.requests == []
-    assert (val, test) == (0.25, 0.75)
-    assert [(e.path, e.data["split"], e.data["score"]) for e in scored] == [
-        ("probe/final", "val", 0.25), ("probe/final", "test", 0.75)]
-    assert all(e.data["seconds"] >= 1.0 for e in scored)
+    return (val, test), took, scored
+
+
+def recorded_val_first(scored: list) -> bool:
+    return ([(e.path, e.data["split"], e.data["score"]) for e in scored]
+            == [("probe/final", "val", 0.25), ("probe/final", "test", 0.75)]
+            and all(e.data["seconds"] >= 1.0 for e in scored))
+
+
+def test_on_idle_cores_a_final_val_and_test_take_the_time_of_one(tmp_path, sessions_dir, monkeypatch):
+    machine(monkeypatch, cores=2, load=0.0)
+    scores, took, scored = final_scoring(tmp_path, sessions_dir)
+    assert scores == (0.25, 0.75) and recorded_val_first(scored)
     assert took < 1.8, took  # one after the other: over 2 s
+
+
+def test_on_a_loaded_machine_they_run_one_after_the_other(tmp_path, sessions_dir, monkeypatch):
+    machine(monkeypatch, cores=2, load=1.5)  # one core left: a second evaluation would slow the first
+    scores, took, scored = final_scoring(tmp_path, sessions_dir)
+    assert scores == (0.25, 0.75) and recorded_val_first(scored)
+    assert took >= 2.0, took
 
 
 def test_warm_makes_the_client_without_contacting_the_server():

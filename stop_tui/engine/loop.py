@@ -28,7 +28,7 @@ from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
 from stop_tui.engine.resume import effective, find_interrupted, last_totals
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
-from stop_tui.engine.scoring import Score, score_solution
+from stop_tui.engine.scoring import Score, idle_cores, score_solution
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.tasks import Task
@@ -94,11 +94,18 @@ class Engine:
 
     def score_val_and_test(self, source: str | None, path: str, test_path: str | None = None, *,
                            cancel: CancelFlag | None = None) -> tuple[float, float]:
-        """score_downstream in val (at `path`) and in test (at `test_path`, default `path`), the
-        two evaluations at once (they are independent: each has its own sandbox), recorded as
-        one after the other would be (val first), so the log reads the same whichever
-        finishes first."""
+        """score_downstream in val (at `path`) and in test (at `test_path`, default `path`),
+        recorded val first. The two evaluations are independent (each has its own sandbox):
+        they run at once when two cores are idle (scoring.idle_cores: not on a loaded machine,
+        nor in a busy meta-utility, which would gain nothing and whose time limits are
+        wall-clock), else one after the other; the log reads the same either way."""
         flag_candidate(self.store.append, source, path, "solution")
+        if idle_cores() < 2:
+            val = self._evaluate(source, "val", cancel)
+            self._record_score(source, path, "val", val)
+            tested = self._evaluate(source, "test", cancel)
+            self._record_score(source, test_path or path, "test", tested)
+            return val.score, tested.score
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-test") as pool:
             test = pool.submit(self._evaluate, source, "test", cancel)
             try:
