@@ -20,9 +20,9 @@ from scripted_server import ScriptedLMServer
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.session import session_settings
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import load_task
-from stop_tui.engine.session import session_settings
 from stop_tui.engine.transfer import lanes_at_once, resolve_improver
 
 FIRST = PROGRAMS / "improver_first.py"  # asks once with its own system message, returns the first program
