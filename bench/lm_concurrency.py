@@ -14,10 +14,11 @@ request-seconds / wall time); peak = most requests in flight at once.
 
 overhead = wall / (latency x requests / peak): 1.0 would be a run that is nothing but its LM
 calls, each wave of them as wide as the widest. The breakdown splits the wall time of each run
-(median over the repeats) by the session's own event times: start-up (the process's start to
-its first LM call: interpreter, imports, session, sandbox), the LM (server busy), the engine
-between LM calls (sandboxed improvers and evaluations, the store) and the exit (the last event
-to the process's end: the summary, closing, the interpreter's shutdown).
+(median over the repeats) by the server's clock and the session's own event times: start-up
+(the process's start to its first request at the server: interpreter, imports, session,
+sandbox, the LM client), the LM (server busy), the engine between LM calls (sandboxed
+improvers and evaluations, the store) and the exit (the last event to the process's end: the
+summary, closing, the interpreter's shutdown).
 
 The paper rows (always printed) run `run --iterations 0` (the seed's 5 improver runs),
 `transfer` (the seed improver as the improver to evaluate, on --transfer-tasks) and
@@ -61,13 +62,19 @@ def launch(server: ScriptedLMServer, args: list[str], folder: Path) -> tuple[dic
 
 def one_run(latency: float, honour_n: bool, concurrency: int | None, folder: Path,
             preset: str = "quick", iterations: int = 1) -> dict:
-    with ScriptedLMServer(responder, honour_n=honour_n, latency=latency) as server:
+    answered: list[float] = []  # when the server answered each choice (after its latency)
+
+    def timed(body: dict, i: int) -> str:
+        answered.append(time.time())
+        return responder(body, i)
+
+    with ScriptedLMServer(timed, honour_n=honour_n, latency=latency) as server:
         args = ["run", "--task", "lpn", "--preset", preset, "--iterations", str(iterations)]
         if concurrency is not None:
             args += ["--max-concurrency", str(concurrency)]
         summary, wall, clock, ended = launch(server, args, folder)
         events = events_of(folder, summary["session"])
-        first = next(e.t for e in events if e.kind == ev.LM_REQUEST)
+        first = min(answered) - latency  # the first request reached the server
         last = events[-1].t
         scored = [(e.t - e.data["seconds"], e.t) for e in events if e.kind == ev.SOLUTION_SCORED]
         return {"wall": wall, "busy": server.busy_wall / wall, "peak": server.max_inflight,
@@ -159,13 +166,13 @@ def main() -> None:
           f"= {statistics.median(overhead(x, args.latency) for x in honours):.2f}x (each run: {ratios})")
     parts = {k: statistics.median(x[k] for x in honours) for k in ("start", "lm", "between", "exit", "evaluating")}
     print("  where the wall time goes (median, s): "
-          f"start-up to the first LM call {parts['start']:.2f}, LM busy {parts['lm']:.2f}, "
+          f"start-up to the first request at the server {parts['start']:.2f}, LM busy {parts['lm']:.2f}, "
           f"engine between LM calls {parts['between']:.2f}, exit {parts['exit']:.2f}")
     print(f"  of the engine's time: {r['evaluations']} sandboxed evaluations {parts['evaluating']:.2f} "
           f"(their time spans, overlaps counted once), the rest {parts['between'] - parts['evaluating']:.2f} "
           "(improver sandboxes, proxies, the store)")
     inner = statistics.median((x["wall"] - x["start"] - x["exit"]) / ideal for x in honours)
-    print(f"  from the first LM call to the last event (without start-up and exit): {inner:.2f}x")
+    print(f"  from the first request at the server to the last event (without start-up and exit): {inner:.2f}x")
 
     print("\nthe paper preset on a server that honours n, default --max-concurrency (8)")
     print(f"{'':42} {'wall s':>7} {'busy':>6} {'load':>6} {'peak':>5} {'requests':>9}")
