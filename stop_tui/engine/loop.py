@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
+from stop_tui.engine.cores import evaluating, idle_cores
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.history import History
@@ -28,7 +29,7 @@ from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
 from stop_tui.engine.resume import effective, find_interrupted, last_totals
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
-from stop_tui.engine.scoring import Score, idle_cores, score_solution
+from stop_tui.engine.scoring import Score, score_solution
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.tasks import Task
@@ -96,7 +97,7 @@ class Engine:
                            cancel: CancelFlag | None = None) -> tuple[float, float]:
         """score_downstream in val (at `path`) and in test (at `test_path`, default `path`),
         recorded val first. The two evaluations are independent (each has its own sandbox):
-        they run at once when two cores are idle (scoring.idle_cores: not on a loaded machine,
+        they run at once when two cores are idle (cores.idle_cores: not on a loaded machine,
         nor in a busy meta-utility, which would gain nothing and whose time limits are
         wall-clock), else one after the other; the log reads the same either way."""
         flag_candidate(self.store.append, source, path, "solution")
@@ -119,8 +120,9 @@ class Engine:
         return val.score, tested.score
 
     def _evaluate(self, source: str | None, split: str, cancel: CancelFlag | None) -> Score:
-        return score_solution(self.task, source, split, limits=self.limits,
-                              cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
+        with evaluating():
+            return score_solution(self.task, source, split, limits=self.limits,
+                                  cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
 
     def _record_score(self, source: str | None, path: str, split: str, result: Score) -> None:
         self.emit(ev.SolutionScored(source=self.store.put_text(source) if source else None,

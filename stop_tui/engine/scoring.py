@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import math
 import numbers
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -157,20 +156,6 @@ def _checked(result: Any) -> tuple[float, str | None]:
     return min(max(score, 0.0), 1.0), None if error is None else str(error)[:1000]
 
 
-_running = 0  # score_solution calls in progress in this process
-_running_lock = threading.Lock()
-
-
-def idle_cores() -> float:
-    """The cores this process may use, less what keeps them busy: the evaluations it runs now
-    (one core each) or the machine's load (its 1-minute average: other processes, other
-    sessions), whichever is more. What another evaluation can start on without slowing the
-    others: the tasks' time limits are wall-clock."""
-    with _running_lock:
-        running = _running
-    return len(os.sched_getaffinity(0)) - max(running, os.getloadavg()[0])
-
-
 def score_solution(task: Task, source: str | None, split: str = "val", *,
                    limits: Limits = Limits(), cancel: CancelFlag | None = None,
                    settings: dict | None = None, rng: CandidateRng | None = None) -> Score:
@@ -178,18 +163,6 @@ def score_solution(task: Task, source: str | None, split: str = "val", *,
     task's task.toml [settings] (passed to evaluate() when it takes a third argument); the
     engine's own (candidate_rng.ENGINE_SETTINGS: `rng`) are read here, never passed on.
     `rng`: a session's candidate generators (default: candidate_rng.outside_session())."""
-    global _running
-    with _running_lock:
-        _running += 1
-    try:
-        return _score(task, source, split, limits=limits, cancel=cancel, settings=settings, rng=rng)
-    finally:
-        with _running_lock:
-            _running -= 1
-
-
-def _score(task: Task, source: str | None, split: str, *, limits: Limits, cancel: CancelFlag | None,
-           settings: dict | None, rng: CandidateRng | None) -> Score:
     started = time.monotonic()
     if not source or not source.strip():
         return Score(0.0, "no solution (empty program)")
