@@ -20,9 +20,10 @@ from scripted_server import ScriptedLMServer
 from stop_tui.engine import events as ev
 from stop_tui.engine.errors import UserError
 from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.session import session_settings
 from stop_tui.engine.store import SessionStore
 from stop_tui.engine.tasks import load_task
-from stop_tui.engine.transfer import resolve_improver
+from stop_tui.engine.transfer import lanes_at_once, resolve_improver
 
 FIRST = PROGRAMS / "improver_first.py"  # asks once with its own system message, returns the first program
 SEED_SYSTEM = "You are an expert computer science researcher"
@@ -112,6 +113,48 @@ def test_the_table_for_all_five_tasks(sessions_dir):
     kinds = {e.kind for e in store.events()}
     assert {ev.RUN_FINISHED, ev.LM_REQUEST, ev.SOLUTION_SCORED, ev.SESSION_FINISHED} <= kinds
     store.close()
+
+
+def test_the_tasks_are_measured_side_by_side(sessions_dir):
+    """Each task's û(I0) request is answered only once the other task's has arrived too: the
+    transfer finishes only if the two tasks' units run at the same time."""
+    both = threading.Barrier(2, timeout=60)
+    answer = responder_for()
+
+    def responder(body, index):
+        if index == 0 and body["messages"][0]["content"].startswith(SEED_SYSTEM):
+            both.wait()
+        return answer(body, index)
+
+    with ScriptedLMServer(responder) as server:
+        proc = transfer(server, sessions_dir, "--improver", str(FIRST), "--tasks", "grid,parity",
+                        "--json", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        assert server.max_inflight >= 2 and not both.broken
+    result = json.loads(proc.stdout)
+    rows = {row["task"]: row for row in result["rows"]}
+    assert list(rows) == ["grid", "parity"]  # the table in the order asked, whatever finished first
+    for name in rows:
+        test, val = expected(name, WEAK[name])
+        assert rows[name]["seed_improver"]["test"] == pytest.approx(test, abs=1e-9)
+        assert rows[name]["improver"]["test"] == 1.0
+    store = SessionStore(sessions_dir / result["session"])
+    units = [(e.kind, e.data["task"]) for e in store.events(kinds=(ev.TRANSFER_STARTED, ev.TRANSFER_SCORED))]
+    store.close()
+    started_parity = units.index((ev.TRANSFER_STARTED, "parity"))
+    last_grid = max(i for i, unit in enumerate(units) if unit == (ev.TRANSFER_SCORED, "grid"))
+    assert started_parity < last_grid
+    for name in rows:  # each task's own units in the paper's order
+        order = [e for e in units if e[1] == name]
+        assert len(order) == 6 and order[::2] == [(ev.TRANSFER_STARTED, name)] * 3
+
+
+def test_how_many_tasks_at_once():
+    paper, quick = session_settings("paper"), session_settings("quick")
+    assert lanes_at_once(paper, 5) == 2  # 2 x 5 improver runs fill the 8 requests allowed in flight
+    assert lanes_at_once(quick, 5) == 5 and lanes_at_once(quick, 3) == 3
+    assert lanes_at_once(paper.with_overrides(max_concurrency=1), 5) == 1
+    assert lanes_at_once(quick.with_overrides(max_concurrency=2), 5) == 2
 
 
 def test_a_killed_run_resumes_without_repeating_recorded_work(sessions_dir):

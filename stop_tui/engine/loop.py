@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
+from stop_tui.engine.cores import evaluating, idle_cores
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.history import History
@@ -28,7 +29,7 @@ from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
 from stop_tui.engine.resume import effective, find_interrupted, last_totals
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
-from stop_tui.engine.scoring import score_solution
+from stop_tui.engine.scoring import Score, score_solution
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name
 from stop_tui.engine.tasks import Task
@@ -88,12 +89,45 @@ class Engine:
         """`cancel`: the utility's of the improver run that asked (it ends with that run)."""
         if split == "val":  # static safety checks, once per solution, before it runs
             flag_candidate(self.store.append, source, path, "solution")
-        result = score_solution(self.task, source, split, limits=self.limits,
-                                cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
+        result = self._evaluate(source, split, cancel)
+        self._record_score(source, path, split, result)
+        return result.score
+
+    def score_val_and_test(self, source: str | None, path: str, test_path: str | None = None, *,
+                           cancel: CancelFlag | None = None) -> tuple[float, float]:
+        """score_downstream in val (at `path`) and in test (at `test_path`, default `path`),
+        recorded val first. The two evaluations are independent (each has its own sandbox):
+        they run at once when two cores are idle (cores.idle_cores: not on a loaded machine,
+        nor in a busy meta-utility, which would gain nothing and whose time limits are
+        wall-clock), else one after the other; the log reads the same either way."""
+        flag_candidate(self.store.append, source, path, "solution")
+        if idle_cores() < 2:
+            val = self._evaluate(source, "val", cancel)
+            self._record_score(source, path, "val", val)
+            tested = self._evaluate(source, "test", cancel)
+            self._record_score(source, test_path or path, "test", tested)
+            return val.score, tested.score
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-test") as pool:
+            test = pool.submit(self._evaluate, source, "test", cancel)
+            try:
+                val = self._evaluate(source, "val", cancel)
+            except BaseException:
+                test.cancel()
+                raise
+            self._record_score(source, path, "val", val)
+            tested = test.result()
+        self._record_score(source, test_path or path, "test", tested)
+        return val.score, tested.score
+
+    def _evaluate(self, source: str | None, split: str, cancel: CancelFlag | None) -> Score:
+        with evaluating():
+            return score_solution(self.task, source, split, limits=self.limits,
+                                  cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
+
+    def _record_score(self, source: str | None, path: str, split: str, result: Score) -> None:
         self.emit(ev.SolutionScored(source=self.store.put_text(source) if source else None,
                                     split=split, score=result.score, seconds=round(result.seconds, 4),
                                     error=result.error or None), path)
-        return result.score
 
     # -- the meta-utility -----------------------------------------------------------------
     @contextmanager
@@ -138,9 +172,10 @@ class Engine:
             solution = out.value if out.error is None else None
             if out.error is not None:
                 val, test = 0.0, (0.0 if with_test else None)
+            elif with_test:
+                val, test = self.score_val_and_test(solution, f"{path}/final", cancel=cancel)
             else:
-                val = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel)
-                test = self.score_downstream(solution, f"{path}/final", "test", cancel=cancel) if with_test else None
+                val, test = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel), None
         self.emit(ev.RunFinished(solution=self.store.put_text(solution) if solution else None,
                                  val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
                                  lm_uses=lm.uses, utility_uses=utility.uses), path)

@@ -97,6 +97,7 @@ def wire_session(store: SessionStore, settings: Settings, task_name: str, backen
                    caps=Caps(settings.cap_cost_usd, settings.cap_tokens, settings.cap_calls),
                    max_prompt_tokens=settings.max_prompt_tokens, shared=shared)
     lm.on_learn = store.set_meta  # what the backend learned about its server (LEARNED_KEYS)
+    lm.warm()  # the backend's client is made in the background while the sandbox starts
     return Session(store, settings, Engine(store, settings, task, meta, lm, gate), gate, lock)
 
 

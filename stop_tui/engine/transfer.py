@@ -10,6 +10,11 @@ improver runs, each with a fresh LM budget); the 95 % interval is taken over the
 improver runs (their downstream scores), for u(s) over the runs. The headline split is test,
 as in the paper's table; val is reported beside it.
 
+The tasks are measured side by side (`lanes_at_once` of them: as many as it takes for their
+improver runs to fill the LM requests allowed in flight, `--max-concurrency`), each task's units
+in the order above, so one task's LM calls go out while another's programs are scored; the
+table keeps the order the tasks were asked in.
+
 Everything is recorded in a session (meta kind "transfer"): the engine's own events for every
 LM call and improver run, plus one `transfer_started` / `transfer_scored` pair per task /
 improver / run, so a long run shows progress and a resume skips what is done.
@@ -17,7 +22,9 @@ improver / run, so a long run shows progress and a resume skips what is done.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,42 +230,73 @@ def recorded_in(events: Iterable[ev.Event]) -> dict[tuple[str, str, int], ev.Tra
             for e in events if e.kind == ev.TRANSFER_SCORED}
 
 
+def lanes_at_once(settings: Settings, tasks: int) -> int:
+    """How many tasks are measured at once: enough that the improver runs in flight (each
+    unit of û runs `meta_runs` of them) can fill the LM requests allowed in flight
+    (`max_concurrency`), which the LM service enforces session-wide; at least one task."""
+    return max(1, min(tasks, math.ceil(settings.max_concurrency / max(1, settings.meta_runs))))
+
+
 def execute(session: Session, plan: Plan, echo: Echo | None = None) -> None:
-    """Measure every (task, who, run) not yet recorded; each is committed as it completes. A
-    unit passes the gate first (as an iteration does), so a stop lands between units."""
+    """Measure every (task, who, run) not yet recorded; each is committed as it completes.
+    The tasks are measured side by side (`lanes_at_once`; one thread per task, each in the
+    paper's order: u(s), then û(I0), then û(IT)), so that one task's LM calls go out while
+    another's programs are scored. Every unit passes the gate first (as an iteration does),
+    so a stop lands between units; when one task stops (a stop, a cap, a failing server, an
+    error) the others stop too, and this returns when all have ended."""
+    done = recorded(session.store)
+    width = lanes_at_once(session.settings, len(plan.tasks))
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="transfer") as pool:
+        lanes = [pool.submit(_measure_task, session, plan, name, done, echo) for name in plan.tasks]
+        try:
+            first = wait(lanes, return_when=FIRST_EXCEPTION)
+        except BaseException:  # ctrl+c in this thread: every task stops at its next gate or call
+            session.gate.cancel()
+            wait(lanes)
+            raise
+        failed = [f for f in first.done if not f.cancelled() and f.exception() is not None]
+        if failed:
+            for lane in lanes:
+                lane.cancel()  # tasks not started yet never start
+            session.gate.cancel()
+            wait(lanes)
+            # A real failure before the Cancelled it caused in the other tasks.
+            errors = [f.exception() for f in lanes if not f.cancelled() and f.exception() is not None]
+            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+
+
+def _measure_task(session: Session, plan: Plan, name: str,
+                  done: dict[tuple[str, str, int], ev.TransferScored], echo: Echo | None) -> None:
+    """One task's units in order, those not in `done`."""
     store, gate = session.store, session.gate
-    done = recorded(store)
-    for name in plan.tasks:
-        task = load_task(name)
-        known = {k: v for k, v in plan.task_settings.items() if k in task.settings}
-        if known:
-            task = replace(task, settings={**task.settings, **known})
-        engine = session.engine_for(task)
-        for who in WHO:
-            for k in range(1, plan.runs + 1):
-                if (name, who, k) in done:
-                    continue
-                gate.passage(ITERATION)
-                path = f"{name}/{who}/n{k}"
-                store.append(ev.event(ev.TransferStarted(task=name, who=who, run=k), path))
-                if echo:
-                    echo(f"{name}: {LABELS[who]} run {k}/{plan.runs} ...")
-                if who == "seed_solution":
-                    scored = ev.TransferScored(
-                        task=name, who=who, run=k,
-                        val=engine.score_downstream(task.seed, f"{path}/val", "val"),
-                        test=engine.score_downstream(task.seed, f"{path}/test", "test"))
-                else:
-                    source = engine.meta.seed if who == "seed_improver" else plan.improver
-                    result = engine.meta_score(source, path, with_test=True)
-                    scored = ev.TransferScored(
-                        task=name, who=who, run=k, val=result.val, test=result.test,
-                        run_vals=[val for val, _ in result.runs], run_tests=[test for _, test in result.runs],
-                        errors=result.errors[:5])
-                store.append(ev.event(scored, path))
-                if echo:
-                    echo(f"{name}: {LABELS[who]} run {k}/{plan.runs}: test {scored.test:.4f}, "
-                         f"val {scored.val:.4f}")
+    task = load_task(name)
+    known = {k: v for k, v in plan.task_settings.items() if k in task.settings}
+    if known:
+        task = replace(task, settings={**task.settings, **known})
+    engine = session.engine_for(task)
+    for who in WHO:
+        for k in range(1, plan.runs + 1):
+            if (name, who, k) in done:
+                continue
+            gate.passage(ITERATION)
+            path = f"{name}/{who}/n{k}"
+            store.append(ev.event(ev.TransferStarted(task=name, who=who, run=k), path))
+            if echo:
+                echo(f"{name}: {LABELS[who]} run {k}/{plan.runs} ...")
+            if who == "seed_solution":
+                val, test = engine.score_val_and_test(task.seed, f"{path}/val", f"{path}/test")
+                scored = ev.TransferScored(task=name, who=who, run=k, val=val, test=test)
+            else:
+                source = engine.meta.seed if who == "seed_improver" else plan.improver
+                result = engine.meta_score(source, path, with_test=True)
+                scored = ev.TransferScored(
+                    task=name, who=who, run=k, val=result.val, test=result.test,
+                    run_vals=[val for val, _ in result.runs], run_tests=[test for _, test in result.runs],
+                    errors=result.errors[:5])
+            store.append(ev.event(scored, path))
+            if echo:
+                echo(f"{name}: {LABELS[who]} run {k}/{plan.runs}: test {scored.test:.4f}, "
+                     f"val {scored.val:.4f}")
 
 
 def rows(store: SessionStore, plan: Plan) -> list[dict[str, Any]]:

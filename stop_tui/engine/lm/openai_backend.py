@@ -7,7 +7,9 @@ the server asked for. A reply that cannot be read (malformed JSON, a body cut sh
 choices) is not retried: the server may have billed it; it becomes failed completions.
 
 Constructing the backend contacts nothing (a session can be opened and viewed with its server
-gone): the client is made at the first request, and what the server says then is the check.
+gone): the client is made at the first request, or before it by `warm` (in the background,
+while the engine starts its sandbox: the import is most of a second the first request would
+otherwise wait), and what the server says at the first request is the check.
 The model name is whatever the server serves (Ollama lists `name:latest` and serves `name`;
 llama.cpp's server serves any name): only a 404 on a request means the model does not exist,
 and then /models is asked what it offers. Servers' quirks are learned once and kept (`learned`,
@@ -50,7 +52,8 @@ class OpenAIBackend:
         self._http_client = http_client
         self._max_retries = max_retries
         self._openai: Any = None
-        self._client: Any = None  # made at the first request
+        self._client: Any = None  # made at the first request (or by `warm`)
+        self._warming: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency), thread_name_prefix="lm")
         self.honours_n: bool | None = None
         # Newer OpenAI models refuse `max_tokens` and want `max_completion_tokens` (llama.cpp's
@@ -92,6 +95,22 @@ class OpenAIBackend:
         if self.key_missing:
             raise UserError("OPENAI_API_KEY is not set: export it, or point --base-url / "
                             "OPENAI_BASE_URL at a server that needs no key")
+
+    def warm(self) -> None:
+        """Make the client in a background thread (import `openai`, build the client and its
+        chat resource); contacts nothing. What goes wrong is left for the first request to
+        report (a request waits for a warm-up in progress: `_connect` holds the lock)."""
+        with self._lock:
+            if self._client is not None or self._warming is not None or self.key_missing:
+                return
+            self._warming = threading.Thread(target=self._warm, daemon=True, name="lm-warm")
+        self._warming.start()
+
+    def _warm(self) -> None:
+        try:
+            self._connect().chat.completions  # noqa: B018 - the resource is built on first access
+        except Exception:  # noqa: BLE001 - the first request reports it
+            pass
 
     def _connect(self) -> Any:
         with self._lock:

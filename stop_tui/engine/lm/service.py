@@ -224,6 +224,14 @@ class LMService:
         self._group_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lm-group")
         self._request_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="lm-request")
 
+    def warm(self) -> None:
+        """Let the backend get ready for its first request in the background (the openai
+        backend imports its client library, most of a second) while the caller starts the
+        sandbox; contacts nothing. Backends without `warm` have nothing to prepare."""
+        warm = getattr(self.backend, "warm", None)
+        if warm is not None:
+            warm()
+
     # -- set-up for resume ----------------------------------------------------------------
     def restore(self, totals: dict | None, book: Book | None) -> None:
         """Continue from a log: session totals as of the last kept BUDGET event, and the
