@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import PROGRAMS
+
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.tasks import load_task
 

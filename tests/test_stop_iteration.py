@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import PROGRAMS, stop_tui
 from scripted_server import ScriptedLMServer
+
 from stop_tui.engine import events as ev
 from stop_tui.engine.scoring import score_solution
 from stop_tui.engine.store import SessionStore
