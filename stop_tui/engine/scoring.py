@@ -43,6 +43,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.evaluation_output import output_to_stderr
+from stop_tui.engine.sandbox import trace
 from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
@@ -75,7 +76,12 @@ class _Candidate:
         self._over = False  # closed or expired: `run` refuses
 
     def run(self, *args: object, time_limit: float, rng: tuple | None = None) -> Outcome:
+        begun = time.monotonic_ns()
         rng = self._generators.generators(rng)  # keyed by the secret, unless rng=reference
+        recorder = trace.active()
+        if recorder is not None:
+            recorder.add("call: RNG derivation in the engine (keyed by the secret)",
+                         time.monotonic_ns() - begun)
         with self._lock:
             if self._over:
                 raise EvaluationExpired()

@@ -70,6 +70,9 @@ class Run:
     def kill(self, timeout: float = REPLY_TIMEOUT) -> None:
         self.pool.kill(self, timeout)
 
+    def release(self, grace: float) -> None:
+        self.pool.release(self, grace)
+
     def wait_status(self, timeout: float) -> int | None:
         self.exited.wait(timeout)
         return self.status
@@ -341,6 +344,16 @@ class Pool:
             return
         if not run.killed.wait(timeout):
             self.restart(run.generation)
+
+    def release(self, run: Run, grace: float) -> None:
+        """The engine is done with the run (and hung up): it gets `grace` seconds to exit by
+        itself, then the zygote kills it and everything it started. Does not wait."""
+        if run.exited.is_set() or run.killed.is_set():
+            return
+        try:
+            self._send({"op": "release", "id": run.id, "grace": grace})
+        except PoolError:
+            pass  # the worker is gone, and its runs with it
 
     def restart(self, generation: int) -> None:
         with self._lock:

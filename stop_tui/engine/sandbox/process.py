@@ -5,6 +5,10 @@ pool.py and isolation.py: bubblewrap or the kernel fallback, an unprivileged uid
 rlimits, a subreaper that kills everything the run starts). It talks JSON lines over a
 socketpair; replies are parsed as JSON and validated; nothing from the child is ever unpickled
 or executed here. Time limits are enforced here, by killing the run through the zygote.
+
+The thread that waits for a reply reads the socket itself (no reader thread to hand each reply
+over: that was a wake-up per message, on a loaded machine the largest part of a call's cost);
+an improver's proxy calls are served from there, each in a thread of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
+import select
 import shutil
 import signal
 import socket
@@ -23,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stop_tui.engine.candidate_rng import Seeds
 from stop_tui.engine.errors import Cancelled
-from stop_tui.engine.sandbox import tempdirs
+from stop_tui.engine.sandbox import tempdirs, trace
 from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-exported)
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
@@ -92,10 +97,13 @@ def _tagged(value: Any) -> bool:
     return False
 
 
-def rng_state(rng: tuple | None) -> dict | None:
-    """JSON form of (random.Random, np.random.RandomState) states, for the child to adopt."""
+def rng_state(rng: tuple | Seeds | None) -> dict | None:
+    """JSON form of (random.Random, np.random.RandomState) states, or of the Seeds of derived
+    generators (candidate_rng), for the child to adopt."""
     if rng is None:
         return None
+    if isinstance(rng, Seeds):
+        return {"seeds": {"random": rng.py, "numpy": list(rng.np) if rng.np is not None else None}}
     py_rng, np_rng = rng
     state: dict[str, Any] = {"random": None, "numpy": None}
     if py_rng is not None:
@@ -121,7 +129,11 @@ class Sandbox:
         self._pool = pool
         self._run: Run | None = None
         self._sock: socket.socket | None = None
-        self._replies: queue.Queue = queue.Queue()
+        self._buffer = bytearray()  # what the run sent that is not a whole line yet
+        self._scanned = 0  # how much of it holds no newline
+        self._received = 0  # CLOCK_MONOTONIC ns of the last read from the socket
+        self._ended = False  # the run hung up (or broke the protocol): nothing more is read
+        self._arrived = 0  # the arrival stamp of the reply _wait returned last
         self._send_lock = threading.Lock()
         self._busy_lock = threading.Lock()
         self._idle = threading.Condition(self._busy_lock)  # notified when no proxy call is open
@@ -131,9 +143,16 @@ class Sandbox:
         self._rpc_slots = threading.BoundedSemaphore(MAX_RPC_IN_FLIGHT)
         self._dead = False
         self._calls = 0  # call numbers: a reply must name the call it answers
+        self._trace = trace.active()  # a bench asks where the time goes (trace.py)
+        self._sent = 0  # when the last message went out (ns)
+        self._stamps = (0, 0, 0)  # tracing: the last reply's arrival, parsing, pick-up (ns)
+        self._reply_marks: Any = None  # tracing: the marks the run sent with it
+        made = time.monotonic_ns()
         # Engine-side only (the run never sees this folder): the run's stdout and stderr.
         self.scratch = tempdirs.make("out")
         self.load_error: str | None = None
+        if self._trace is not None:
+            self._trace.add("engine: the run's output folder (make, remove)", time.monotonic_ns() - made)
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -144,6 +163,7 @@ class Sandbox:
         self.close()
 
     def start(self) -> None:
+        begun = time.monotonic_ns()
         parent, child = socket.socketpair()
         self._sock = parent
         out_fd = os.open(self.scratch / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -157,11 +177,15 @@ class Sandbox:
         finally:
             child.close()
             os.close(out_fd)
-        threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
+        started = time.monotonic()
         self._send({"op": "load", "source": self.source, "entry": self.entry,
                     "preload": list(self._preload),
-                    "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb})
-        reply = self._wait(self.limits.load_seconds, own_time=False)
+                    "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb,
+                    **({"trace": True} if self._trace is not None else {})},
+                   timeout=self.limits.load_seconds)
+        reply = self._wait(self.limits.load_seconds, own_time=False, started=started)
+        if self._trace is not None:
+            self._traced(reply, trace.RUN_SPANS | trace.LOAD_SPANS, begun, "load")
         if reply.error is not None:
             self.load_error = reply.error
             if reply.error.startswith("timed out"):
@@ -184,19 +208,28 @@ class Sandbox:
                 pass
 
     def close(self) -> None:
+        begun = time.monotonic_ns()
         run = self._run
         if run is not None and not self._dead and self._sock is not None:
-            # Hang up first: a well-behaved child exits by itself (the zygote then sweeps
-            # whatever it left); anything still there a moment later is killed.
+            # Hang up: a well-behaved child exits by itself (the zygote then sweeps whatever it
+            # left); anything still there CLOSE_GRACE later is killed by the zygote. Nothing
+            # here waits for that.
+            self._dead = True
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            run.exited.wait(CLOSE_GRACE)
-        self.kill()
+            run.release(CLOSE_GRACE)
+        else:
+            self.kill()
         if self._sock is not None:
             self._sock.close()
+        if self._trace is not None:
+            self._trace.add("close: hang up, the run exits, the zygote sweeps", time.monotonic_ns() - begun)
+        removing = time.monotonic_ns()
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._trace is not None:
+            self._trace.add("engine: the run's output folder (make, remove)", time.monotonic_ns() - removing)
 
     def wait_rpcs(self, timeout: float) -> bool:
         """Wait until no proxy call of this run is being served (False at the timeout)."""
@@ -222,21 +255,27 @@ class Sandbox:
         """Run the program's entry function on `args`; the child is killed past the limit."""
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
+        begun = time.monotonic_ns()
         self._calls += 1
-        # Two steps: the inputs are sent and staged (parsed, decoded, RNG set) first, then `go`
-        # starts the call. Staging runs in the candidate's process, where its code could have
-        # hooked the decoding and computed there. So staging gets an allowance for what honest
-        # staging costs (STAGE_BASE + the input's size at STAGE_RATE: moving a big input is
-        # not charged) and whatever it takes beyond is the run's time, like the call's own.
-        # Both are measured here (the child cannot under-report them); a run whose staging
-        # alone passes its limit never starts.
+        # Two steps, one trip: the child stages the inputs (parses, decodes, sets the RNG),
+        # says so (`ready`) and calls at once. Staging runs in the candidate's process, where
+        # its code could have hooked the decoding and computed there. So staging gets an
+        # allowance for what honest staging costs (STAGE_BASE + the input's size at
+        # STAGE_RATE: moving a big input is not charged) and whatever it takes beyond is the
+        # run's time, like the call's own. Both are measured here, on the stamps of the
+        # replies' arrival (the child cannot under-report them: a `ready` sent late is staging
+        # past the allowance, one sent early is call time); a run whose staging alone passes
+        # its limit is stopped there and its result, if any, is not used.
         encoded = encode(list(args))
-        size = self._send({"op": "call", "n": self._calls, "args": encoded,
+        line = self._line({"op": "call", "n": self._calls, "args": encoded,
                            "plain": not _tagged(encoded), "rng": rng_state(rng), "seed": seed,
-                           "stage": True})
-        allowance = STAGE_BASE + size / STAGE_RATE
-        staged = self._wait(time_limit + KILL_GRACE + allowance, own_time=False, call=self._calls,
-                            until="ready")
+                           "stage": True, **({"trace": True} if self._trace is not None else {})})
+        allowance = STAGE_BASE + len(line) / STAGE_RATE
+        staging_limit = time_limit + KILL_GRACE + allowance
+        started = time.monotonic()  # staging's clock includes handing the inputs over
+        self._send(line, timeout=staging_limit, begun=begun)
+        staged = self._wait(staging_limit, own_time=False, call=self._calls, until="ready",
+                            started=started)
         if staged.error is not None:
             if staged.error.startswith("timed out after"):
                 return Outcome(error=f"timed out after {time_limit + KILL_GRACE:g} s (staging its "
@@ -247,8 +286,10 @@ class Sandbox:
             self.kill()
             return Outcome(error=f"timed out after {time_limit:g} s (staging its inputs took "
                                  f"{staged.seconds:.2f} s)", seconds=charged)
-        self._send({"op": "go", "n": self._calls})
-        out = self._wait(time_limit + KILL_GRACE - charged, own_time=False, call=self._calls)
+        out = self._wait(time_limit + KILL_GRACE - charged, own_time=False, call=self._calls,
+                         started=self._arrived / 1e9)
+        if self._trace is not None:
+            self._traced(out, trace.CALL_SPANS, self._sent, "call")
         error = out.error
         if error is not None and error.startswith("timed out after"):
             error = f"timed out after {time_limit + KILL_GRACE:g} s"
@@ -262,19 +303,48 @@ class Sandbox:
         if not self.alive():
             return Outcome(error=self.load_error or "sandbox is not running")
         self._calls += 1
-        self._send({"op": "call", "n": self._calls, "improve": spec, "seed": seed})
-        return self._wait(time_limit, own_time=True, call=self._calls, wall_limit=wall_limit)
+        started = time.monotonic()
+        self._send({"op": "call", "n": self._calls, "improve": spec, "seed": seed},
+                   timeout=wall_limit or time_limit)
+        return self._wait(time_limit, own_time=True, call=self._calls, wall_limit=wall_limit,
+                          started=started)
 
     # -- internals ------------------------------------------------------------------------
-    def _send(self, message: dict[str, Any]) -> int:
-        """Send one message; returns its size in bytes."""
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    @staticmethod
+    def _line(message: dict[str, Any]) -> bytes:
+        return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+    def _send(self, message: dict[str, Any] | bytes, *, timeout: float | None = None,
+              begun: int | None = None) -> int:
+        """Send one message (or its line); returns its size in bytes. `timeout`: seconds the
+        run gets to take it (nothing reads what it sends meanwhile: a run that writes instead
+        of reading would otherwise hold the engine here for good); then the reply's wait
+        finds out what is wrong. Tracing, the time from `begun` to the send is the input
+        encoding."""
+        data = message if isinstance(message, bytes) else self._line(message)
         with self._send_lock:
+            self._sent = time.monotonic_ns()
+            if begun is not None and self._trace is not None:
+                self._trace.add("call: input encoding in the engine (arrays, RNG, JSON)", self._sent - begun)
             try:
+                self._sock.settimeout(timeout)
                 self._sock.sendall(data)
             except OSError:
-                pass  # the child is gone; _wait reports it
+                pass  # the child is gone, or took too long to read: _wait reports it
         return len(data)
+
+    def _traced(self, outcome: Outcome, names: dict[str, str], start: int, kind: str) -> None:
+        """Add a reply's marks (the run's) and the engine's own stamps to the recorder."""
+        recorder, (arrived, parsed, got) = self._trace, self._stamps
+        last = recorder.marks(self._reply_marks, names, start)
+        self._stamps, self._reply_marks = (0, 0, 0), None
+        if not arrived or outcome.error is not None:
+            return
+        if last is not None:
+            recorder.add(f"{kind}: the reply reaches the engine (JSON, socket)", arrived - last)
+        recorder.add(f"{kind}: JSON parsing and checks in the engine", parsed - arrived)
+        recorder.add(f"{kind}: handed to the engine's waiting thread", got - parsed)
+        recorder.add(f"{kind}: engine side, the rest", time.monotonic_ns() - got)
 
     def _busy_seconds(self) -> float:
         with self._busy_lock:
@@ -282,23 +352,24 @@ class Sandbox:
             return self._busy_total + extra
 
     def _wait(self, limit: float, *, own_time: bool, call: int | None = None,
-              until: str = "result", wall_limit: float | None = None) -> Outcome:
-        """The reply to the message just sent. `seconds` is measured here, never taken from
-        the child (which could lie about its run time)."""
-        started = time.monotonic()
+              until: str = "result", wall_limit: float | None = None,
+              started: float | None = None) -> Outcome:
+        """The reply to the message just sent (or, from `started`, a monotonic time: the next
+        reply to one sent before). `seconds` is measured here, from the stamp of the reply's
+        arrival, never taken from the child (which could lie about its run time)."""
+        started = time.monotonic() if started is None else started
         busy_before = self._busy_seconds()
 
-        def took() -> float:
-            elapsed = time.monotonic() - started
+        def took(at: float | None = None) -> float:
+            elapsed = (time.monotonic() if at is None else at) - started
             return elapsed - (self._busy_seconds() - busy_before) if own_time else elapsed
 
         while True:
             if self._cancel.is_set():
                 self.kill()
                 raise Cancelled()
-            try:
-                message = self._replies.get(timeout=0.05)
-            except queue.Empty:
+            got = self._next(0.05)
+            if got is None:
                 elapsed = took()
                 if elapsed > limit:
                     self.kill()
@@ -309,22 +380,28 @@ class Sandbox:
                                          f"and utility waits included; own time {elapsed:.1f} s)",
                                    seconds=elapsed)
                 continue
+            arrived, parsed, message = got
+            self._arrived = arrived
+            at = arrived / 1e9
+            if self._trace is not None:
+                self._stamps = (arrived, parsed, time.monotonic_ns())
+                self._reply_marks = message.get("trace")
             op = message.get("op")
             if op in ("result", "error") and message.get("n") != call:
                 self.kill()
                 return Outcome(error="sandbox protocol violation (a reply to another call)",
-                               seconds=took())
+                               seconds=took(at))
             if op == "loaded" and call is None:
                 return Outcome()
             if op == "ready" and until == "ready" and message.get("n") == call:
-                return Outcome(seconds=took())
+                return Outcome(seconds=took(at))
             if op == "result":
-                return Outcome(value=message.get("value"), seconds=took())
+                return Outcome(value=message.get("value"), seconds=took(at))
             if op == "error":
-                return Outcome(error=str(message.get("error"))[:1000], seconds=took())
+                return Outcome(error=str(message.get("error"))[:1000], seconds=took(at))
             if op == "fault":  # found by the reader: the child is done for
                 self.kill()
-                return Outcome(error=str(message.get("error")), seconds=took())
+                return Outcome(error=str(message.get("error")), seconds=took(at))
             if op == "eof":
                 self.kill()
                 return Outcome(error=self._death_reason())
@@ -342,39 +419,73 @@ class Sandbox:
             return f"sandbox process stopped answering{last}"
         return f"sandbox process exited (code {code}){last}"
 
-    def _read(self) -> None:
-        stream = self._sock.makefile("rb")
+    def _next(self, timeout: float) -> tuple[int, int, dict[str, Any]] | None:
+        """The run's next message as (arrived, parsed, message): CLOCK_MONOTONIC ns when the
+        read that completed its line returned and when it was parsed (the engine's clock runs
+        on these). None when nothing came within `timeout` seconds. After the run hung up or
+        broke the protocol, every call answers `eof`. Proxy calls are served on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end < 0:
+                self._scanned = len(self._buffer)
+                if self._scanned > MAX_MESSAGE:
+                    return self._fault(f"reply too large (over {MAX_MESSAGE >> 20} MB)")
+                if self._ended:
+                    return self._received, time.monotonic_ns(), {"op": "eof"}
+                if not self._fill(deadline - time.monotonic()):
+                    return None
+                continue
+            line = bytes(self._buffer[:end])
+            del self._buffer[:end + 1]
+            self._scanned = 0
+            if end > MAX_MESSAGE:
+                return self._fault(f"reply too large (over {MAX_MESSAGE >> 20} MB)")
+            try:
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+            except (ValueError, RecursionError):
+                return self._fault("sandbox protocol violation (not a JSON object)")
+            if message.get("op") == "rpc" and self._rpc is not None:
+                self._dispatch(message)
+                continue
+            return self._received, time.monotonic_ns(), message
+
+    def _fill(self, timeout: float) -> bool:
+        """Read what the run sent (waiting at most `timeout` s); False if nothing came."""
         try:
-            while True:
-                line = stream.readline(MAX_MESSAGE + 1)
-                if not line:
-                    break
-                if len(line) > MAX_MESSAGE:
-                    self._replies.put({"op": "fault", "error": f"reply too large (over {MAX_MESSAGE >> 20} MB)"})
-                    break
-                try:
-                    message = json.loads(line)
-                    if not isinstance(message, dict):
-                        raise ValueError("not an object")
-                except (ValueError, RecursionError):
-                    self._replies.put({"op": "fault", "error": "sandbox protocol violation (not a JSON object)"})
-                    break
-                if message.get("op") == "rpc" and self._rpc is not None:
-                    if not self._rpc_slots.acquire(blocking=False):
-                        self._send({"op": "rpc_error", "id": message.get("id"),
-                                    "error": f"too many concurrent calls (at most {MAX_RPC_IN_FLIGHT})"})
-                        continue
-                    with self._busy_lock:  # counted before its thread starts (see wait_rpcs)
-                        if self._inflight == 0:
-                            self._busy_since = time.monotonic()
-                        self._inflight += 1
-                    threading.Thread(target=self._serve, args=(message,), daemon=True,
-                                     name="sandbox-rpc").start()
-                else:
-                    self._replies.put(message)
-        except OSError:
-            pass
-        self._replies.put({"op": "eof"})
+            ready, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
+            if not ready:
+                return False
+            data = self._sock.recv(1 << 20)
+        except (OSError, ValueError):  # closed or shut down here (a kill)
+            data = b""
+        self._received = time.monotonic_ns()
+        if data:
+            self._buffer += data
+        else:
+            self._ended = True
+        return True
+
+    def _fault(self, error: str) -> tuple[int, int, dict[str, Any]]:
+        """The run broke the protocol: it is done for (nothing more of it is read)."""
+        self._ended = True
+        self._buffer.clear()
+        self._scanned = 0
+        return self._received, time.monotonic_ns(), {"op": "fault", "error": error}
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        """Serve a proxy call in a thread of its own (at most MAX_RPC_IN_FLIGHT at once)."""
+        if not self._rpc_slots.acquire(blocking=False):
+            self._send({"op": "rpc_error", "id": message.get("id"),
+                        "error": f"too many concurrent calls (at most {MAX_RPC_IN_FLIGHT})"})
+            return
+        with self._busy_lock:  # counted before its thread starts (see wait_rpcs)
+            if self._inflight == 0:
+                self._busy_since = time.monotonic()
+            self._inflight += 1
+        threading.Thread(target=self._serve, args=(message,), daemon=True, name="sandbox-rpc").start()
 
     def _serve(self, message: dict[str, Any]) -> None:
         try:

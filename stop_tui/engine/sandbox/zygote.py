@@ -13,6 +13,8 @@ object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
     zygote -> engine   {"op": "spawned", "id", "pid"}  or  {"op": "failed", "id", "error"}
     engine -> zygote   {"op": "kill", "id"}
     zygote -> engine   {"op": "killed", "id", "left"}
+    engine -> zygote   {"op": "release", "id", "grace"}    the engine hung up on the run: it gets
+                                                       `grace` s to exit, then is killed
     zygote -> engine   {"op": "exit", "id", "status"}              when a run's process ends
 
 Each run: fork, new session, parent-death signal, its own unprivileged uid when the zygote is
@@ -26,6 +28,7 @@ tree, every process of its uid and every orphan, until none is left (proctable.p
 """
 
 import ctypes
+import gc
 import importlib.machinery
 import importlib.util
 import json
@@ -139,9 +142,11 @@ class Zygote:
                     continue
                 op = message.get("op")
                 if op == "spawn":
-                    self.spawn(message, fds)
+                    self.spawn(message, fds, time.monotonic_ns())
                 elif op == "kill":
                     self.kill(message.get("id"))
+                elif op == "release":
+                    self.release(message.get("id"), message.get("grace"))
                 elif op == "shutdown":
                     return
                 else:
@@ -149,12 +154,15 @@ class Zygote:
                         os.close(fd)
             self.reap()
             now = time.monotonic()
+            for run in [r for r in self.runs.values() if r.get("deadline", now + 1) <= now]:
+                run.pop("deadline")
+                self.kill_tree(run)  # released and still there: killed (reap sends its exit)
             if now - self.last_sweep > 0.1:
                 self.last_sweep = now
                 self.sweep()
 
     # -- runs -------------------------------------------------------------------------
-    def spawn(self, message, fds):
+    def spawn(self, message, fds, received):
         run_id = message.get("id")
         if len(fds) != 2 or not self.free_slots:
             for fd in fds:
@@ -177,11 +185,13 @@ class Zygote:
             self.free_slots.append(slot)
             self.send({"op": "failed", "id": run_id, "error": f"scratch: {exc}"})
             return
+        gc.freeze()  # what the zygote made since: out of the runs' collections (no copy-on-write)
         pid = os.fork()
         if pid == 0:  # the run
             code = 1
             try:
-                self.become_run(sock_fd, out_fd, uid, directory, message.get("limits") or {})
+                marks = [["spawn", received], ["forked", time.monotonic_ns()]]
+                self.become_run(sock_fd, out_fd, uid, directory, message.get("limits") or {}, marks)
                 code = 0
             finally:
                 os._exit(code)
@@ -191,7 +201,9 @@ class Zygote:
         self.by_pid[pid] = run_id
         self.send({"op": "spawned", "id": run_id, "pid": pid})
 
-    def become_run(self, sock_fd, out_fd, uid, directory, limits):
+    def become_run(self, sock_fd, out_fd, uid, directory, limits, marks):
+        """Set this forked process up as a run, then serve it. `marks`: [name, CLOCK_MONOTONIC ns]
+        after each step (the engine asks for them only to show where the time goes: trace.py)."""
         self.ctrl.close()
         signal.set_wakeup_fd(-1)
         os.close(self.wakeup)
@@ -213,12 +225,15 @@ class Zygote:
                 f.write("1000")  # under memory pressure, runs die first, never the zygote
         except OSError:
             pass
+        marks.append(["process", time.monotonic_ns()])
         if directory is None:  # its own tmpfs, in its own mount namespace
             if scratch.make_private(self.scratch, self.scratch_bytes, uid, self.read_only_rest):
                 return  # never run a program with less confinement than was reported
             directory = self.scratch
         os.chdir(directory)
+        marks.append(["scratch", time.monotonic_ns()])
         _set_limits(limits, uid is not None)
+        marks.append(["rlimits", time.monotonic_ns()])
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
@@ -226,15 +241,18 @@ class Zygote:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of uid cleared it
             if os.getppid() != self.me:
                 return
+        marks.append(["uid", time.monotonic_ns()])
         if self.config.get("no_sockets", True) and not seccomp.install():
             return  # never run a program with less confinement than was reported
+        marks.append(["seccomp", time.monotonic_ns()])
         os.umask(0o077)
         os.environ.clear()
         os.environ.update(self.env)
         os.environ.update({"HOME": directory, "TMPDIR": directory})
+        marks.append(["env", time.monotonic_ns()])
         child = sys.modules["stop_sandbox_child"]
         try:
-            child.serve(socket.socket(fileno=sock_fd))
+            child.serve(socket.socket(fileno=sock_fd), marks)
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
@@ -248,6 +266,15 @@ class Zygote:
         if run is not None:
             left = self.kill_tree(run)
         self.send({"op": "killed", "id": run_id, "left": left})
+
+    def release(self, run_id, grace):
+        run = self.runs.get(run_id)
+        if run is not None:
+            try:
+                grace = min(max(float(grace), 0.0), 10.0)
+            except (TypeError, ValueError):
+                grace = 0.0
+            run["deadline"] = time.monotonic() + grace
 
     def kill_tree(self, run):
         """Kill the run and everything it started (see proctable.kill_run). Returns how many
@@ -320,6 +347,10 @@ def main():
         except ImportError:
             pass
     os.makedirs(config["scratch"], exist_ok=True)
+    # Everything imported so far is shared with every run, page for page: frozen, no run's
+    # garbage collection walks it (which would write to every object, copying every page).
+    gc.collect()
+    gc.freeze()
     scratch_error = probes.private_scratch(config)
     zygote = Zygote(ctrl, config, per_run_scratch=scratch_error is None)
     signal.signal(signal.SIGTERM, zygote.die)
