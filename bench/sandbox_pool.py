@@ -11,7 +11,8 @@ The methods take turns, one evaluation each per round, so that a shared machine'
 on all of them alike; the ratios come from the medians of one run. Then a second pass of warm
 evaluations, traced (stop_tui/engine/sandbox/trace.py), says where a warm-pool evaluation's
 time goes: the run's set-up step by step (fork, namespace and mount set-up, uid drop, seccomp
-load), the program's load, each call's input encoding, JSON protocol and decoding, the
+load: done in advance, by a spare process the zygote keeps ready, and listed apart; what is
+left of it on the wait is handing the spare its sockets), the program's load, each call's input encoding, JSON protocol and decoding, the
 candidate's own function, the engine side's parsing and checks, the hang-up; what is left is
 evaluate.py's own work (drawing the instances, scoring the predictions) and the evaluation's
 thread. CPU seconds per evaluation count the engine and the whole sandbox (the worker and the
@@ -174,13 +175,16 @@ def main() -> None:
     print(f"\nWhere a warm-pool evaluation's time goes ({n} traced evaluations; tracing adds a "
           f"little): {wall * 1e3:.2f} ms wall, CPU {engine_cpu * 1e3:.2f} ms engine + "
           f"{box_cpu * 1e3:.2f} ms sandbox per evaluation")
-    print(f"{'':<74} {'ms/eval':>8} {'times/eval':>11}")
+    print(f"{'':<84} {'ms/eval':>8} {'times/eval':>11}")
     attributed = 0
-    for name, total in recorder.total.items():
-        attributed += total
-        print(f"{name:<74} {total / n / 1e6:>8.3f} {recorder.count[name] / n:>11.0f}")
+    names = sorted(recorder.total, key=lambda name: name.startswith(trace.IN_ADVANCE))
+    for name in names:
+        total = recorder.total[name]
+        if not name.startswith(trace.IN_ADVANCE):
+            attributed += total
+        print(f"{name:<84} {total / n / 1e6:>8.3f} {recorder.count[name] / n:>11.0f}")
     rest = wall * 1e9 - attributed / n
-    print(f"{'the rest: evaluate.py (instances, scoring), its thread, the calls between':<74} "
+    print(f"{'the rest: evaluate.py (instances, scoring), its thread, the calls between':<84} "
           f"{rest / 1e6:>8.3f}")
 
 

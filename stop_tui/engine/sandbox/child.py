@@ -245,10 +245,12 @@ def _mark(marks, name):
         marks.append([name, time.monotonic_ns()])
 
 
-def serve(sock, marks=None):
+def serve(sock, marks=None, notice=None):
     """Load the program the engine sends and answer its calls until the engine hangs up.
     `marks`: the run's set-up so far ([name, CLOCK_MONOTONIC ns], from the zygote), sent back
-    with the load's reply, with the load's own, when the engine asks (its trace.py)."""
+    with the load's reply, with the load's own, when the engine asks (its trace.py).
+    `notice`: a datagram socket on which a call says its inputs are staged (the kernel stamps
+    the time; the engine reads it with the result, without waking up for it)."""
     messages = _Messages(sock)
     setup = messages.next()
     if setup.get("op") != "load":
@@ -294,12 +296,15 @@ def serve(sock, marks=None):
         else:
             args = message["args"] if message.get("plain") else _decode(message["args"])
             _mark(marks, "decoded")
-            if message.get("stage"):
-                # Inputs decoded and the RNG set: say so, and call at once. The engine stamps
-                # this notice when it arrives: staging (this process's code, the candidate's
+            if message.get("stage") and notice is not None:
+                # Inputs decoded and the RNG set: say so, and call at once. The kernel stamps
+                # this notice when it is sent: staging (this process's code, the candidate's
                 # included, ran the decoding; the engine allows for what honest decoding
-                # costs) is on its clock up to it, the call from it to the result.
-                _send(sock, {"op": "ready", "n": message.get("n")})
+                # costs) is on the engine's clock up to it, the call from it to the result.
+                try:
+                    notice.send(str(message.get("n")).encode())
+                except OSError:
+                    pass
         started = time.perf_counter()
         try:
             value = entry(*args)

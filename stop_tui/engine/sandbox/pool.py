@@ -313,8 +313,9 @@ class Pool:
                 self._fail_all("the sandbox worker died")
 
     # -- runs -------------------------------------------------------------------------
-    def spawn(self, sock_fd: int, out_fd: int, limits: dict[str, Any]) -> Run:
-        """Fork a fresh run in the zygote; it serves the child protocol on `sock_fd`."""
+    def spawn(self, fds: tuple[int, int, int], limits: dict[str, Any]) -> Run:
+        """A fresh run from the zygote; `fds`: its protocol socket, its output file and its
+        staging-notice socket (see process.py)."""
         with self._lock:
             if self._closed:
                 raise PoolError("the sandbox pool is closed")
@@ -322,7 +323,7 @@ class Pool:
             run = Run(next(self._ids), self, self._generation)
             self._runs[run.id] = run
             try:
-                self._send({"op": "spawn", "id": run.id, "limits": limits}, (sock_fd, out_fd))
+                self._send({"op": "spawn", "id": run.id, "limits": limits}, fds)
             except PoolError:
                 self._runs.pop(run.id, None)
                 self._stop()

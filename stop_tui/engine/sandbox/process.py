@@ -40,6 +40,7 @@ STAGE_RATE = 2e6  # bytes of input per uncharged second (parsing them in the chi
 LOAD_TIMEOUT = 10.0  # seconds for the program's top-level code (imports, definitions)
 CLOSE_GRACE = 0.2  # seconds a run gets to exit by itself once the engine hangs up
 MAX_RPC_IN_FLIGHT = 64  # concurrent proxy calls one improver may have open
+SO_TIMESTAMPNS = SCM_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # (Linux's number)
 
 RpcHandler = Callable[[str, dict[str, Any]], Any]
 
@@ -117,6 +118,46 @@ def rng_state(rng: tuple | Seeds | None) -> dict | None:
     return state
 
 
+class _Staging:
+    """One call's clock (Sandbox.call): staging from `started` to `at` (when the run said its
+    inputs were staged), `allowance` of it free; then the call, within `time_limit`."""
+
+    def __init__(self, started: float, allowance: float, time_limit: float) -> None:
+        self.started, self.allowance, self.time_limit = started, allowance, time_limit
+        self.at: float | None = None
+
+    def charged(self) -> float:
+        """Staging past its allowance (on the run's clock)."""
+        return max(0.0, (self.at if self.at is not None else time.monotonic()) - self.started
+                   - self.allowance)
+
+    def over(self) -> bool:
+        """Staging alone took the whole limit."""
+        return self.at is not None and self.charged() > self.time_limit
+
+    def limit(self) -> float:
+        """Seconds from `started` after which the run is killed."""
+        if self.at is None:
+            return self.time_limit + KILL_GRACE + self.allowance
+        return self.at - self.started + self.time_limit + KILL_GRACE - self.charged()
+
+    def seconds(self, arrived: float) -> float:
+        """The run's time for a result that arrived at `arrived`."""
+        return self.charged() + max(0.0, arrived - (self.at if self.at is not None else arrived))
+
+    def overrun(self) -> Outcome:
+        return Outcome(error=f"timed out after {self.time_limit:g} s (staging its inputs took "
+                             f"{self.at - self.started:.2f} s)", seconds=self.charged())
+
+    def timed_out(self) -> Outcome:
+        elapsed = time.monotonic() - self.started
+        if self.at is None:
+            return Outcome(error=f"timed out after {self.time_limit + KILL_GRACE:g} s (staging "
+                                 "its inputs)", seconds=elapsed - self.allowance)
+        return Outcome(error=f"timed out after {self.time_limit + KILL_GRACE:g} s",
+                       seconds=self.charged() + time.monotonic() - self.at)
+
+
 class Sandbox:
     """One untrusted program in one fresh sandboxed process. Use as a context manager."""
 
@@ -133,7 +174,7 @@ class Sandbox:
         self._scanned = 0  # how much of it holds no newline
         self._received = 0  # CLOCK_MONOTONIC ns of the last read from the socket
         self._ended = False  # the run hung up (or broke the protocol): nothing more is read
-        self._arrived = 0  # the arrival stamp of the reply _wait returned last
+        self._notice: socket.socket | None = None  # the engine's end of the notice socket
         self._send_lock = threading.Lock()
         self._busy_lock = threading.Lock()
         self._idle = threading.Condition(self._busy_lock)  # notified when no proxy call is open
@@ -166,16 +207,20 @@ class Sandbox:
         begun = time.monotonic_ns()
         parent, child = socket.socketpair()
         self._sock = parent
+        # The run's staging notices: datagrams the kernel stamps as they are sent.
+        self._notice, notice = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notice.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         out_fd = os.open(self.scratch / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             pool = self._pool or default_pool()
-            self._run = pool.spawn(child.fileno(), out_fd, self.limits.for_child())
+            self._run = pool.spawn((child.fileno(), out_fd, notice.fileno()), self.limits.for_child())
         except PoolError as exc:
             self.load_error = f"sandbox unavailable: {exc}"
             self._dead = True
             return
         finally:
             child.close()
+            notice.close()
             os.close(out_fd)
         started = time.monotonic()
         self._send({"op": "load", "source": self.source, "entry": self.entry,
@@ -222,8 +267,9 @@ class Sandbox:
             run.release(CLOSE_GRACE)
         else:
             self.kill()
-        if self._sock is not None:
-            self._sock.close()
+        for sock in (self._sock, self._notice):
+            if sock is not None:
+                sock.close()
         if self._trace is not None:
             self._trace.add("close: hang up, the run exits, the zygote sweeps", time.monotonic_ns() - begun)
         removing = time.monotonic_ns()
@@ -258,42 +304,25 @@ class Sandbox:
         begun = time.monotonic_ns()
         self._calls += 1
         # Two steps, one trip: the child stages the inputs (parses, decodes, sets the RNG),
-        # says so (`ready`) and calls at once. Staging runs in the candidate's process, where
-        # its code could have hooked the decoding and computed there. So staging gets an
-        # allowance for what honest staging costs (STAGE_BASE + the input's size at
+        # says so on its notice socket and calls at once. Staging runs in the candidate's
+        # process, where its code could have hooked the decoding and computed there. So staging
+        # gets an allowance for what honest staging costs (STAGE_BASE + the input's size at
         # STAGE_RATE: moving a big input is not charged) and whatever it takes beyond is the
-        # run's time, like the call's own. Both are measured here, on the stamps of the
-        # replies' arrival (the child cannot under-report them: a `ready` sent late is staging
-        # past the allowance, one sent early is call time); a run whose staging alone passes
-        # its limit is stopped there and its result, if any, is not used.
+        # run's time, like the call's own. Both are measured here: from the send, to the
+        # kernel's stamp of the notice, to the result's arrival (the child cannot under-report
+        # them: a notice sent late is staging past the allowance, one sent early or none is
+        # call time); a run whose staging alone passes its limit is stopped there and its
+        # result, if any, is not used. The engine does not wake up for the notice.
         encoded = encode(list(args))
         line = self._line({"op": "call", "n": self._calls, "args": encoded,
                            "plain": not _tagged(encoded), "rng": rng_state(rng), "seed": seed,
                            "stage": True, **({"trace": True} if self._trace is not None else {})})
-        allowance = STAGE_BASE + len(line) / STAGE_RATE
-        staging_limit = time_limit + KILL_GRACE + allowance
-        started = time.monotonic()  # staging's clock includes handing the inputs over
-        self._send(line, timeout=staging_limit, begun=begun)
-        staged = self._wait(staging_limit, own_time=False, call=self._calls, until="ready",
-                            started=started)
-        if staged.error is not None:
-            if staged.error.startswith("timed out after"):
-                return Outcome(error=f"timed out after {time_limit + KILL_GRACE:g} s (staging its "
-                                     "inputs)", seconds=staged.seconds - allowance)
-            return staged
-        charged = max(0.0, staged.seconds - allowance)
-        if charged > time_limit:
-            self.kill()
-            return Outcome(error=f"timed out after {time_limit:g} s (staging its inputs took "
-                                 f"{staged.seconds:.2f} s)", seconds=charged)
-        out = self._wait(time_limit + KILL_GRACE - charged, own_time=False, call=self._calls,
-                         started=self._arrived / 1e9)
+        staging = _Staging(time.monotonic(), STAGE_BASE + len(line) / STAGE_RATE, time_limit)
+        self._send(line, timeout=staging.limit(), begun=begun)  # (handing the inputs over is staging)
+        out = self._wait_call(staging, self._calls)
         if self._trace is not None:
             self._traced(out, trace.CALL_SPANS, self._sent, "call")
-        error = out.error
-        if error is not None and error.startswith("timed out after"):
-            error = f"timed out after {time_limit + KILL_GRACE:g} s"
-        return Outcome(value=out.value, error=error, seconds=out.seconds + charged)
+        return out
 
     def improve(self, spec: dict[str, Any], time_limit: float, *, wall_limit: float | None = None,
                 seed: int | None = None) -> Outcome:
@@ -352,11 +381,10 @@ class Sandbox:
             return self._busy_total + extra
 
     def _wait(self, limit: float, *, own_time: bool, call: int | None = None,
-              until: str = "result", wall_limit: float | None = None,
-              started: float | None = None) -> Outcome:
-        """The reply to the message just sent (or, from `started`, a monotonic time: the next
-        reply to one sent before). `seconds` is measured here, from the stamp of the reply's
-        arrival, never taken from the child (which could lie about its run time)."""
+              wall_limit: float | None = None, started: float | None = None) -> Outcome:
+        """The reply to the message just sent (sent at `started`, a monotonic time, if given).
+        `seconds` is measured here, to the stamp of the reply's arrival, never taken from the
+        child (which could lie about its run time)."""
         started = time.monotonic() if started is None else started
         busy_before = self._busy_seconds()
 
@@ -380,33 +408,84 @@ class Sandbox:
                                          f"and utility waits included; own time {elapsed:.1f} s)",
                                    seconds=elapsed)
                 continue
-            arrived, parsed, message = got
-            self._arrived = arrived
-            at = arrived / 1e9
-            if self._trace is not None:
-                self._stamps = (arrived, parsed, time.monotonic_ns())
-                self._reply_marks = message.get("trace")
-            op = message.get("op")
-            if op in ("result", "error") and message.get("n") != call:
+            return self._reply(got, call, took(got[0] / 1e9))
+
+    def _wait_call(self, staging: _Staging, call: int) -> Outcome:
+        """A call's reply, on its staging clock (see call()). Its staging notice is read, not
+        waited for: by the result, or at the limit."""
+        while True:
+            if self._cancel.is_set():
                 self.kill()
-                return Outcome(error="sandbox protocol violation (a reply to another call)",
-                               seconds=took(at))
-            if op == "loaded" and call is None:
-                return Outcome()
-            if op == "ready" and until == "ready" and message.get("n") == call:
-                return Outcome(seconds=took(at))
-            if op == "result":
-                return Outcome(value=message.get("value"), seconds=took(at))
-            if op == "error":
-                return Outcome(error=str(message.get("error"))[:1000], seconds=took(at))
-            if op == "fault":  # found by the reader: the child is done for
+                raise Cancelled()
+            if staging.at is None:
+                self._read_notice(staging, call)
+            if staging.over():
                 self.kill()
-                return Outcome(error=str(message.get("error")), seconds=took(at))
-            if op == "eof":
-                self.kill()
-                return Outcome(error=self._death_reason())
+                return staging.overrun()
+            got = self._next(0.05)
+            if got is None:
+                if time.monotonic() - staging.started > staging.limit():
+                    self._read_notice(staging, call)  # (one sent at the last moment)
+                    if staging.over() or time.monotonic() - staging.started > staging.limit():
+                        self.kill()
+                        return staging.overrun() if staging.over() else staging.timed_out()
+                continue
+            arrived = got[0] / 1e9
+            if staging.at is None and got[2].get("op") in ("result", "error"):
+                self._read_notice(staging, call)
+                if staging.at is None:  # no notice: staging ran to the result
+                    staging.at = arrived
+                if staging.over():
+                    self.kill()
+                    return staging.overrun()
+            return self._reply(got, call, staging.seconds(arrived))
+
+    def _read_notice(self, staging: _Staging, call: int) -> None:
+        """Read the run's staging notices without waiting; the one for `call` sets `staging.at`
+        to the kernel's stamp of its sending (as a monotonic time, within [started, now])."""
+        notice = self._notice
+        for _ in range(64):  # (a run that floods its notices only delays its own)
+            try:
+                data, ancillary, _, _ = notice.recvmsg(32, socket.CMSG_SPACE(16), socket.MSG_DONTWAIT)
+            except OSError:  # none waiting (BlockingIOError), or closed
+                return
+            if data != str(call).encode():
+                continue
+            now = time.monotonic()
+            sent = now
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(payload) >= 16:
+                    seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                    realtime = seconds * 10**9 + nanoseconds
+                    sent = (realtime - time.time_ns()) / 1e9 + now
+            staging.at = min(max(sent, staging.started), now)
+            return
+
+    def _reply(self, got: tuple[int, int, dict[str, Any]], call: int | None, seconds: float) -> Outcome:
+        """The outcome a message from the run makes (a reply, or what is wrong with it)."""
+        arrived, parsed, message = got
+        if self._trace is not None:
+            self._stamps = (arrived, parsed, time.monotonic_ns())
+            self._reply_marks = message.get("trace")
+        op = message.get("op")
+        if op in ("result", "error") and message.get("n") != call:
             self.kill()
-            return Outcome(error=f"sandbox protocol violation ({op!r})")
+            return Outcome(error="sandbox protocol violation (a reply to another call)",
+                           seconds=seconds)
+        if op == "loaded" and call is None:
+            return Outcome()
+        if op == "result":
+            return Outcome(value=message.get("value"), seconds=seconds)
+        if op == "error":
+            return Outcome(error=str(message.get("error"))[:1000], seconds=seconds)
+        if op == "fault":  # found reading the socket: the child is done for
+            self.kill()
+            return Outcome(error=str(message.get("error")), seconds=seconds)
+        if op == "eof":
+            self.kill()
+            return Outcome(error=self._death_reason())
+        self.kill()
+        return Outcome(error=f"sandbox protocol violation ({op!r})")
 
     def _death_reason(self) -> str:
         code = self._run.wait_status(5) if self._run is not None else None

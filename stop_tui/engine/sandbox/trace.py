@@ -19,15 +19,23 @@ from contextlib import contextmanager
 
 # The run's marks, in the order it takes them, and the span each closes (the interval from the
 # previous mark). See zygote.Zygote.spawn/become_run and child.serve.
-RUN_SPANS = {
-    "spawn": "spawn request (engine -> zygote)",
+_SETUP = {
     "forked": "fork (zygote -> fresh run process)",
-    "process": "run set-up (session, parent-death signal, output, signals)",
+    "process": "run set-up (session, parent-death signal, standard streams, signals)",
     "scratch": "namespace and mount set-up (own mount namespace, tmpfs scratch)",
-    "rlimits": "rlimits",
     "uid": "uid drop (groups, gid, uid, parent-death signal again)",
     "seccomp": "seccomp load (build and install the filter)",
     "env": "environment",
+}
+# A spare (zygote.prepare_spare) is set up before its run is asked for: its marks are named
+# "spare:<step>" and its spans are off the engine's wait.
+IN_ADVANCE = "spare, in advance: "
+RUN_SPANS = {
+    "spawn": "spawn request (engine -> zygote)",
+    **_SETUP,
+    "handed": "spawn: the spare takes the run's socket and output file",
+    "output": "run set-up: output file and rlimits",
+    **{f"spare:{name}": IN_ADVANCE + label for name, label in _SETUP.items()},
 }
 LOAD_SPANS = {
     "received": "load: the program's text reaches the run (socket, its wake-up)",
@@ -39,7 +47,7 @@ CALL_SPANS = {
     "parsed": "call: JSON parsing in the run",
     "dequeued": "call: handed to the run's call loop",
     "rng": "call: RNG set-up in the run",
-    "decoded": "call: input decoding (base64 arrays)",
+    "decoded": "call: input decoding (base64 arrays); staged notice sent",
     "ran": "call: the candidate's own function",
     "encoded": "call: result conversion in the run",
 }
@@ -60,7 +68,8 @@ class Recorder:
 
     def marks(self, marks: object, names: dict[str, str], start: int | None = None) -> int | None:
         """Add the spans between consecutive `marks` ([[name, ns], ...], as a run sends them;
-        the first one's span starts at `start` when given). Returns the last mark's time."""
+        the first one's span, and a "spawn" mark's (the engine asked for the run then), start at
+        `start` when given). Returns the last mark's time."""
         if not isinstance(marks, list):
             return None
         previous = start
@@ -68,6 +77,8 @@ class Recorder:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int)):
                 return previous
             name, at = item
+            if name == "spawn" and start is not None:
+                previous = start
             if previous is not None and name in names:
                 self.add(names[name], at - previous)
             previous = at

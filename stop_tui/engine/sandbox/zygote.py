@@ -9,7 +9,7 @@ object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
 
     engine -> zygote   {"op": "config", ...}                       once, first
     zygote -> engine   {"op": "ready", "checks": {...}}            (probes.checks)
-    engine -> zygote   {"op": "spawn", "id", "limits"} + [socket fd, output fd]
+    engine -> zygote   {"op": "spawn", "id", "limits"} + [socket fd, output fd, notice fd]
     zygote -> engine   {"op": "spawned", "id", "pid"}  or  {"op": "failed", "id", "error"}
     engine -> zygote   {"op": "kill", "id"}
     zygote -> engine   {"op": "killed", "id", "left"}
@@ -52,6 +52,7 @@ def _package(name, folder):
 _package("stop_sandbox", os.path.dirname(os.path.abspath(__file__)))
 from stop_sandbox import probes, proctable, scratch, seccomp  # noqa: E402
 
+SPARE = "spare"  # by_pid's entry for the spare: a leader, not a run yet
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -87,6 +88,8 @@ class Zygote:
         self.runs = {}  # run id -> {"pid", "uid", "dir"}
         self.by_pid = {}  # leader pid -> run id
         self.free_slots = list(range(int(config.get("slots", 4096))))
+        self.spare = None  # the next run's process, confined and waiting (prepare_spare)
+        self.lost_spares = {}  # pid -> spare that failed its hand-over, until it is reaped
         self.dying = False
         self.last_sweep = 0.0
         self.wakeup, self._wakeup_w = os.pipe()
@@ -164,12 +167,67 @@ class Zygote:
     # -- runs -------------------------------------------------------------------------
     def spawn(self, message, fds, received):
         run_id = message.get("id")
-        if len(fds) != 2 or not self.free_slots:
+        if len(fds) != 3 or not (self.free_slots or self.spare is not None):
             for fd in fds:
                 os.close(fd)
             self.send({"op": "failed", "id": run_id, "error": "no free sandbox slot"})
             return
-        sock_fd, out_fd = fds
+        limits = message.get("limits") or {}
+        run = self.hand_over(fds, limits, received)
+        if run is None:  # no spare ready: a process made for this run, now
+            run = self.new_process((*fds, limits, received))
+            for fd in fds:
+                os.close(fd)
+            if isinstance(run, str):
+                self.send({"op": "failed", "id": run_id, "error": run})
+                return
+        self.runs[run_id] = run
+        self.by_pid[run["pid"]] = run_id
+        self.send({"op": "spawned", "id": run_id, "pid": run["pid"]})
+        self.prepare_spare()
+
+    def prepare_spare(self):
+        """Have the next run's process ready: forked, confined and waiting for its sockets, so
+        that a spawn costs handing them over (the fork and set-up happen while the engine does
+        something else)."""
+        if self.spare is not None or not self.free_slots or self.dying:
+            return
+        spare = self.new_process(None)
+        if isinstance(spare, dict):
+            self.spare = spare
+            self.by_pid[spare["pid"]] = SPARE
+
+    def hand_over(self, fds, limits, received):
+        """Give the spare this run's socket and output file; the run's record, or None when
+        there is no spare (or it is gone)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        ctrl = spare.pop("ctrl")
+        try:
+            socket.send_fds(ctrl, [json.dumps({"limits": limits, "received": received}).encode()],
+                            list(fds))
+            handed = True
+        except OSError:
+            handed = False
+        finally:
+            ctrl.close()
+            for fd in fds if handed else ():
+                os.close(fd)
+        if not handed:  # it died: reaped as a spare (slot and folder freed then)
+            self.lost_spares[spare["pid"]] = spare
+            try:
+                os.kill(spare["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+            return None
+        return spare
+
+    def new_process(self, first):
+        """Fork a run's process: its own slot (uid) and scratch, set up (session, scratch,
+        uid drop, seccomp, environment). `first`: (socket fd, output fd, notice fd, limits,
+        received) to serve at once; None for a spare, which then waits for them on a socket of its own.
+        Returns the run's record, or why it could not be made."""
         slot = self.free_slots.pop(0)
         uid = self.uid_base + slot if self.root else None
         directory = None if self.per_run else os.path.join(self.scratch, f"run{slot}")
@@ -180,30 +238,42 @@ class Zygote:
                 if uid is not None:
                     os.chown(directory, uid, uid)
         except OSError as exc:
-            os.close(sock_fd)
-            os.close(out_fd)
             self.free_slots.append(slot)
-            self.send({"op": "failed", "id": run_id, "error": f"scratch: {exc}"})
-            return
+            return f"scratch: {exc}"
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if first is None else None
+        begun = time.monotonic_ns()
         gc.freeze()  # what the zygote made since: out of the runs' collections (no copy-on-write)
         pid = os.fork()
         if pid == 0:  # the run
             code = 1
             try:
-                marks = [["spawn", received], ["forked", time.monotonic_ns()]]
-                self.become_run(sock_fd, out_fd, uid, directory, message.get("limits") or {}, marks)
+                if pair is None:
+                    marks, prefix = [["spawn", first[4]]], ""
+                else:
+                    pair[0].close()
+                    marks, prefix = [["spare", begun]], "spare:"
+                marks.append([prefix + "forked", time.monotonic_ns()])
+                if self.confine(uid, directory, marks, prefix):
+                    if pair is not None:
+                        first = _wait_for_run(pair[1], marks)
+                    if first is not None:
+                        self.serve_run(*first[:4], uid, marks)
                 code = 0
             finally:
                 os._exit(code)
-        os.close(sock_fd)
-        os.close(out_fd)
-        self.runs[run_id] = {"pid": pid, "uid": uid, "dir": directory, "slot": slot, "live": True}
-        self.by_pid[pid] = run_id
-        self.send({"op": "spawned", "id": run_id, "pid": pid})
+        run = {"pid": pid, "uid": uid, "dir": directory, "slot": slot, "live": True}
+        if pair is not None:
+            pair[1].close()
+            run["ctrl"] = pair[0]
+        return run
 
-    def become_run(self, sock_fd, out_fd, uid, directory, limits, marks):
-        """Set this forked process up as a run, then serve it. `marks`: [name, CLOCK_MONOTONIC ns]
-        after each step (the engine asks for them only to show where the time goes: trace.py)."""
+    def confine(self, uid, directory, marks, prefix):
+        """In a freshly forked process: everything of a run's confinement. `marks`: [name,
+        CLOCK_MONOTONIC ns] after each step (the engine asks for them only to show where the
+        time goes: trace.py). False when a step failed (the process must then leave)."""
+        def mark(name):
+            marks.append([prefix + name, time.monotonic_ns()])
+
         self.ctrl.close()
         signal.set_wakeup_fd(-1)
         os.close(self.wakeup)
@@ -211,13 +281,11 @@ class Zygote:
         os.setsid()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != self.me:
-            return
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
+            return False
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # (the run's output file replaces 1 and 2 when it is handed over)
+            os.dup2(null, fd)
         os.close(null)
-        os.close(out_fd)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         try:
@@ -225,34 +293,42 @@ class Zygote:
                 f.write("1000")  # under memory pressure, runs die first, never the zygote
         except OSError:
             pass
-        marks.append(["process", time.monotonic_ns()])
+        mark("process")
         if directory is None:  # its own tmpfs, in its own mount namespace
             if scratch.make_private(self.scratch, self.scratch_bytes, uid, self.read_only_rest):
-                return  # never run a program with less confinement than was reported
+                return False  # never run a program with less confinement than was reported
             directory = self.scratch
         os.chdir(directory)
-        marks.append(["scratch", time.monotonic_ns()])
-        _set_limits(limits, uid is not None)
-        marks.append(["rlimits", time.monotonic_ns()])
+        mark("scratch")
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of uid cleared it
             if os.getppid() != self.me:
-                return
-        marks.append(["uid", time.monotonic_ns()])
+                return False
+        mark("uid")
         if self.config.get("no_sockets", True) and not seccomp.install():
-            return  # never run a program with less confinement than was reported
-        marks.append(["seccomp", time.monotonic_ns()])
+            return False  # never run a program with less confinement than was reported
+        mark("seccomp")
         os.umask(0o077)
         os.environ.clear()
         os.environ.update(self.env)
         os.environ.update({"HOME": directory, "TMPDIR": directory})
-        marks.append(["env", time.monotonic_ns()])
+        mark("env")
+        return True
+
+    def serve_run(self, sock_fd, out_fd, notice_fd, limits, uid, marks):
+        """The confined process becomes the run: its output file, its rlimits (lowered here,
+        as the run's own uid: lowering needs no privilege), then child.serve()."""
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(out_fd)
+        _set_limits(limits, uid is not None)
+        marks.append(["output", time.monotonic_ns()])
         child = sys.modules["stop_sandbox_child"]
         try:
-            child.serve(socket.socket(fileno=sock_fd), marks)
+            child.serve(socket.socket(fileno=sock_fd), marks, socket.socket(fileno=notice_fd))
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
@@ -292,6 +368,9 @@ class Zygote:
             run_id = self.by_pid.pop(pid, None)
             if run_id is None:
                 continue  # an orphan: reaped
+            if run_id == SPARE:  # a spare that died before it was handed a run
+                self.spare_gone(pid)
+                continue
             run = self.runs.pop(run_id, None)
             if run is None:
                 continue
@@ -303,9 +382,38 @@ class Zygote:
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             self.send({"op": "exit", "id": run_id, "status": code})
 
+    def spare_gone(self, pid):
+        if self.spare is not None and self.spare["pid"] == pid:
+            self.spare.pop("ctrl").close()
+            spare, self.spare = self.spare, None
+        else:
+            spare = self.lost_spares.pop(pid, None)
+        if spare is not None:
+            if spare["dir"] is not None:
+                shutil.rmtree(spare["dir"], ignore_errors=True)
+            self.free_slots.append(spare["slot"])
+
     def sweep(self):
         """Kill orphans: processes re-parented to the zygote that are no run's leader."""
         proctable.kill_orphans(self.me, self.by_pid)
+
+
+def _wait_for_run(sock, marks):
+    """In a spare: wait for the run's sockets and output file (and its limits) from the zygote.
+    (socket fd, output fd, notice fd, limits, received), or None when the zygote gave none."""
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if len(fds) != 3 or not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    message = json.loads(data)
+    marks += [["spawn", int(message["received"])], ["handed", time.monotonic_ns()]]
+    return (*fds, message.get("limits") or {}, message["received"])
 
 
 def _set_limits(limits, unprivileged):
@@ -359,6 +467,7 @@ def main():
         zygote.die()
     zygote.send({"op": "ready", "checks": probes.checks(config, subreaper, scratch_error),
                  "pid": os.getpid()})
+    zygote.prepare_spare()
     try:
         zygote.serve()
     finally:
