@@ -30,6 +30,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from stop_tui.engine.lifetime import Launcher
@@ -313,9 +314,12 @@ class Pool:
                 self._fail_all("the sandbox worker died")
 
     # -- runs -------------------------------------------------------------------------
-    def spawn(self, fds: tuple[int, int, int], limits: dict[str, Any]) -> Run:
+    def spawn(self, fds: tuple[int, int, int], limits: dict[str, Any],
+              sent: Callable[[], None] | None = None) -> Run:
         """A fresh run from the zygote; `fds`: its protocol socket, its output file and its
-        staging-notice socket (see process.py)."""
+        staging-notice socket (see process.py). `sent()`, if given, is called once the request
+        is on its way (the zygote holds its own copies of `fds` then), before the answer is
+        waited for: the caller can talk to the run meanwhile."""
         with self._lock:
             if self._closed:
                 raise PoolError("the sandbox pool is closed")
@@ -328,6 +332,8 @@ class Pool:
                 self._runs.pop(run.id, None)
                 self._stop()
                 raise
+        if sent is not None:
+            sent()
         if not run.spawned.wait(REPLY_TIMEOUT):
             self.restart(run.generation)
             raise PoolError("the sandbox worker did not answer")

@@ -211,23 +211,34 @@ class Sandbox:
         self._notice, notice = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notice.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         out_fd = os.open(self.scratch / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        ours = [child.close, notice.close, lambda: os.close(out_fd)]  # the run's ends, our copies
+        load = {"op": "load", "source": self.source, "entry": self.entry,
+                "preload": list(self._preload),
+                "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb,
+                **({"trace": True} if self._trace is not None else {})}
+        started = time.monotonic()
+
+        def let_go() -> None:
+            while ours:
+                ours.pop()()
+
+        def send_load() -> None:
+            # The program goes out with the spawn request, not after its answer: the run finds
+            # it waiting when it starts. (Our copies of its ends are closed first: a run that
+            # never comes makes this send fail at once, not wait for a reader.)
+            let_go()
+            self._send(load, timeout=self.limits.load_seconds)
+
         try:
             pool = self._pool or default_pool()
-            self._run = pool.spawn((child.fileno(), out_fd, notice.fileno()), self.limits.for_child())
+            self._run = pool.spawn((child.fileno(), out_fd, notice.fileno()), self.limits.for_child(),
+                                   sent=send_load)
         except PoolError as exc:
             self.load_error = f"sandbox unavailable: {exc}"
             self._dead = True
             return
         finally:
-            child.close()
-            notice.close()
-            os.close(out_fd)
-        started = time.monotonic()
-        self._send({"op": "load", "source": self.source, "entry": self.entry,
-                    "preload": list(self._preload),
-                    "memory_mb": self.limits.memory_mb, "output_kb": self.limits.output_kb,
-                    **({"trace": True} if self._trace is not None else {})},
-                   timeout=self.limits.load_seconds)
+            let_go()
         reply = self._wait(self.limits.load_seconds, own_time=False, started=started)
         if self._trace is not None:
             self._traced(reply, trace.RUN_SPANS | trace.LOAD_SPANS, begun, "load")
@@ -412,23 +423,21 @@ class Sandbox:
 
     def _wait_call(self, staging: _Staging, call: int) -> Outcome:
         """A call's reply, on its staging clock (see call()). Its staging notice is read, not
-        waited for: by the result, or at the limit."""
+        waited for: with the result, or while nothing else comes."""
         while True:
             if self._cancel.is_set():
                 self.kill()
                 raise Cancelled()
-            if staging.at is None:
-                self._read_notice(staging, call)
-            if staging.over():
-                self.kill()
-                return staging.overrun()
             got = self._next(0.05)
             if got is None:
+                if staging.at is None:
+                    self._read_notice(staging, call)
+                if staging.over():
+                    self.kill()
+                    return staging.overrun()
                 if time.monotonic() - staging.started > staging.limit():
-                    self._read_notice(staging, call)  # (one sent at the last moment)
-                    if staging.over() or time.monotonic() - staging.started > staging.limit():
-                        self.kill()
-                        return staging.overrun() if staging.over() else staging.timed_out()
+                    self.kill()
+                    return staging.timed_out()
                 continue
             arrived = got[0] / 1e9
             if staging.at is None and got[2].get("op") in ("result", "error"):
