@@ -27,15 +27,15 @@ _SETUP = {
     "seccomp": "seccomp load (build and install the filter)",
     "env": "environment",
 }
-# A spare (zygote.prepare_spare) is set up before its run is asked for: its marks are named
-# "spare:<step>" and its spans are off the engine's wait.
+# A run's process is a spare (zygote.prepare_spare), set up before its run is asked for: the
+# spans of its set-up that ended before the engine asked are off the engine's wait, and named so.
 IN_ADVANCE = "spare, in advance: "
 RUN_SPANS = {
     "spawn": "spawn request (engine -> zygote)",
+    "prepare": "zygote: a spare's slot and scratch folder (none was ready)",
     **_SETUP,
-    "handed": "spawn: the spare takes the run's socket and output file",
+    "handed": "spawn: the spare takes the run's sockets and output file",
     "output": "run set-up: output file and rlimits",
-    **{f"spare:{name}": IN_ADVANCE + label for name, label in _SETUP.items()},
 }
 LOAD_SPANS = {
     "received": "load: the program's text reaches the run (socket, its wake-up)",
@@ -67,18 +67,22 @@ class Recorder:
             self.count[name] = self.count.get(name, 0) + 1
 
     def marks(self, marks: object, names: dict[str, str], start: int | None = None) -> int | None:
-        """Add the spans between consecutive `marks` ([[name, ns], ...], as a run sends them;
-        the first one's span, and a "spawn" mark's (the engine asked for the run then), start at
-        `start` when given). Returns the last mark's time."""
+        """Add the spans between `marks` ([[name, ns], ...], as a run sends them) in the order
+        of time, each named by the mark that ends it. Marks before `start` (when the engine
+        asked) were taken in advance: chained among themselves and named IN_ADVANCE + name;
+        the first mark from `start` on spans from `start`. Returns the last mark's time."""
         if not isinstance(marks, list):
             return None
-        previous = start
-        for item in marks:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int)):
-                return previous
-            name, at = item
-            if name == "spawn" and start is not None:
-                previous = start
+        items = sorted((item[1], item[0]) for item in marks
+                       if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int)
+                       and isinstance(item[0], str))
+        previous, advance = start, None
+        for at, name in items:
+            if start is not None and at < start:
+                if advance is not None and name in names:
+                    self.add(IN_ADVANCE + names[name], at - advance)
+                advance = at
+                continue
             if previous is not None and name in names:
                 self.add(names[name], at - previous)
             previous = at

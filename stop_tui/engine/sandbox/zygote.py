@@ -166,21 +166,22 @@ class Zygote:
 
     # -- runs -------------------------------------------------------------------------
     def spawn(self, message, fds, received):
+        """A run: the spare gets its socket, output file and notice socket (and the next spare
+        is made). Without a spare ready (the first, or one that died) one is made now."""
         run_id = message.get("id")
-        if len(fds) != 3 or not (self.free_slots or self.spare is not None):
+        run, error = None, "no free sandbox slot"
+        if len(fds) == 3:
+            for _ in range(2):  # (a spare that died before its hand-over is replaced once)
+                if self.spare is None:
+                    error = self.prepare_spare() or error
+                run = self.hand_over(fds, message.get("limits") or {}, received)
+                if run is not None:
+                    break
+        if run is None:
             for fd in fds:
                 os.close(fd)
-            self.send({"op": "failed", "id": run_id, "error": "no free sandbox slot"})
+            self.send({"op": "failed", "id": run_id, "error": error})
             return
-        limits = message.get("limits") or {}
-        run = self.hand_over(fds, limits, received)
-        if run is None:  # no spare ready: a process made for this run, now
-            run = self.new_process((*fds, limits, received))
-            for fd in fds:
-                os.close(fd)
-            if isinstance(run, str):
-                self.send({"op": "failed", "id": run_id, "error": run})
-                return
         self.runs[run_id] = run
         self.by_pid[run["pid"]] = run_id
         self.send({"op": "spawned", "id": run_id, "pid": run["pid"]})
@@ -188,18 +189,22 @@ class Zygote:
 
     def prepare_spare(self):
         """Have the next run's process ready: forked, confined and waiting for its sockets, so
-        that a spawn costs handing them over (the fork and set-up happen while the engine does
-        something else)."""
-        if self.spare is not None or not self.free_slots or self.dying:
-            return
-        spare = self.new_process(None)
-        if isinstance(spare, dict):
-            self.spare = spare
-            self.by_pid[spare["pid"]] = SPARE
+        that a spawn costs handing them over (the fork and the set-up happen while the engine
+        does something else). Returns why it could not, or None."""
+        if self.spare is not None or self.dying:
+            return None
+        if not self.free_slots:
+            return "no free sandbox slot"
+        spare = self.new_process()
+        if isinstance(spare, str):
+            return spare
+        self.spare = spare
+        self.by_pid[spare["pid"]] = SPARE
+        return None
 
     def hand_over(self, fds, limits, received):
-        """Give the spare this run's socket and output file; the run's record, or None when
-        there is no spare (or it is gone)."""
+        """Give the spare this run's socket, output file and notice socket (the zygote's
+        copies are closed then); the run's record, or None when there is no spare or it died."""
         spare, self.spare = self.spare, None
         if spare is None:
             return None
@@ -212,8 +217,6 @@ class Zygote:
             handed = False
         finally:
             ctrl.close()
-            for fd in fds if handed else ():
-                os.close(fd)
         if not handed:  # it died: reaped as a spare (slot and folder freed then)
             self.lost_spares[spare["pid"]] = spare
             try:
@@ -221,13 +224,14 @@ class Zygote:
             except OSError:
                 pass
             return None
+        for fd in fds:
+            os.close(fd)
         return spare
 
-    def new_process(self, first):
-        """Fork a run's process: its own slot (uid) and scratch, set up (session, scratch,
-        uid drop, seccomp, environment). `first`: (socket fd, output fd, notice fd, limits,
-        received) to serve at once; None for a spare, which then waits for them on a socket of its own.
-        Returns the run's record, or why it could not be made."""
+    def new_process(self):
+        """Fork a spare: a run's process with its own slot (uid) and scratch, set up (session,
+        scratch, uid drop, seccomp, environment), then waiting on a socket of its own for its
+        run. Returns its record, or why it could not be made."""
         slot = self.free_slots.pop(0)
         uid = self.uid_base + slot if self.root else None
         directory = None if self.per_run else os.path.join(self.scratch, f"run{slot}")
@@ -240,39 +244,31 @@ class Zygote:
         except OSError as exc:
             self.free_slots.append(slot)
             return f"scratch: {exc}"
-        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if first is None else None
+        ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         begun = time.monotonic_ns()
         gc.freeze()  # what the zygote made since: out of the runs' collections (no copy-on-write)
         pid = os.fork()
         if pid == 0:  # the run
             code = 1
             try:
-                if pair is None:
-                    marks, prefix = [["spawn", first[4]]], ""
-                else:
-                    pair[0].close()
-                    marks, prefix = [["spare", begun]], "spare:"
-                marks.append([prefix + "forked", time.monotonic_ns()])
-                if self.confine(uid, directory, marks, prefix):
-                    if pair is not None:
-                        first = _wait_for_run(pair[1], marks)
+                ours.close()
+                marks = [["prepare", begun], ["forked", time.monotonic_ns()]]
+                if self.confine(uid, directory, marks):
+                    first = _wait_for_run(its, marks)
                     if first is not None:
-                        self.serve_run(*first[:4], uid, marks)
+                        self.serve_run(*first, uid, marks)
                 code = 0
             finally:
                 os._exit(code)
-        run = {"pid": pid, "uid": uid, "dir": directory, "slot": slot, "live": True}
-        if pair is not None:
-            pair[1].close()
-            run["ctrl"] = pair[0]
-        return run
+        its.close()
+        return {"pid": pid, "uid": uid, "dir": directory, "slot": slot, "live": True, "ctrl": ours}
 
-    def confine(self, uid, directory, marks, prefix):
+    def confine(self, uid, directory, marks):
         """In a freshly forked process: everything of a run's confinement. `marks`: [name,
         CLOCK_MONOTONIC ns] after each step (the engine asks for them only to show where the
         time goes: trace.py). False when a step failed (the process must then leave)."""
         def mark(name):
-            marks.append([prefix + name, time.monotonic_ns()])
+            marks.append([name, time.monotonic_ns()])
 
         self.ctrl.close()
         signal.set_wakeup_fd(-1)
@@ -400,7 +396,7 @@ class Zygote:
 
 def _wait_for_run(sock, marks):
     """In a spare: wait for the run's sockets and output file (and its limits) from the zygote.
-    (socket fd, output fd, notice fd, limits, received), or None when the zygote gave none."""
+    (socket fd, output fd, notice fd, limits), or None when the zygote gave none."""
     try:
         data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
     except OSError:
@@ -413,7 +409,7 @@ def _wait_for_run(sock, marks):
         return None
     message = json.loads(data)
     marks += [["spawn", int(message["received"])], ["handed", time.monotonic_ns()]]
-    return (*fds, message.get("limits") or {}, message["received"])
+    return (*fds, message.get("limits") or {})
 
 
 def _set_limits(limits, unprivileged):
