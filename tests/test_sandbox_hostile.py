@@ -75,9 +75,24 @@ ZEROS_VAL = 0.5025  # all zeros on lpn, val, measured with the released code
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _is_the_spare(pid: int) -> bool:
+    """Whether `pid` (a host pid) is the engine's pool's spare: the next run's process, made in
+    advance and waiting for its run (it is no run's, and runs nothing)."""
+    spare = default_pool().spare_pid
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return spare is not None and int(line.split()[-1]) == spare
+    return False
+
+
 def run_uid_processes() -> list[int]:
     """Processes (seen from the host) that run under a sandbox run's uid and descend from this
-    test process (other engines on the machine have their own runs)."""
+    test process (other engines on the machine have their own runs); the pool's spare is no
+    run's."""
     parents: dict[int, int] = {}
     candidates = []
     for entry in Path("/proc").iterdir():
@@ -89,7 +104,7 @@ def run_uid_processes() -> list[int]:
         except (OSError, IndexError):
             continue
         parents[int(entry.name)] = int(fields[1])
-        if UID_MIN <= uid < UID_MAX and fields[0] not in ("Z", "X"):
+        if UID_MIN <= uid < UID_MAX and fields[0] not in ("Z", "X") and not _is_the_spare(int(entry.name)):
             candidates.append(int(entry.name))
     me = os.getpid()
 

@@ -114,6 +114,9 @@ class Pool:
         self._closed = False
         self.scratch_note: str | None = None  # why runs could not have their own scratch
         self.seccomp_note: str | None = None  # what the live probe of the seccomp filter found wrong
+        # The spare (the next run's process, confined and waiting: zygote.prepare_spare), by
+        # its pid as the worker sees it (in its pid namespace, where it has one).
+        self.spare_pid: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -290,6 +293,9 @@ class Pool:
             if op == "ready":
                 self._ready_message = message
                 self._ready.set()
+                continue
+            if op == "spare":
+                self.spare_pid = message.get("pid")
                 continue
             run = self._runs.get(message.get("id"))
             if run is None:

@@ -16,6 +16,7 @@ object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
     engine -> zygote   {"op": "release", "id", "grace"}    the engine hung up on the run: it gets
                                                        `grace` s to exit, then is killed
     zygote -> engine   {"op": "exit", "id", "status"}              when a run's process ends
+    zygote -> engine   {"op": "spare", "pid"}                      the next run's process is made
 
 Each run: fork, new session, parent-death signal, its own unprivileged uid when the zygote is
 root (so process rlimits bind and runs cannot signal each other or the zygote), rlimits
@@ -200,6 +201,7 @@ class Zygote:
             return spare
         self.spare = spare
         self.by_pid[spare["pid"]] = SPARE
+        self.send({"op": "spare", "pid": spare["pid"]})
         return None
 
     def hand_over(self, fds, limits, received):
