@@ -31,8 +31,8 @@ ANSWER = []
 WORK_SECONDS = __SECONDS__
 
 
-def hooked(value):
-    out = decode(value)
+def hooked(value, *blobs):
+    out = decode(value, *blobs)
     if isinstance(out, list) and len(out) == 3 and all(hasattr(x, "shape") for x in out):
         started = time.perf_counter()
         train, labels, test = out

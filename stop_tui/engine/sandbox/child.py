@@ -37,8 +37,29 @@ def _send(sock, message):
         sock.sendall(data)
 
 
-def _parse(line, received):
+def _read(stream):
+    """The engine's next message (None at the end): a JSON line, then the raw bytes of the
+    arrays it carries when it says how many (`blobs`: their sizes), read into one writable
+    buffer; `blobs` then holds a view of each."""
+    line = stream.readline()
+    if not line:
+        return None
+    received = time.monotonic_ns()
     message = json.loads(line)
+    sizes = message.get("blobs")
+    if sizes:
+        data = memoryview(bytearray(sum(sizes)))
+        got = 0
+        while got < len(data):
+            count = stream.readinto(data[got:])
+            if not count:
+                return None
+            got += count
+        blobs, at = [], 0
+        for size in sizes:
+            blobs.append(data[at:at + size])
+            at += size
+        message["blobs"] = blobs
     if message.get("trace"):  # the engine asked where the time goes (its trace.py)
         message["trace"] = [["received", received], ["parsed", time.monotonic_ns()]]
     return message
@@ -54,10 +75,8 @@ class _Messages:
     def next(self):
         if self.reader is not None:
             return _inbox.get()
-        line = self.stream.readline()
-        if not line:
-            return {"op": "eof"}
-        return _parse(line, time.monotonic_ns())
+        message = _read(self.stream)
+        return {"op": "eof"} if message is None else message
 
     def hand_over(self):
         if self.reader is None:
@@ -66,8 +85,7 @@ class _Messages:
 
 
 def _reader(stream):
-    for line in stream:
-        message = _parse(line, time.monotonic_ns())
+    while (message := _read(stream)) is not None:
         if message.get("op") in ("rpc_result", "rpc_error"):
             with _pending_lock:
                 slot = _pending.pop(message["id"], None)
@@ -150,20 +168,20 @@ def _to_plain(value, depth=0):
     raise TypeError(f"cannot return a {type(value).__name__}")
 
 
-def _decode(value):
-    if isinstance(value, dict) and "__ndarray_b64__" in value:
-        import base64
-
+def _decode(value, blobs=()):
+    """Inputs as the engine encoded them (process.encode): tagged arrays become arrays (those
+    sent as raw bytes are writable views of the message's buffer, `blobs`)."""
+    if isinstance(value, dict) and "__ndarray_blob__" in value:
         import numpy as np
 
-        data = base64.b64decode(value["__ndarray_b64__"])
-        return np.frombuffer(data, dtype=value["dtype"]).reshape(value["shape"]).copy()
+        blob = blobs[value["__ndarray_blob__"]]
+        return np.frombuffer(blob, dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, dict) and "__ndarray__" in value:
         import numpy as np
 
         return np.array(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, blobs) for v in value]
     return value
 
 
@@ -294,7 +312,7 @@ def serve(sock, marks=None, notice=None):
                     UtilityProxy(sock, spec["utility_str"], spec["utility_budget"]),
                     LanguageModelProxy(sock, spec["lm_budget"], spec["max_responses_per_call"])]
         else:
-            args = message["args"] if message.get("plain") else _decode(message["args"])
+            args = message["args"] if message.get("plain") else _decode(message["args"], message.get("blobs") or ())
             _mark(marks, "decoded")
             if message.get("stage") and notice is not None:
                 # Inputs decoded and the RNG set: say so, and call at once. The kernel stamps

@@ -44,10 +44,10 @@ LOAD_SPANS = {
 }
 CALL_SPANS = {
     "received": "call: inputs reach the run (JSON protocol: socket, its wake-up)",
-    "parsed": "call: JSON parsing in the run",
+    "parsed": "call: JSON parsing (and the arrays' bytes) in the run",
     "dequeued": "call: handed to the run's call loop",
     "rng": "call: RNG set-up in the run",
-    "decoded": "call: input decoding (base64 arrays); staged notice sent",
+    "decoded": "call: input decoding (arrays from raw bytes); staged notice sent",
     "ran": "call: the candidate's own function",
     "encoded": "call: result conversion in the run",
 }
