@@ -119,17 +119,27 @@ class CandidateRng:
         if reference is None or self.mode == REFERENCE:
             return reference
         py_rng, np_rng = reference
-        digest = hmac.new(bytes.fromhex(self.secret), _state_bytes(py_rng, np_rng),
-                          hashlib.sha256).digest()
-        return Seeds(int.from_bytes(digest, "big") if py_rng is not None else None,
-                     struct.unpack("<8I", digest) if np_rng is not None else None)
+        np_state = None
+        if np_rng is not None:
+            _, keys, pos, has_gauss, cached = np_rng.get_state()
+            np_state = (keys.astype("<u4").tobytes(), pos, has_gauss, cached)
+        return _seeds(self.secret, py_rng.getstate() if py_rng is not None else None, np_state)
 
 
-def _state_bytes(py_rng: Any, np_rng: Any) -> bytes:
-    parts = [repr(py_rng.getstate()).encode() if py_rng is not None else b"-"]
-    if np_rng is not None:
-        name, keys, pos, has_gauss, cached = np_rng.get_state()
-        parts.append(keys.astype("<u4").tobytes() + f"/{pos}/{has_gauss}/{cached!r}".encode())
+@functools.lru_cache(maxsize=4096)
+def _seeds(secret: str, py_state: tuple | None, np_state: tuple | None) -> Seeds:
+    """The Seeds for instance generators in these states. Cached: an evaluation draws the same
+    instances every time (a split's seeds are fixed), and the key is the states themselves."""
+    digest = hmac.new(bytes.fromhex(secret), _state_bytes(py_state, np_state), hashlib.sha256).digest()
+    return Seeds(int.from_bytes(digest, "big") if py_state is not None else None,
+                 struct.unpack("<8I", digest) if np_state is not None else None)
+
+
+def _state_bytes(py_state: tuple | None, np_state: tuple | None) -> bytes:
+    parts = [repr(py_state).encode() if py_state is not None else b"-"]
+    if np_state is not None:
+        keys, pos, has_gauss, cached = np_state
+        parts.append(keys + f"/{pos}/{has_gauss}/{cached!r}".encode())
     return b"|".join(parts)
 
 
