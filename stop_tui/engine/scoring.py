@@ -20,7 +20,7 @@ One evaluation:
   `while True` loop). Code blocked inside one C call (a sleep, a read) is left to finish in its
   daemon thread; it holds no sandbox, and the exception fires when the call returns. A child
   process per evaluation would also stop that, at the price of a process start and a second
-  IPC hop per instance (the warm sandbox evaluates LPN in about 30 ms) and of fork-with-threads
+  IPC hop per instance (a warm sandbox evaluation of LPN costs some tens of ms: bench/sandbox_pool.py) and of fork-with-threads
   hazards in the engine; the thread plus the sandbox kill ends every hang we know a buggy
   evaluate.py to produce (tests/test_user_tasks.py) and leaves only a sleeping thread behind
   for a call blocked in C.

@@ -1,8 +1,9 @@
 """The warm pool: one confined zygote (numpy preloaded) forks a fresh process per run.
 
 The engine keeps one `Pool` per process (`default_pool()`); every `Sandbox` asks it for a run.
-Starting a run costs a fork inside the sandbox, not a new interpreter, so isolation does not
-multiply the cost of an evaluation (bench/sandbox_pool.py measures it). When the zygote dies
+Starting a run costs handing a spare process (forked and confined by the zygote in advance) its
+sockets, not a new interpreter, so isolation does not multiply the cost of an evaluation
+(bench/sandbox_pool.py measures it). When the zygote dies
 or stops answering, the pool kills its whole confinement (the pid namespace goes with it) and
 starts a new one on the next request.
 

@@ -18,12 +18,15 @@ object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
     zygote -> engine   {"op": "exit", "id", "status"}              when a run's process ends
     zygote -> engine   {"op": "spare", "pid"}                      the next run's process is made
 
-Each run: fork, new session, parent-death signal, its own unprivileged uid when the zygote is
-root (so process rlimits bind and runs cannot signal each other or the zygote), rlimits
-(address space, processes, files, file size, no core), its own scratch (a private size-capped
-tmpfs in its own mount namespace where the zygote may mount, else a directory: scratch.py), the
-seccomp filter (seccomp.py), stdout and stderr to the engine's output file, then child.serve()
-on the run's socket. The zygote is a child subreaper: whatever a run forks, daemonises or moves
+Each run's process is made before it is asked for (the spare: prepare_spare), then handed its
+run: fork, new session, parent-death signal, its own scratch (a private size-capped tmpfs in its
+own mount namespace where the zygote may mount, else a directory: scratch.py), its own
+unprivileged uid when the zygote is root (so process rlimits bind and runs cannot signal each
+other or the zygote), the seccomp filter (seccomp.py), a clean environment; then it waits on a
+socket of its own. A spawn hands it the run's socket, output file and notice socket; it takes
+stdout and stderr to the output file, lowers its rlimits (address space, processes, files, file
+size, no core) and serves child.serve() on the run's socket. A spare is confined exactly as a
+run: nothing of the run's reaches it before it is. The zygote is a child subreaper: whatever a run forks, daemonises or moves
 to a new session is re-parented here when its parent dies, so killing a run kills its process
 tree, every process of its uid and every orphan, until none is left (proctable.py).
 """
