@@ -20,10 +20,10 @@ One evaluation:
   `while True` loop). Code blocked inside one C call (a sleep, a read) is left to finish in its
   daemon thread; it holds no sandbox, and the exception fires when the call returns. A child
   process per evaluation would also stop that, at the price of a process start and a second
-  IPC hop per instance (a warm sandbox evaluation of LPN costs some tens of ms: bench/sandbox_pool.py) and of fork-with-threads
-  hazards in the engine; the thread plus the sandbox kill ends every hang we know a buggy
-  evaluate.py to produce (tests/test_user_tasks.py) and leaves only a sleeping thread behind
-  for a call blocked in C.
+  IPC hop per instance (bench/sandbox_pool.py: a warm sandbox evaluation of LPN costs a few
+  in-process ones) and of fork-with-threads hazards in the engine; the thread plus the
+  sandbox kill ends every hang we know a buggy evaluate.py to produce (tests/test_user_tasks.py)
+  and leaves only a sleeping thread behind for a call blocked in C.
 - SystemExit and every other exception from evaluate.py are its error (score 0, the reason).
 - What evaluate.py prints goes to stderr, never to stdout, where commands write results
   (`score --json`, `run --json`); the candidate's own output never leaves its sandbox.

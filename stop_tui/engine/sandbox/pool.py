@@ -29,9 +29,9 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from stop_tui.engine.lifetime import Launcher
