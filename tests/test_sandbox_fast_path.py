@@ -181,3 +181,32 @@ def test_the_breakdown_adds_up():
     score_solution(LPN, LPN.seed, "val")
     assert recorder.count["call: input encoding in the engine (arrays, RNG, JSON)"] == 20
     assert trace.active() is None
+
+
+HOLDS_A_CHILD = r"""
+import os, time
+
+CHILD = []
+
+def algorithm(op):
+    if op == "start":
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        CHILD.append(pid)
+        return pid
+    return os.waitpid(CHILD[0], os.WNOHANG)[0] == 0  # still running
+"""
+
+
+def test_a_run_ending_leaves_the_processes_of_other_runs_alone():
+    """Run A forks a helper; run B starts, ends and is swept: A's helper still runs (and goes
+    when A does)."""
+    with Sandbox(HOLDS_A_CHILD, "algorithm") as a:
+        assert a.call(("start",), 10).error is None
+        with Sandbox("def algorithm():\n    return 1\n", "algorithm") as b:
+            assert b.call((), 10).value == 1
+        time.sleep(1.0)  # B exits, is reaped and its tree swept
+        out = a.call(("check",), 10)
+        assert out.error is None and out.value is True, out
