@@ -120,6 +120,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _ns_pid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[-1]) for line in status.splitlines() if line.startswith("NSpid:")), None)
+
+
 def _spares(pool: Pool) -> list[int]:
     """The pool's processes on a run's uid that are not zombies: with no run open, its spare."""
     found = []
@@ -140,13 +148,22 @@ def test_a_spare_that_dies_is_replaced():
     pool = Pool(PoolConfig())
     try:
         with Sandbox(WHO, "algorithm", pool=pool) as box:
-            assert box.call(("first",), 10).error is None
+            first = box.call(("first",), 10)
+        assert first.error is None
         deadline = time.monotonic() + 10
-        while len(_spares(pool)) != 1 and time.monotonic() < deadline:  # (the run exits)
+        # the run exits; the spare made after it was handed over is announced and has its uid
+        while time.monotonic() < deadline:
+            spares = _spares(pool)
+            if pool.spare_pid not in (None, first.value["pid"]) and len(spares) == 1 \
+                    and _ns_pid(spares[0]) == pool.spare_pid:
+                break
             time.sleep(0.05)
-        spares = _spares(pool)
-        assert len(spares) == 1, spares
+        assert len(spares) == 1 and _ns_pid(spares[0]) == pool.spare_pid != first.value["pid"], \
+            (spares, pool.spare_pid)
         os.kill(spares[0], 9)
+        while pool.spare_pid is not None and time.monotonic() < deadline + 10:
+            time.sleep(0.01)  # the worker saw it die
+        assert pool.spare_pid is None
         for name in ("second", "third"):  # the next runs get new spares
             with Sandbox(WHO, "algorithm", pool=pool) as box:
                 out = box.call((name,), 10)

@@ -100,4 +100,7 @@ for fd in range(3, 256):
 def test_work_in_the_staging_step_is_on_the_clock_without_the_notice_too():
     result = score_solution(load_task("lpn"), NO_NOTICE.replace("__SECONDS__", "3.0"), "val")
     assert result.score == 1e-6, result
-    assert result.error.startswith("instance 0: timed out after 2 s (staging its inputs took 3."), result.error
+    # With no notice the engine cannot tell staging from the call until the result: it reads
+    # as a staging overrun when the result comes within limit + 1 s, else as a time-out.
+    assert result.error.startswith(("instance 0: timed out after 2 s (staging its inputs took 3.",
+                                    "instance 0: timed out after 3 s (staging its inputs)")), result.error

@@ -116,7 +116,9 @@ class Pool:
         self.scratch_note: str | None = None  # why runs could not have their own scratch
         self.seccomp_note: str | None = None  # what the live probe of the seccomp filter found wrong
         # The spare (the next run's process, confined and waiting: zygote.prepare_spare), by
-        # its pid as the worker sees it (in its pid namespace, where it has one).
+        # its pid as the worker sees it (in its pid namespace, where it has one); None when it
+        # died. Right after a spawn it still names the spare just handed over, until the worker
+        # has made the next.
         self.spare_pid: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------

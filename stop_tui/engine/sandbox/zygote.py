@@ -17,6 +17,7 @@ object per packet, with file descriptors attached (SCM_RIGHTS) to `spawn`.
                                                        `grace` s to exit, then is killed
     zygote -> engine   {"op": "exit", "id", "status"}              when a run's process ends
     zygote -> engine   {"op": "spare", "pid"}                      the next run's process is made
+                                                       (pid null: it died before its run)
 
 Each run's process is made before it is asked for (the spare: prepare_spare), then handed its
 run: fork, new session, parent-death signal, its own scratch (a private size-capped tmpfs in its
@@ -174,6 +175,7 @@ class Zygote:
         is made). Without a spare ready (the first, or one that died) one is made now."""
         run_id = message.get("id")
         run, error = None, "no free sandbox slot"
+        self.reap()  # (a spare that died since is not handed a run)
         if len(fds) == 3:
             for _ in range(2):  # (a spare that died before its hand-over is replaced once)
                 if self.spare is None:
@@ -387,6 +389,7 @@ class Zygote:
         if self.spare is not None and self.spare["pid"] == pid:
             self.spare.pop("ctrl").close()
             spare, self.spare = self.spare, None
+            self.send({"op": "spare", "pid": None})
         else:
             spare = self.lost_spares.pop(pid, None)
         if spare is not None:
