@@ -283,7 +283,7 @@ class Sandbox:
             if sock is not None:
                 sock.close()
         if self._trace is not None:
-            self._trace.add("close: hang up, the run exits, the zygote sweeps", time.monotonic_ns() - begun)
+            self._trace.add("close: hang up and release the run (its exit and sweep are off the wait)", time.monotonic_ns() - begun)
         removing = time.monotonic_ns()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if self._trace is not None:
