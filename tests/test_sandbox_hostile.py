@@ -75,9 +75,31 @@ ZEROS_VAL = 0.5025  # all zeros on lpn, val, measured with the released code
 
 
 # -- helpers ------------------------------------------------------------------------------
-def run_uid_processes() -> list[int]:
+def _is_a_spare(pid: int, parents: dict[int, int], pools: tuple[Pool, ...]) -> bool:
+    """Whether `pid` (a host pid) is the spare of one of `pools`: the next run's process, made
+    in advance and waiting for its run (it is no run's, and runs nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    inner = next((int(line.split()[-1]) for line in status.splitlines() if line.startswith("NSpid:")), None)
+    for pool in pools:
+        worker, ancestor = pool.worker_pid, pid
+        if pool.spare_pid is None or worker is None or inner != pool.spare_pid:
+            continue
+        for _ in range(64):
+            ancestor = parents.get(ancestor, 0)
+            if ancestor == worker:
+                return True
+            if ancestor <= 1:
+                break
+    return False
+
+
+def run_uid_processes(*pools: Pool) -> list[int]:
     """Processes (seen from the host) that run under a sandbox run's uid and descend from this
-    test process (other engines on the machine have their own runs)."""
+    test process (other engines on the machine have their own runs); the spares of the
+    engine's pool and of `pools` are no run's."""
     parents: dict[int, int] = {}
     candidates = []
     for entry in Path("/proc").iterdir():
@@ -91,6 +113,7 @@ def run_uid_processes() -> list[int]:
         parents[int(entry.name)] = int(fields[1])
         if UID_MIN <= uid < UID_MAX and fields[0] not in ("Z", "X"):
             candidates.append(int(entry.name))
+    candidates = [pid for pid in candidates if not _is_a_spare(pid, parents, (default_pool(), *pools))]
     me = os.getpid()
 
     def mine(pid: int) -> bool:
@@ -1196,7 +1219,7 @@ def test_unshare_fallback_still_isolates(tmp_path, monkeypatch):
         monkeypatch.setenv("STOP_TEST_SECRET", "PLANTED-ENV")
         with Sandbox(ESCAPE_NO_EXEC, "algorithm", pool=pool) as box:
             assert box.call((), 5).value == "left children behind"
-        assert wait_until(lambda: not run_uid_processes())
+        assert wait_until(lambda: not run_uid_processes(pool))
         with Sandbox("import os\ndef algorithm():\n    return dict(os.environ)\n", "algorithm", pool=pool) as box:
             assert "STOP_TEST_SECRET" not in box.call((), 5).value
         with Sandbox(CONNECT, "algorithm", pool=pool) as box:

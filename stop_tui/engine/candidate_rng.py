@@ -28,6 +28,7 @@ import hmac
 import os
 import random
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,34 +87,59 @@ def new_secret(seed: int) -> str:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """Derived generators, as the seeds they are made from: the candidate's `random` starts as
+    `random.Random(py)`, its `np.random` as `np.random.RandomState(np)` (the sandbox seeds its
+    own generators with them: the same states, with nothing to build, copy or send here)."""
+
+    py: int | None
+    np: tuple[int, ...] | None
+
+    def objects(self) -> tuple:
+        """The (random.Random, np.random.RandomState) pair these seeds make."""
+        derived_np = None
+        if self.np is not None:
+            import numpy as np
+
+            derived_np = np.random.RandomState(np.array(self.np, dtype=np.uint32))
+        return (random.Random(self.py) if self.py is not None else None), derived_np
+
+
+@dataclass(frozen=True)
 class CandidateRng:
     """How a candidate's generators are set: `mode` secret or reference, and the secret."""
 
     mode: str = SECRET
     secret: str = ""
 
-    def generators(self, reference: tuple | None) -> tuple | None:
-        """The (random.Random, np.random.RandomState) pair the candidate starts in, for an
-        instance whose own generators are `reference`."""
+    def generators(self, reference: tuple | None) -> tuple | Seeds | None:
+        """What the candidate starts in, for an instance whose own generators are `reference`
+        (a (random.Random, np.random.RandomState) pair): that pair itself in reference mode,
+        else the Seeds of generators keyed by the secret."""
         if reference is None or self.mode == REFERENCE:
             return reference
         py_rng, np_rng = reference
-        digest = hmac.new(bytes.fromhex(self.secret), _state_bytes(py_rng, np_rng),
-                          hashlib.sha256).digest()
-        derived_py = random.Random(int.from_bytes(digest, "big")) if py_rng is not None else None
-        derived_np = None
+        np_state = None
         if np_rng is not None:
-            import numpy as np
+            _, keys, pos, has_gauss, cached = np_rng.get_state()
+            np_state = (keys.astype("<u4").tobytes(), pos, has_gauss, cached)
+        return _seeds(self.secret, py_rng.getstate() if py_rng is not None else None, np_state)
 
-            derived_np = np.random.RandomState(np.frombuffer(digest, dtype="<u4").astype(np.uint32))
-        return derived_py, derived_np
+
+@functools.lru_cache(maxsize=4096)
+def _seeds(secret: str, py_state: tuple | None, np_state: tuple | None) -> Seeds:
+    """The Seeds for instance generators in these states. Cached: an evaluation draws the same
+    instances every time (a split's seeds are fixed), and the key is the states themselves."""
+    digest = hmac.new(bytes.fromhex(secret), _state_bytes(py_state, np_state), hashlib.sha256).digest()
+    return Seeds(int.from_bytes(digest, "big") if py_state is not None else None,
+                 struct.unpack("<8I", digest) if np_state is not None else None)
 
 
-def _state_bytes(py_rng: Any, np_rng: Any) -> bytes:
-    parts = [repr(py_rng.getstate()).encode() if py_rng is not None else b"-"]
-    if np_rng is not None:
-        name, keys, pos, has_gauss, cached = np_rng.get_state()
-        parts.append(keys.astype("<u4").tobytes() + f"/{pos}/{has_gauss}/{cached!r}".encode())
+def _state_bytes(py_state: tuple | None, np_state: tuple | None) -> bytes:
+    parts = [repr(py_state).encode() if py_state is not None else b"-"]
+    if np_state is not None:
+        keys, pos, has_gauss, cached = np_state
+        parts.append(keys + f"/{pos}/{has_gauss}/{cached!r}".encode())
     return b"|".join(parts)
 
 

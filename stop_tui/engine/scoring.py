@@ -20,10 +20,10 @@ One evaluation:
   `while True` loop). Code blocked inside one C call (a sleep, a read) is left to finish in its
   daemon thread; it holds no sandbox, and the exception fires when the call returns. A child
   process per evaluation would also stop that, at the price of a process start and a second
-  IPC hop per instance (the warm sandbox evaluates LPN in about 30 ms) and of fork-with-threads
-  hazards in the engine; the thread plus the sandbox kill ends every hang we know a buggy
-  evaluate.py to produce (tests/test_user_tasks.py) and leaves only a sleeping thread behind
-  for a call blocked in C.
+  IPC hop per instance (bench/sandbox_pool.py: a warm sandbox evaluation of LPN costs a few
+  in-process ones) and of fork-with-threads hazards in the engine; the thread plus the
+  sandbox kill ends every hang we know a buggy evaluate.py to produce (tests/test_user_tasks.py)
+  and leaves only a sleeping thread behind for a call blocked in C.
 - SystemExit and every other exception from evaluate.py are its error (score 0, the reason).
 - What evaluate.py prints goes to stderr, never to stdout, where commands write results
   (`score --json`, `run --json`); the candidate's own output never leaves its sandbox.
@@ -43,6 +43,7 @@ from stop_tui.engine import candidate_rng
 from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.evaluation_output import output_to_stderr
+from stop_tui.engine.sandbox import trace
 from stop_tui.engine.sandbox.process import CancelFlag, Limits, Outcome, Sandbox
 from stop_tui.engine.tasks import Task
 
@@ -75,7 +76,12 @@ class _Candidate:
         self._over = False  # closed or expired: `run` refuses
 
     def run(self, *args: object, time_limit: float, rng: tuple | None = None) -> Outcome:
+        begun = time.monotonic_ns()
         rng = self._generators.generators(rng)  # keyed by the secret, unless rng=reference
+        recorder = trace.active()
+        if recorder is not None:
+            recorder.add("call: RNG derivation in the engine (keyed by the secret)",
+                         time.monotonic_ns() - begun)
         with self._lock:
             if self._over:
                 raise EvaluationExpired()

@@ -6,9 +6,10 @@ pool.py         the warm, confined zygote that forks a fresh process per run
 cgroups.py      the pids and memory cgroups around all of a pool's sandboxes
 tempdirs.py     the engine's temporary folders (and those of dead engines)
 process.py      Sandbox: the engine side of one run (spawn, talk, time limits, kill)
+trace.py        where a run's time goes, recorded when a bench asks (bench/sandbox_pool.py)
 
 Inside the sandbox (standalone, standard library only; loaded by path, not as stop_tui):
-zygote.py       the worker itself: its protocol loop, forking and setting up each run
+zygote.py       the worker itself: its protocol loop, forking and setting up each run (ahead)
 seccomp.py      the seccomp filter each run installs
 scratch.py      each run's private, size-capped tmpfs scratch
 proctable.py    the processes the worker sees, and killing a run's whole tree

@@ -6,6 +6,10 @@ stop_tui and only the standard library (and numpy, preloaded). Messages
 are JSON lines. The engine sends `load`, then `call` (a solution's entry function) or
 `improve` (an improver's `improve_algorithm`). An improver reaches the LM and its utility only
 through the proxies below, which send `rpc` messages and wait for the engine's answer.
+
+The main thread reads the engine's messages itself (no thread hand-off per call) until an
+improver's run starts: from then on a reader thread does, to route the answers of its proxy
+calls while `improve_algorithm` runs.
 """
 
 import importlib.util
@@ -33,10 +37,55 @@ def _send(sock, message):
         sock.sendall(data)
 
 
-def _reader(sock):
-    stream = sock.makefile("rb")
-    for line in stream:
-        message = json.loads(line)
+def _read(stream):
+    """The engine's next message (None at the end): a JSON line, then the raw bytes of the
+    arrays it carries when it says how many (`blobs`: their sizes), read into one writable
+    buffer; `blobs` then holds a view of each."""
+    line = stream.readline()
+    if not line:
+        return None
+    received = time.monotonic_ns()
+    message = json.loads(line)
+    sizes = message.get("blobs")
+    if sizes:
+        data = memoryview(bytearray(sum(sizes)))
+        got = 0
+        while got < len(data):
+            count = stream.readinto(data[got:])
+            if not count:
+                return None
+            got += count
+        blobs, at = [], 0
+        for size in sizes:
+            blobs.append(data[at:at + size])
+            at += size
+        message["blobs"] = blobs
+    if message.get("trace"):  # the engine asked where the time goes (its trace.py)
+        message["trace"] = [["received", received], ["parsed", time.monotonic_ns()]]
+    return message
+
+
+class _Messages:
+    """The engine's messages, read by the main thread until `hand_over()` starts the reader."""
+
+    def __init__(self, sock):
+        self.stream = sock.makefile("rb")
+        self.reader = None
+
+    def next(self):
+        if self.reader is not None:
+            return _inbox.get()
+        message = _read(self.stream)
+        return {"op": "eof"} if message is None else message
+
+    def hand_over(self):
+        if self.reader is None:
+            self.reader = threading.Thread(target=_reader, args=(self.stream,), daemon=True)
+            self.reader.start()
+
+
+def _reader(stream):
+    while (message := _read(stream)) is not None:
         if message.get("op") in ("rpc_result", "rpc_error"):
             with _pending_lock:
                 slot = _pending.pop(message["id"], None)
@@ -119,26 +168,35 @@ def _to_plain(value, depth=0):
     raise TypeError(f"cannot return a {type(value).__name__}")
 
 
-def _decode(value):
-    if isinstance(value, dict) and "__ndarray_b64__" in value:
-        import base64
-
+def _decode(value, blobs=()):
+    """Inputs as the engine encoded them (process.encode): tagged arrays become arrays (those
+    sent as raw bytes are writable views of the message's buffer, `blobs`)."""
+    if isinstance(value, dict) and "__ndarray_blob__" in value:
         import numpy as np
 
-        data = base64.b64decode(value["__ndarray_b64__"])
-        return np.frombuffer(data, dtype=value["dtype"]).reshape(value["shape"]).copy()
+        blob = blobs[value["__ndarray_blob__"]]
+        return np.frombuffer(blob, dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, dict) and "__ndarray__" in value:
         import numpy as np
 
         return np.array(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, blobs) for v in value]
     return value
 
 
 def _set_rng(rng):
     import random
 
+    seeds = rng.get("seeds")
+    if seeds is not None:  # generators the engine derived, as the seeds they are made from
+        if seeds.get("random") is not None:
+            random.seed(int(seeds["random"]))
+        if seeds.get("numpy") is not None:
+            import numpy as np
+
+            np.random.seed(np.array(seeds["numpy"], dtype=np.uint32))
+        return
     if rng.get("random") is not None:
         version, state, gauss = rng["random"]
         if isinstance(state, str):
@@ -200,10 +258,22 @@ def _error_text(exc):
     return f"{type(exc).__name__}: {exc}"[:500] + where
 
 
-def serve(sock):
-    """Load the program the engine sends and answer its calls until the engine hangs up."""
-    threading.Thread(target=_reader, args=(sock,), daemon=True).start()
-    setup = _inbox.get()
+def _mark(marks, name):
+    if marks is not None:
+        marks.append([name, time.monotonic_ns()])
+
+
+def serve(sock, marks=None, notice=None):
+    """Load the program the engine sends and answer its calls until the engine hangs up.
+    `marks`: the run's set-up so far ([name, CLOCK_MONOTONIC ns], from the zygote), sent back
+    with the load's reply, with the load's own, when the engine asks (its trace.py).
+    `notice`: a datagram socket on which a call says its inputs are staged (the kernel stamps
+    the time; the engine reads it with the result, without waking up for it)."""
+    messages = _Messages(sock)
+    setup = messages.next()
+    if setup.get("op") != "load":
+        return
+    marks = (marks or []) + (setup.get("trace") or []) if setup.get("trace") else None
     _limits(setup.get("memory_mb"), setup.get("output_kb"))
     if setup.get("helpers"):
         _load_helpers(setup["helpers"])
@@ -222,38 +292,49 @@ def serve(sock):
     except BaseException as exc:  # SyntaxError, SystemExit, anything the import does
         _send(sock, {"op": "error", "error": _error_text(exc)})
         return
-    _send(sock, {"op": "loaded"})
+    _mark(marks, "loaded")
+    _send(sock, {"op": "loaded", **({"trace": marks} if marks is not None else {})})
     while True:
-        message = _inbox.get()
+        message = messages.next()
         if message["op"] != "call":
             return
+        marks = message.get("trace") or None
+        _mark(marks, "dequeued")
         if message.get("seed") is not None:
             _seed(message["seed"])
         if message.get("rng"):
             _set_rng(message["rng"])
+        _mark(marks, "rng")
         if message.get("improve"):
+            messages.hand_over()  # its proxies' answers arrive while it runs
             spec = message["improve"]
             args = [spec["initial_solution"],
                     UtilityProxy(sock, spec["utility_str"], spec["utility_budget"]),
                     LanguageModelProxy(sock, spec["lm_budget"], spec["max_responses_per_call"])]
         else:
-            args = message["args"] if message.get("plain") else _decode(message["args"])
-            if message.get("stage"):
-                # Inputs are decoded and the RNG set. The engine's clock runs from the `call`
-                # (this process's code, the candidate's included, ran the decoding; the engine
-                # allows for what honest decoding costs) to the result.
-                _send(sock, {"op": "ready", "n": message.get("n")})
-                go = _inbox.get()
-                if go.get("op") != "go" or go.get("n") != message.get("n"):
-                    return
+            args = message["args"] if message.get("plain") else _decode(message["args"], message.get("blobs") or ())
+            _mark(marks, "decoded")
+            if message.get("stage") and notice is not None:
+                # Inputs decoded and the RNG set: say so, and call at once. The kernel stamps
+                # this notice when it is sent: staging (this process's code, the candidate's
+                # included, ran the decoding; the engine allows for what honest decoding
+                # costs) is on the engine's clock up to it, the call from it to the result.
+                try:
+                    notice.send(str(message.get("n")).encode())
+                except OSError:
+                    pass
         started = time.perf_counter()
         try:
             value = entry(*args)
             seconds = time.perf_counter() - started
+            _mark(marks, "ran")
             reply = {"op": "result", "n": message.get("n"), "value": _to_plain(value), "seconds": seconds}
+            _mark(marks, "encoded")
         except BaseException as exc:
             reply = {"op": "error", "n": message.get("n"), "error": _error_text(exc),
                      "seconds": time.perf_counter() - started}
+        if marks is not None:
+            reply["trace"] = marks
         try:
             _send(sock, reply)
         except (TypeError, ValueError, RecursionError) as exc:

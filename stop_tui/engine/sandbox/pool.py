@@ -1,8 +1,9 @@
 """The warm pool: one confined zygote (numpy preloaded) forks a fresh process per run.
 
 The engine keeps one `Pool` per process (`default_pool()`); every `Sandbox` asks it for a run.
-Starting a run costs a fork inside the sandbox, not a new interpreter, so isolation does not
-multiply the cost of an evaluation (bench/sandbox_pool.py measures it). When the zygote dies
+Starting a run costs handing a spare process (forked and confined by the zygote in advance) its
+sockets, not a new interpreter, so isolation does not multiply the cost of an evaluation
+(bench/sandbox_pool.py measures it). When the zygote dies
 or stops answering, the pool kills its whole confinement (the pid namespace goes with it) and
 starts a new one on the next request.
 
@@ -28,6 +29,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,9 @@ class Run:
     def kill(self, timeout: float = REPLY_TIMEOUT) -> None:
         self.pool.kill(self, timeout)
 
+    def release(self, grace: float) -> None:
+        self.pool.release(self, grace)
+
     def wait_status(self, timeout: float) -> int | None:
         self.exited.wait(timeout)
         return self.status
@@ -110,6 +115,11 @@ class Pool:
         self._closed = False
         self.scratch_note: str | None = None  # why runs could not have their own scratch
         self.seccomp_note: str | None = None  # what the live probe of the seccomp filter found wrong
+        # The spare (the next run's process, confined and waiting: zygote.prepare_spare), by
+        # its pid as the worker sees it (in its pid namespace, where it has one); None when it
+        # died. Right after a spawn it still names the spare just handed over, until the worker
+        # has made the next.
+        self.spare_pid: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -287,6 +297,9 @@ class Pool:
                 self._ready_message = message
                 self._ready.set()
                 continue
+            if op == "spare":
+                self.spare_pid = message.get("pid")
+                continue
             run = self._runs.get(message.get("id"))
             if run is None:
                 continue
@@ -310,8 +323,12 @@ class Pool:
                 self._fail_all("the sandbox worker died")
 
     # -- runs -------------------------------------------------------------------------
-    def spawn(self, sock_fd: int, out_fd: int, limits: dict[str, Any]) -> Run:
-        """Fork a fresh run in the zygote; it serves the child protocol on `sock_fd`."""
+    def spawn(self, fds: tuple[int, int, int], limits: dict[str, Any],
+              sent: Callable[[], None] | None = None) -> Run:
+        """A fresh run from the zygote; `fds`: its protocol socket, its output file and its
+        staging-notice socket (see process.py). `sent()`, if given, is called once the request
+        is on its way (the zygote holds its own copies of `fds` then), before the answer is
+        waited for: the caller can talk to the run meanwhile."""
         with self._lock:
             if self._closed:
                 raise PoolError("the sandbox pool is closed")
@@ -319,11 +336,13 @@ class Pool:
             run = Run(next(self._ids), self, self._generation)
             self._runs[run.id] = run
             try:
-                self._send({"op": "spawn", "id": run.id, "limits": limits}, (sock_fd, out_fd))
+                self._send({"op": "spawn", "id": run.id, "limits": limits}, fds)
             except PoolError:
                 self._runs.pop(run.id, None)
                 self._stop()
                 raise
+        if sent is not None:
+            sent()
         if not run.spawned.wait(REPLY_TIMEOUT):
             self.restart(run.generation)
             raise PoolError("the sandbox worker did not answer")
@@ -341,6 +360,16 @@ class Pool:
             return
         if not run.killed.wait(timeout):
             self.restart(run.generation)
+
+    def release(self, run: Run, grace: float) -> None:
+        """The engine is done with the run (and hung up): it gets `grace` seconds to exit by
+        itself, then the zygote kills it and everything it started. Does not wait."""
+        if run.exited.is_set() or run.killed.is_set():
+            return
+        try:
+            self._send({"op": "release", "id": run.id, "grace": grace})
+        except PoolError:
+            pass  # the worker is gone, and its runs with it
 
     def restart(self, generation: int) -> None:
         with self._lock:

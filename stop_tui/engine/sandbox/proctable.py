@@ -51,7 +51,8 @@ def kill_run(leader, live, uid, me, leaders, reap):
         children = {}
         for pid, (ppid, _, _) in procs.items():
             children.setdefault(ppid, []).append(pid)
-        stack = [leader] + children.get(me, [])
+        # its tree, and the trees of orphans (never those of the other runs' leaders)
+        stack = [leader] + [pid for pid in children.get(me, []) if pid not in leaders]
         while stack:
             pid = stack.pop()
             for kid in children.get(pid, []):
