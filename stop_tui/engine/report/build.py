@@ -66,6 +66,9 @@ def _unreadable(target: Target, reason: str | None, failed: list[tuple[str, str]
 def _read(target: Target, failed: list[tuple[str, str]]) -> tuple[RunRow, dict[str, Any], list[ev.Event]] | None:
     """(RunRow, meta, events) of the target's session, read once (read-only); None when it
     cannot be read (listed in `failed`, or an error when it was named on its own)."""
+    if target.kind == UNREADABLE:
+        _unreadable(target, target.reason, failed)
+        return None
     try:
         store = SessionStore(target.folder, readonly=True)
         try:
@@ -88,9 +91,6 @@ def _groups(runs: Sequence[Target], failed: list[tuple[str, str]]) -> tuple[list
         if target.kind == NOT_STARTED:
             failed.append((target.id, "not started yet"))
             continue
-        if target.kind == UNREADABLE:
-            _unreadable(target, target.reason, failed)
-            continue
         read = _read(target, failed)
         if read is None:
             continue
@@ -106,9 +106,6 @@ def _transfers(targets: Sequence[Target], failed: list[tuple[str, str]]):
     sessions: list[RunRow] = []
     means: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     for target in targets:
-        if target.kind == UNREADABLE:
-            _unreadable(target, target.reason, failed)
-            continue
         read = _read(target, failed)
         if read is None:
             continue

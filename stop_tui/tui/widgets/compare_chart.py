@@ -19,7 +19,7 @@ from textual.widget import Widget
 from stop_tui.engine.report.live import LiveRun
 from stop_tui.engine.report.model import Group
 from stop_tui.tui.palette import palette
-from stop_tui.tui.widgets.scores import axis_top
+from stop_tui.tui.widgets.scores import axis_top, beside
 
 SERIES = ("success", "secondary", "accent", "warning", "primary", "error")
 BY_GROUP, BY_SESSION = "group", "session"
@@ -116,19 +116,7 @@ class CompareChart(Widget):
         chart = self._chart(chart_w, height, c)
         if not side:
             return chart
-        left = chart.split("\n", allow_blank=True)
-        right = self._side(height, c).split("\n", allow_blank=True)
-        out = Text(no_wrap=True, overflow="crop", end="")
-        for row in range(height):
-            lt = left[row].copy() if row < len(left) else Text()
-            lt.truncate(chart_w, pad=True)
-            out.append_text(lt)
-            out.append("│", style=c["faint"])
-            if row < len(right):
-                out.append_text(right[row])
-            if row < height - 1:
-                out.append("\n")
-        return out
+        return beside(chart, self._side(height, c), chart_w, height, c["faint"])
 
     def _curve(self, values: Sequence[float | None]) -> list[tuple[int, float]]:
         return [(t, float(v)) for t, v in enumerate(values) if v is not None]

@@ -35,6 +35,24 @@ def load_baselines(session_dir: Path | None) -> list[dict]:
     return out
 
 
+def beside(chart: Text, side: Text, chart_w: int, height: int, rule: str) -> Text:
+    """`chart` (padded or cut to `chart_w` columns) and `side` next to it, a rule between, for
+    `height` rows: the Scores and compare panes' chart with its table."""
+    out = Text(no_wrap=True, overflow="crop", end="")
+    left = chart.split("\n", allow_blank=True)
+    right = side.split("\n", allow_blank=True)
+    for row in range(height):
+        lt = left[row].copy() if row < len(left) else Text()
+        lt.truncate(chart_w, pad=True)
+        out.append_text(lt)
+        out.append("│", style=rule)
+        if row < len(right):
+            out.append_text(right[row])
+        if row < height - 1:
+            out.append("\n")
+    return out
+
+
 def axis_top(values: list[float]) -> float:
     """The top of the y axis: 1 for scores that live in [0, 1] (every task's utility does);
     otherwise a round number just above the largest value."""
@@ -108,21 +126,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         chart = self._chart(chart_w, height, c)
         if not show_table:
             return chart
-        table = self._table(height, c)
-        out = Text(no_wrap=True, overflow="crop", end="")
-        left = chart.split("\n", allow_blank=True)
-        right = table.split("\n", allow_blank=True)
-        for row in range(height):
-            lt = left[row] if row < len(left) else Text()
-            lt = lt.copy()
-            lt.truncate(chart_w, pad=True)
-            out.append_text(lt)
-            out.append("│" if row < height else "", style=c["faint"])
-            if row < len(right):
-                out.append_text(right[row])
-            if row < height - 1:
-                out.append("\n")
-        return out
+        return beside(chart, self._table(height, c), chart_w, height, c["faint"])
 
     def _series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         vals, tests = [], []
