@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from rich.style import Style
 from rich.text import Text
 from textual.cache import LRUCache
-from textual.geometry import Size
-from textual.reactive import Reactive
 from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -51,29 +49,6 @@ Keys: ↑/↓ move, `{key:lineage.expand}` / `{key:lineage.collapse}` expand / c
 """
 
     BINDINGS = bindings(LINEAGE)
-
-    # A live session adds nodes many times a second. Textual's Tree asks for a layout of the
-    # whole screen on each change (its _invalidate, and virtual_size is a layout reactive),
-    # which re-arranges and re-draws every pane; a key pressed meanwhile waits for it. The
-    # tree's lines only need a repaint, and its scrollbars their new range, unless a scrollbar
-    # appears or goes: only then is a layout asked for.
-    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
-
-    def watch_virtual_size(self, before: Size, after: Size) -> None:
-        view = self.scrollable_content_region.size
-        if (before.height > view.height) != (after.height > view.height) or \
-                (before.width > view.width) != (after.width > view.width):
-            self.refresh(layout=True)
-            return
-        self._scroll_update(after)
-        self.refresh()
-
-    def _invalidate(self) -> None:
-        """Tree._invalidate, without its layout (see virtual_size)."""
-        self._clear_line_cache()
-        self._updates += 1
-        self.root._reset()
-        self.refresh()
 
     def __init__(self, session_model: m.Snapshot, **kwargs) -> None:
         super().__init__("session", data="", **kwargs)
