@@ -19,7 +19,7 @@ from textual.widget import Widget
 from stop_tui.engine.report.live import LiveRun
 from stop_tui.engine.report.model import Group
 from stop_tui.tui.palette import palette
-from stop_tui.tui.widgets.scores import axis_top, beside
+from stop_tui.tui.widgets.scores import axis_top, chart_and_side
 
 SERIES = ("success", "secondary", "accent", "warning", "primary", "error")
 BY_GROUP, BY_SESSION = "group", "session"
@@ -109,14 +109,7 @@ class CompareChart(Widget):
 
     # -- drawing ------------------------------------------------------------------------------
     def render(self) -> Text:
-        c = palette(self.app)
-        width, height = self.content_region.width, self.content_region.height
-        side = width >= SIDE_WIDTH + 30
-        chart_w = width - (SIDE_WIDTH + 1 if side else 0)
-        chart = self._chart(chart_w, height, c)
-        if not side:
-            return chart
-        return beside(chart, self._side(height, c), chart_w, height, c["faint"])
+        return chart_and_side(palette(self.app), self.content_region.size, SIDE_WIDTH, self._chart, self._side)
 
     def _curve(self, values: Sequence[float | None]) -> list[tuple[int, float]]:
         return [(t, float(v)) for t, v in enumerate(values) if v is not None]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
 from stop_tui.tui import model as m
@@ -33,6 +35,18 @@ def load_baselines(session_dir: Path | None) -> list[dict]:
             except (OSError, ValueError, AttributeError):
                 continue
     return out
+
+
+def chart_and_side(c: dict[str, str], size: Size, side_width: int,
+                   chart: Callable[[int, int, dict[str, str]], Text],
+                   side: Callable[[int, dict[str, str]], Text]) -> Text:
+    """A pane's chart (`chart(width, height, c)`) with its table (`side(height, c)`) to the
+    right when the pane is wide enough (the Scores and compare panes)."""
+    width, height = size
+    show = width >= side_width + 30
+    chart_w = width - (side_width + 1 if show else 0)
+    drawn = chart(chart_w, height, c)
+    return beside(drawn, side(height, c), chart_w, height, c["faint"]) if show else drawn
 
 
 def beside(chart: Text, side: Text, chart_w: int, height: int, rule: str) -> Text:
@@ -119,14 +133,7 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         self.refresh()
 
     def render(self) -> Text:
-        c = palette(self.app)
-        width, height = self.content_region.width, self.content_region.height
-        show_table = width >= TABLE_WIDTH + 30
-        chart_w = width - (TABLE_WIDTH + 1 if show_table else 0)
-        chart = self._chart(chart_w, height, c)
-        if not show_table:
-            return chart
-        return beside(chart, self._table(height, c), chart_w, height, c["faint"])
+        return chart_and_side(palette(self.app), self.content_region.size, TABLE_WIDTH, self._chart, self._table)
 
     def _series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         vals, tests = [], []
