@@ -19,7 +19,7 @@ from textual.widget import Widget
 from stop_tui.engine.report.live import LiveRun
 from stop_tui.engine.report.model import Group
 from stop_tui.tui.palette import palette
-from stop_tui.tui.widgets.scores import axis_top, chart_and_side
+from stop_tui.tui.widgets.scores import axis_ticks, axis_top, chart_and_side, y_label
 
 SERIES = ("success", "secondary", "accent", "warning", "primary", "error")
 BY_GROUP, BY_SESSION = "group", "session"
@@ -187,13 +187,9 @@ class CompareChart(Widget):
                 if i.mean is not None:
                     put(row_of(i.mean), col_of(t), "◆", f"bold {col.groups[k]}")
         out = Text(no_wrap=True, overflow="crop", end="")
-        ticks = {0: hi, plot_h - 1: lo}
-        if plot_h >= 3:
-            ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
+        ticks = axis_ticks(hi, lo, plot_h, row_of)
         for r in range(plot_h):
-            label = f"{ticks[r]:5.2f}" if r in ticks else "     "
-            out.append(label + " ", style=c["muted"])
-            out.append("┤" if label.strip() else "│", style=c["faint"])
+            y_label(out, ticks.get(r), c)
             for x in range(plot_w):
                 style = " ".join(filter(None, (fg[r][x], f"on {shade(bands_at[r][x])}" if bands_at[r][x] else "")))
                 out.append(grid[r][x], style=style or None)

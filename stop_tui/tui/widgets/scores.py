@@ -67,6 +67,21 @@ def beside(chart: Text, side: Text, chart_w: int, height: int, rule: str) -> Tex
     return out
 
 
+def axis_ticks(hi: float, lo: float, rows: int, row_of: Callable[[float], int]) -> dict[int, float]:
+    """The y axis's labelled rows: top and bottom, and a middle one whenever there is a row
+    between them (the Scores and compare charts)."""
+    ticks = {0: hi, rows - 1: lo}
+    if rows >= 3:
+        ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
+    return ticks
+
+
+def y_label(out: Text, tick: float | None, c: dict[str, str]) -> None:
+    """A chart row's y axis: its value where it has a tick, then the axis line."""
+    out.append((f"{tick:5.2f}" if tick is not None else "     ") + " ", style=c["muted"])
+    out.append("┤" if tick is not None else "│", style=c["faint"])
+
+
 def axis_top(values: list[float]) -> float:
     """The top of the y axis: 1 for scores that live in [0, 1] (every task's utility does);
     otherwise a round number just above the largest value."""
@@ -206,13 +221,9 @@ folder has `baselines/*.json`. The table lists each iteration's numbers and verd
         for t, v in vals:
             put(row_of(v), col_of(t), "●", c["success"])
         out = Text(no_wrap=True, overflow="crop", end="")
-        ticks = {0: hi, plot_h - 1: lo}
-        if plot_h >= 3:  # a middle tick whenever there is a row between the ends
-            ticks.setdefault(row_of((hi + lo) / 2), (hi + lo) / 2)
+        ticks = axis_ticks(hi, lo, plot_h, row_of)
         for r in range(plot_h):
-            label = f"{ticks[r]:5.2f}" if r in ticks else "     "
-            out.append(label + " ", style=c["muted"])
-            out.append("┤" if label.strip() else "│", style=c["faint"])
+            y_label(out, ticks.get(r), c)
             for x in range(plot_w):
                 out.append(grid[r][x], style=style[r][x] or None)
             out.append("\n")
