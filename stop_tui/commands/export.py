@@ -92,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if written is not None:
-        print(f"wrote {len(written)} programs to {args.programs}", file=sys.stderr)
+        print(f"wrote {len(written)} program{'s' if len(written) != 1 else ''} to {args.programs}", file=sys.stderr)
     if text is not None:
         write_out(text, args.out)
     return 0
