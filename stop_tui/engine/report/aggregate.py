@@ -4,7 +4,7 @@ figure, arXiv 2310.02304 section 5) and the count of runs that gained at least G
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from stop_tui.engine.report.model import CurvePoint, Group, Interval, RunRow
 from stop_tui.engine.stats import mean_ci
@@ -27,6 +27,21 @@ def curve(runs: Sequence[RunRow]) -> tuple[CurvePoint, ...]:
         tests = [r.test[t] for r in runs if t < len(r.test) and r.test[t] is not None]
         points.append(CurvePoint(t, interval(vals), interval(tests)))
     return tuple(points)
+
+
+def group_key(meta: dict) -> tuple[str, str, str | None]:
+    """The group a session's runs belong to, from its meta: (task, model, preset)."""
+    return (str(meta.get("task") or "?"), str(meta.get("model") or "?"), (meta.get("settings") or {}).get("preset"))
+
+
+def groups(keyed: Iterable[tuple[tuple[str, str, str | None], RunRow]]) -> list[Group]:
+    """(group key, run) pairs into groups, sorted by (task, model, preset): the order `report`
+    and the TUI's compare screen list them in."""
+    runs: dict[tuple[str, str, str | None], list[RunRow]] = {}
+    for key, row in keyed:
+        runs.setdefault(key, []).append(row)
+    ordered = sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
+    return [group(task, model, preset, rows) for (task, model, preset), rows in ordered]
 
 
 def group(task: str, model: str, preset: str | None, runs: Sequence[RunRow],

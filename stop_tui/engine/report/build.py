@@ -24,8 +24,8 @@ from stop_tui.engine import events as ev
 from stop_tui.engine.audit import ROLES, audit_events, summed
 from stop_tui.engine.history import History
 from stop_tui.engine.report import paper
-from stop_tui.engine.report.aggregate import group, interval
-from stop_tui.engine.report.collect import row_of
+from stop_tui.engine.report.aggregate import group_key, groups, interval
+from stop_tui.engine.report.collect import read_log, row_of
 from stop_tui.engine.report.model import Group, Report, RunRow, SafetyRow, Spend, TransferRow
 from stop_tui.engine.report.targets import NOT_STARTED, UNREADABLE, Target, resolve
 from stop_tui.engine.stats import wilson
@@ -70,11 +70,7 @@ def _read(target: Target, failed: list[tuple[str, str]]) -> tuple[RunRow, dict[s
         _unreadable(target, target.reason, failed)
         return None
     try:
-        store = SessionStore(target.folder, readonly=True)
-        try:
-            meta, events = store.meta(), list(store.events())
-        finally:
-            store.close()
+        meta, events = read_log(target.folder)
     except SessionUnreadable as exc:
         _unreadable(target, exc.reason, failed)
         return None
@@ -85,7 +81,7 @@ def _read(target: Target, failed: list[tuple[str, str]]) -> tuple[RunRow, dict[s
 
 
 def _groups(runs: Sequence[Target], failed: list[tuple[str, str]]) -> tuple[list[Group], dict[str, list[dict]]]:
-    keyed: dict[tuple[str, str, str | None], list[RunRow]] = defaultdict(list)
+    keyed: list[tuple[tuple[str, str, str | None], RunRow]] = []
     audits: dict[str, list[dict]] = defaultdict(list)  # model -> its runs' audits
     for target in runs:
         if target.kind == NOT_STARTED:
@@ -96,10 +92,9 @@ def _groups(runs: Sequence[Target], failed: list[tuple[str, str]]) -> tuple[list
             continue
         row, meta, events = read
         model = str(meta.get("model"))
-        keyed[(str(meta.get("task")), model, (meta.get("settings") or {}).get("preset"))].append(row)
+        keyed.append((group_key(meta), row))
         audits[model].append(audit_events(events))
-    ordered = sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
-    return [group(task, model, preset, rows) for (task, model, preset), rows in ordered], audits
+    return groups(keyed), audits
 
 
 def _transfers(targets: Sequence[Target], failed: list[tuple[str, str]]):

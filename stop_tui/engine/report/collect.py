@@ -59,17 +59,22 @@ def unreadable_row(session: str, folder: Path, reason: str) -> RunRow:
                   tokens=0, dollars=0.0, spend_by_iteration=(), tokens_by_iteration=(), failed=reason)
 
 
+def read_log(folder: Path) -> tuple[dict, list[ev.Event]]:
+    """(meta, events) of the session in `folder`, read once, read-only (a live session too);
+    SessionUnreadable when it cannot be read."""
+    store = SessionStore(folder, readonly=True)
+    try:
+        return store.meta(), list(store.events())
+    finally:
+        store.close()
+
+
 def run_row(folder: Path, session: str | None = None) -> tuple[RunRow, dict]:
     """(RunRow, meta) of the session in `folder`, read read-only; an unreadable session is a
     RunRow with state "unreadable" and the reason in `failed` (meta {})."""
     session = session or folder.name
     try:
-        store = SessionStore(folder, readonly=True)
-        try:
-            meta = store.meta()
-            events = list(store.events())
-        finally:
-            store.close()
+        meta, events = read_log(folder)
     except SessionUnreadable as exc:
         return unreadable_row(session, folder, exc.reason), {}
     history = History(events, session_id=session)

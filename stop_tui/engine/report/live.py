@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stop_tui.engine.lock import holder
-from stop_tui.engine.report.aggregate import group
+from stop_tui.engine.report.aggregate import groups as groups_of
 from stop_tui.engine.report.collect import row_of, unreadable_row
 from stop_tui.engine.report.model import Group, RunRow
 from stop_tui.engine.store import list_sessions
@@ -83,12 +83,8 @@ def groups(runs: Sequence[LiveRun]) -> tuple[Group, ...]:
     """The runs grouped by (task, model, preset), in that order (as `stop-tui report` lists
     them); each group's curve and gain count from aggregate.group. Unreadable runs and sessions of
     another kind (transfer, baseline) are left out: they have no STOP curve."""
-    keyed: dict[tuple[str, str, str | None], list[RunRow]] = {}
-    for run in runs:
-        if run.row.state != "unreadable" and run.kind == "stop":
-            keyed.setdefault(run.key, []).append(run.row)
-    ordered = sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
-    return tuple(group(task, model, preset, rows) for (task, model, preset), rows in ordered)
+    return tuple(groups_of((run.key, run.row) for run in runs
+                           if run.row.state != "unreadable" and run.kind == "stop"))
 
 
 def sessions_in(folder: Path) -> list[tuple[str, Path]]:
