@@ -18,7 +18,10 @@ calls, each wave of them as wide as the widest. The breakdown splits the wall ti
 (the process's start to its first request at the server: interpreter, imports, session,
 sandbox, the LM client), the LM (server busy), the engine between LM calls (sandboxed
 improvers and evaluations, the store) and the exit (the last event to the process's end: the
-summary, closing, the interpreter's shutdown).
+summary, closing, the interpreter's shutdown). Its last line is what no engine change moves: the
+`openai` package's import and the CLI's own, each timed in a fresh interpreter, both paid
+before the first request (the client is built in a thread while the session and the sandbox
+start, but imports hold the one GIL).
 
 The paper rows (always printed) run `run --iterations 0` (the seed's 5 improver runs),
 `transfer` (the seed improver as the improver to evaluate, on --transfer-tasks) and
@@ -94,6 +97,14 @@ def covered(intervals: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total
+
+
+def import_seconds(module: str, runs: int = 3) -> float:
+    """`import module` in a fresh interpreter (the median of `runs`)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, cwd=ROOT).stdout) for _ in range(runs)]
+    return statistics.median(times)
 
 
 def overhead(r: dict, latency: float) -> float:
@@ -173,6 +184,10 @@ def main() -> None:
           "(improver sandboxes, proxies, the store)")
     inner = statistics.median((x["wall"] - x["start"] - x["exit"]) / ideal for x in honours)
     print(f"  from the first request at the server to the last event (without start-up and exit): {inner:.2f}x")
+    lm_import, cli_import = import_seconds("openai"), import_seconds("stop_tui.cli")
+    print(f"  before any engine work, in a fresh interpreter: `import openai` {lm_import:.2f} s and "
+          f"`import stop_tui.cli` {cli_import:.2f} s, both before the first request: "
+          f"(ideal + both) / ideal = {(ideal + lm_import + cli_import) / ideal:.2f}x")
 
     print("\nthe paper preset on a server that honours n, default --max-concurrency (8)")
     print(f"{'':42} {'wall s':>7} {'busy':>6} {'load':>6} {'peak':>5} {'requests':>9}")

@@ -1,3 +1,3 @@
-from stop_tui.cli import main
+from stop_tui.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from stop_tui.commands import (
@@ -297,3 +299,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         os._exit(0)
+
+
+def entry() -> None:
+    """The console script and `python -m stop_tui`: main(), then a quick exit.
+
+    Once main() has returned, every command has written and closed what it made (sessions,
+    sandboxes, the LM's worker); what a normal exit adds is the interpreter taking its modules
+    apart, about 0.13 s after a run (bench/lm_concurrency.py, the exit column) that a script
+    calling `stop-tui run` in a loop pays each time. So the exit handlers run (logging, Ray,
+    temporary files) and the process ends without the teardown. Only when nothing else is
+    still at work: a thread that is no daemon gets the normal exit, which waits for it."""
+    rc = main()
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        raise SystemExit(rc)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # the reader went away, or a stream is closed
+        pass
+    os._exit(rc if isinstance(rc, int) else 1)
