@@ -11,6 +11,7 @@ from synthetic logs (fixed times) with one session growing under a held lock."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -213,6 +214,14 @@ def test_live_runs_list_sessions_and_sweep_runs_and_survive_a_damaged_log(source
     failed = LiveRuns([(keys[3].name, paused)]).read()[0]
     assert failed.row == run_row(paused)[0]
     assert state_of(failed) == "failed" and note(failed) == "the run's task raised: ValueError: bad instance"
+    # Held by a process (the workbench that ran it keeps it open): running until its log says
+    # it finished.
+    done = runs[2]
+    assert done.row.state == "finished" and state_of(done) == "finished"
+    pid = {"pid": os.getpid(), "host": "here", "since": 0.0}
+    assert state_of(dataclasses.replace(done, holder=pid)) == "finished"
+    going = dataclasses.replace(done, row=dataclasses.replace(done.row, state="running"), holder=pid)
+    assert state_of(going) == "running"
     assert [(g.model, len(g.runs)) for g in groups(runs)] == [("other", 2), ("scripted", 3)]  # "alone" joins its model's; broken none
 
 

@@ -48,10 +48,11 @@ def _count(n: int, what: str) -> str:
 
 
 def state_of(run: LiveRun) -> str:
-    """running (a process holds it), failed (an error ended it), interrupted (it stopped
+    """running (a process holds it and its log has not finished: a workbench that has a
+    finished session open holds it too), failed (an error ended it), interrupted (it stopped
     mid-iteration), else the log's state (new, paused, finished) or unreadable."""
     row = run.row
-    if run.holder is not None:
+    if run.holder is not None and row.state != "finished":
         return "running"
     if row.state == "unreadable":
         return "unreadable"
