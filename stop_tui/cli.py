@@ -309,9 +309,11 @@ def entry() -> None:
     apart, about 0.13 s after a run (bench/lm_concurrency.py, the exit column) that a script
     calling `stop-tui run` in a loop pays each time. So the exit handlers run (logging, Ray,
     temporary files) and the process ends without the teardown. Only when nothing else is
-    still at work: a thread that is no daemon gets the normal exit, which waits for it."""
+    still at work: a thread that is no daemon gets the normal exit, which waits for it (and so
+    does a result that is not an exit code)."""
     rc = main()
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+    if not isinstance(rc, int) or any(t is not threading.main_thread() and not t.daemon
+                                      for t in threading.enumerate()):
         raise SystemExit(rc)
     atexit._run_exitfuncs()
     try:
@@ -319,4 +321,4 @@ def entry() -> None:
         sys.stderr.flush()
     except (BrokenPipeError, ValueError):  # the reader went away, or a stream is closed
         pass
-    os._exit(rc if isinstance(rc, int) else 1)
+    os._exit(rc)
