@@ -185,7 +185,8 @@ def test_the_breakdown_adds_up():
     for step in ("fork (zygote -> fresh run process)",
                  "namespace and mount set-up (own mount namespace, tmpfs scratch)",
                  "uid drop (groups, gid, uid, parent-death signal again)",
-                 "seccomp load (build and install the filter)"):
+                 "seccomp load (build and install the filter)",
+                 "warm-up: the call path once on made-up data (first-use costs, child.warm_up)"):
         counts = [recorder.count.get(name, 0) for name in (step, trace.IN_ADVANCE + step)]
         assert sum(counts) == 1, (step, counts)
     for name in trace.CALL_SPANS.values():
@@ -198,6 +199,24 @@ def test_the_breakdown_adds_up():
     score_solution(LPN, LPN.seed, "val")
     assert recorder.count["call: input encoding in the engine (arrays, RNG, JSON)"] == 20
     assert trace.active() is None
+
+
+def test_the_spares_warm_up_leaves_a_run_starting_as_it_would_without_it():
+    """child.warm_up (run by every spare before its run is known) seeds the generators on the
+    way: it puts them back, so a program that draws before any seeding draws what it would have."""
+    import random
+
+    import numpy as np
+
+    from stop_tui.engine.sandbox import child
+
+    random.seed(7)
+    np.random.seed(7)
+    before = random.getstate(), np.random.get_state()
+    child.warm_up()
+    assert random.getstate() == before[0]
+    after = np.random.get_state()
+    assert after[0] == before[1][0] and (after[1] == before[1][1]).all() and after[2:] == before[1][2:]
 
 
 HOLDS_A_CHILD = r"""

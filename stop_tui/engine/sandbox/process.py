@@ -34,6 +34,10 @@ from stop_tui.engine.sandbox.isolation import SAFE_ENV  # noqa: F401  (re-export
 from stop_tui.engine.sandbox.pool import Pool, PoolError, Run, default_pool
 
 MAX_MESSAGE = 32 * 1024 * 1024  # bytes per reply line
+# Bytes asked of one read. recv(n) makes an n-byte object first: at 1 MiB that is a fresh mmap
+# (and its unmapping) per read, 10-30 us of a call whose round trip is ~150 us; a longer
+# message takes several reads.
+READ_SIZE = 1 << 16
 KILL_GRACE = 1.0  # seconds past a call's time limit before the run is killed
 STAGE_BASE = 0.01  # seconds honest staging of a call's inputs may take, uncharged, plus:
 STAGE_RATE = 2e6  # bytes of input per uncharged second (parsing them in the child, under load)
@@ -550,7 +554,7 @@ class Sandbox:
             ready, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
             if not ready:
                 return False
-            data = self._sock.recv(1 << 20)
+            data = self._sock.recv(READ_SIZE)
         except (OSError, ValueError):  # closed or shut down here (a kill)
             data = b""
         self._received = time.monotonic_ns()

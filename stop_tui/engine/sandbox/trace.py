@@ -26,6 +26,7 @@ _SETUP = {
     "uid": "uid drop (groups, gid, uid, parent-death signal again)",
     "seccomp": "seccomp load (build and install the filter)",
     "env": "environment",
+    "warm": "warm-up: the call path once on made-up data (first-use costs, child.warm_up)",
 }
 # A run's process is a spare (zygote.prepare_spare), set up before its run is asked for: the
 # spans of its set-up that ended before the engine asked are off the engine's wait, and named so.

@@ -261,6 +261,8 @@ class Zygote:
                 ours.close()
                 marks = [["prepare", begun], ["forked", time.monotonic_ns()]]
                 if self.confine(uid, directory, marks):
+                    sys.modules["stop_sandbox_child"].warm_up()
+                    marks.append(["warm", time.monotonic_ns()])
                     first = _wait_for_run(its, marks)
                     if first is not None:
                         self.serve_run(*first, uid, marks)
