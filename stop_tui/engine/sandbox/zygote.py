@@ -261,7 +261,10 @@ class Zygote:
                 ours.close()
                 marks = [["prepare", begun], ["forked", time.monotonic_ns()]]
                 if self.confine(uid, directory, marks):
-                    sys.modules["stop_sandbox_child"].warm_up()
+                    try:
+                        sys.modules["stop_sandbox_child"].warm_up()
+                    except Exception:  # noqa: BLE001 - it only saves time: the run goes on cold
+                        pass
                     marks.append(["warm", time.monotonic_ns()])
                     first = _wait_for_run(its, marks)
                     if first is not None:
