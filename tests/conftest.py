@@ -22,11 +22,25 @@ def stop_tui(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           env=full_env, timeout=timeout, cwd=cwd or ROOT)
 
 
+# Where CI runs (.ci/run sets it) the sandbox is bubblewrap with every protection, as root: a
+# test that would skip, or check less, for want of one fails there instead.
+STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"
+
+
+def skip_unless(condition: bool, reason: str) -> None:
+    """Skip the test unless `condition`; where STOP_TUI_REQUIRE_BWRAP=1, fail instead."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"{reason} (STOP_TUI_REQUIRE_BWRAP=1: this machine must have it; see stop-tui doctor)")
+    pytest.skip(reason)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Where CI runs (STOP_TUI_REQUIRE_BWRAP=1, set by .ci/run) the run cannot go green on a weaker
     sandbox: `stop-tui doctor` must pass (bubblewrap mode with every protection, the live probe
     getting nothing through, a working local model) before any test runs."""
-    if os.environ.get("STOP_TUI_REQUIRE_BWRAP") != "1":
+    if not STRICT:
         return
     done = stop_tui("doctor", timeout=600)
     if done.returncode != 0:

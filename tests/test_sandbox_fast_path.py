@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless
 
 from stop_tui.engine.candidate_rng import CandidateRng
 from stop_tui.engine.sandbox import trace
@@ -28,7 +29,6 @@ from stop_tui.engine.tasks import load_task
 pytestmark = pytest.mark.timeout(180)
 
 LPN = load_task("lpn")
-STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"
 PROTECTIONS = default_pool().describe()["protections"]
 
 # Random programs, scored before the generators travelled as seeds (the states were sent then):
@@ -47,12 +47,6 @@ BEFORE = {
 SOURCES = {"random": USES_RANDOM, "both": USES_BOTH, "seed": LPN.seed}
 
 
-def require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if STRICT:
-        pytest.fail(f"{reason} (STOP_TUI_REQUIRE_BWRAP=1)")
-    pytest.skip(reason)
 
 
 @pytest.mark.parametrize(("program", "split"), sorted(BEFORE))
@@ -144,7 +138,7 @@ def _spares(pool: Pool) -> list[int]:
 
 
 def test_a_spare_that_dies_is_replaced():
-    require(os.geteuid() == 0 and PROTECTIONS.get("unprivileged_uid"), "spares have their own uid as root")
+    skip_unless(os.geteuid() == 0 and PROTECTIONS.get("unprivileged_uid"), "spares have their own uid as root")
     pool = Pool(PoolConfig())
     try:
         with Sandbox(WHO, "algorithm", pool=pool) as box:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, ROOT
+from conftest import PROGRAMS, ROOT, STRICT, skip_unless
 
 from stop_tui.engine.improver import Utility, run_improver
 from stop_tui.engine.lm.base import Completions
@@ -41,18 +41,6 @@ PROTECTIONS = default_pool().describe()["protections"]
 ROOT_USER = os.geteuid() == 0
 # The daemon programs exec Python; in the fallback modes a run's uid may not read the prefix.
 EXEC_OK = MODE == "bwrap" or not ROOT_USER or prefix_readable_by_others()
-# Where CI runs (.ci/run sets it) the sandbox is bubblewrap with every protection, as root: a
-# test that would skip, or check less, for want of one fails there instead.
-STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"
-
-
-def skip_unless(condition: bool, reason: str) -> None:
-    """Skip the test unless `condition`; where STOP_TUI_REQUIRE_BWRAP=1, fail instead."""
-    if condition:
-        return
-    if STRICT:
-        pytest.fail(f"{reason} (STOP_TUI_REQUIRE_BWRAP=1: this machine must have it; see stop-tui doctor)")
-    pytest.skip(reason)
 
 
 def has(protection: str) -> bool:

