@@ -5,12 +5,15 @@ read, never written."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from lm_helpers import events_of, responder, session_files
 from scripted_server import ScriptedLMServer
 
 from stop_tui.engine import events as ev
 from stop_tui.engine.loop import Engine
+from stop_tui.engine.store import SessionStore
 from stop_tui.engine.sweep.layout import SweepSpec, create_sweep
 from stop_tui.engine.sweep.runner import run_one
 from stop_tui.engine.sweep.status import sweep_status
@@ -76,3 +79,30 @@ def test_a_damaged_session_fails_its_run_and_is_left_as_it_is(sweep):
     assert out["outcome"] == "failed" and "is unreadable" in out["error"]
     assert (folder / "session.db").read_bytes() == b"not a database" * 100
     assert server.requests == []
+
+
+def test_a_sweeps_runs_create_their_sessions_in_one_folder_at_once(tmp_path):
+    """Runs start together (Ray tasks, one per core): each one's session is made in the sweep's
+    folder while the others' are, and none is refused (the folder's write check is each one's
+    own)."""
+    folder = tmp_path / "sweep"
+    names = [f"run{k}" for k in range(8)]
+    errors: list[BaseException] = []
+
+    for round_ in range(10):
+        start = threading.Barrier(len(names))
+
+        def create(name: str) -> None:
+            start.wait()
+            try:
+                SessionStore.create(folder, {"task": "lpn"}, name=f"{name}-{round_}").close()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}-{r}" for n in names for r in range(10))

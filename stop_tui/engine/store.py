@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -152,10 +153,10 @@ class SessionStore:
         except OSError as exc:
             raise UserError(f"sessions dir {sessions_dir} does not exist and cannot be created: "
                             f"{exc.strerror or exc}") from None
-        try:
-            probe = sessions_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+        try:  # a probe of its own: a sweep's runs create their sessions here at once
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=sessions_dir)
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise UserError(f"sessions dir {sessions_dir} is not writable: {exc.strerror or exc}") from None
         label = Path(str(meta.get("task") or "run")).name or "run"  # a task folder path: its name
