@@ -118,14 +118,16 @@ def wait_for(predicate, timeout: float = 60.0, step: float = 0.02) -> bool:
     return False
 
 
-def kinds_in_log(sessions_dir: Path) -> Counter:
-    """Event kinds committed so far by a running session (read-only, WAL-safe)."""
+def kinds_in_log(sessions_dir: Path, under: str = "") -> Counter:
+    """Event kinds committed so far by a running session (read-only, WAL-safe); `under`: only
+    events whose path starts with it."""
     found = [p for p in sessions_dir.iterdir() if (p / "session.db").exists()]
     if not found:
         return Counter()
     try:
         con = sqlite3.connect(f"file:{found[0] / 'session.db'}?mode=ro", uri=True, timeout=1)
-        rows = con.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall()
+        rows = con.execute("SELECT kind, COUNT(*) FROM events WHERE substr(path, 1, ?) = ? GROUP BY kind",
+                           (len(under), under)).fetchall()
         con.close()
     except sqlite3.Error:
         return Counter()

@@ -10,6 +10,7 @@ from lm_helpers import responder
 from scripted_server import ScriptedLMServer
 from task_helpers import RETURNS_0, write_task
 
+from stop_tui.engine import cores as cores_module
 from stop_tui.engine import events as ev
 from stop_tui.engine.lm.openai_backend import OpenAIBackend
 from stop_tui.engine.session import new_session, session_settings
@@ -31,9 +32,10 @@ def evaluate(run, split):
 
 
 def machine(monkeypatch, cores: int, load: float) -> None:
-    """What scoring.idle_cores reads of the machine: its cores for this process, its load."""
+    """What cores.idle_cores reads of the machine: its cores for this process, and how many
+    of them the rest of the machine keeps busy."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(cores_module, "_busy_elsewhere", lambda: load)
 
 
 def final_scoring(tmp_path, sessions_dir) -> tuple[tuple[float, float], float, list]:

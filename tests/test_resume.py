@@ -91,18 +91,37 @@ def test_kill_mid_call(reference, tmp_path):
     assert summary["resumes"] == 1
 
 
-def test_kill_mid_evaluation(reference, tmp_path):
-    """Killed while an improver's candidate solutions are being scored in the sandbox."""
-    def scoring(server, folder):
-        seen = kinds_in_log(folder)
-        return seen[ev.RUN_STARTED] >= 2 and seen[ev.SOLUTION_SCORED] >= 5
+SLOW_CALL = 0.02  # seconds a downstream program takes per instance: 0.4 s per val evaluation
 
-    with ScriptedLMServer(responder, honour_n=False, latency=LATENCY) as server:
-        summary = kill_and_resume(tmp_path, server, scoring)
+
+def slow_responder(body: dict, i: int) -> str:
+    """`responder`'s replies, with downstream programs that take SLOW_CALL per instance."""
+    reply = responder(body, i)
+    if "def improve_algorithm" in body["messages"][-1]["content"]:
+        return reply
+    return reply.replace("    return np.zeros", f"    import time\n    time.sleep({SLOW_CALL})\n    return np.zeros")
+
+
+def test_kill_mid_evaluation(tmp_path):
+    """Killed while an improver's candidate solutions are being scored in the sandbox: the
+    first candidate improver's run has its LM reply and is scoring what it got (slow programs,
+    so that the kill lands there)."""
+    def scoring(server, folder):
+        in_c1 = kinds_in_log(folder, "it1/c1/")
+        return in_c1[ev.LM_REPLY] >= 1 and server.inflight == 0 and not in_c1[ev.RUN_FINISHED]
+
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "killed").mkdir()
+    with ScriptedLMServer(slow_responder, honour_n=False, latency=LATENCY) as server:
+        proc = stop_tui(*run_args(server, tmp_path / "reference", "--json"))
+        assert proc.returncode == 0, proc.stderr
+        reference = tmp_path / "reference", json.loads(proc.stdout)["session"], len(server.requests)
+    with ScriptedLMServer(slow_responder, honour_n=False, latency=LATENCY) as server:
+        summary = kill_and_resume(tmp_path / "killed", server, scoring)
         total = len(server.requests)
-    assert_identical(reference, tmp_path, summary)
+    assert_identical(reference, tmp_path / "killed", summary)
     assert total == reference[2]  # nothing was in flight: not one request more
-    events = events_of(tmp_path, summary["session"])
+    events = events_of(tmp_path / "killed", summary["session"])
     resumed = [e for e in events if e.kind == ev.RESUMED]
     assert resumed[0].data["iteration"] == 1 and resumed[0].data["recorded_calls"] >= 2
     # The partial iteration's events are still in the log, superseded.

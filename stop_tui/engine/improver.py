@@ -38,16 +38,24 @@ class Utility:
 
     `cancel` is set when the improver run it serves ends (or `parent` is): scorings still in
     flight (which the score function runs with it as their cancel) stop, and no new use is
-    accepted."""
+    accepted. `foresee` is told the LM's replies as they reach the improver (a downstream
+    run's scorings ahead: scores_ahead.py)."""
 
     def __init__(self, text: str, budget: int, score: Callable[[str, int], float], *,
-                 parent: CancelFlag | None = None) -> None:
+                 parent: CancelFlag | None = None,
+                 foresee: Callable[[list[Any]], None] | None = None) -> None:
         self.str = text
         self.budget = budget
         self.uses = 0
         self.cancel = RunCancel(parent)
         self._score = score
+        self._foresee = foresee
         self._lock = threading.Lock()
+
+    def foresee(self, replies: list[Any]) -> None:
+        """The LM's replies reached the improver: what it may score next (scores_ahead.py)."""
+        if self._foresee is not None and isinstance(replies, list):
+            self._foresee(replies)
 
     def __call__(self, source: str | None) -> float:
         if self.cancel.is_set():
@@ -82,10 +90,14 @@ def run_improver(source: str, initial_solution: str, utility: Utility, lm: Langu
             messages = params.get("messages")
             if not isinstance(messages, list):
                 raise TypeError("message_batch must be a list of strings")
-            return lm.batch_prompt(params.get("expertise"), messages, params.get("temperature", 0.7))
+            replies = lm.batch_prompt(params.get("expertise"), messages, params.get("temperature", 0.7))
+            utility.foresee(replies)
+            return replies
         if method == "lm.prompt":
-            return lm.prompt(params.get("expertise"), params.get("message"),
-                             params.get("n_responses", 1), params.get("temperature", 0.7))
+            replies = lm.prompt(params.get("expertise"), params.get("message"),
+                                params.get("n_responses", 1), params.get("temperature", 0.7))
+            utility.foresee(replies)
+            return replies
         if method == "utility":
             solution = params.get("solution")
             if solution is not None and not isinstance(solution, str):

@@ -14,12 +14,12 @@ import threading
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 from stop_tui.engine import candidate_rng
 from stop_tui.engine import events as ev
-from stop_tui.engine.cores import evaluating, idle_cores
+from stop_tui.engine.cores import evaluating, free_cores
 from stop_tui.engine.errors import Cancelled
 from stop_tui.engine.gate import ITERATION, Gate
 from stop_tui.engine.history import History
@@ -29,6 +29,7 @@ from stop_tui.engine.lm.service import SWITCH_SERVER, LMService
 from stop_tui.engine.resume import effective, find_interrupted, last_totals
 from stop_tui.engine.safety import flag_candidate
 from stop_tui.engine.sandbox.process import CancelFlag, Limits
+from stop_tui.engine.scores_ahead import ScoresAhead
 from stop_tui.engine.scoring import Score, score_solution
 from stop_tui.engine.settings import Settings
 from stop_tui.engine.store import SessionStore, cli_name
@@ -85,32 +86,34 @@ class Engine:
 
     # -- downstream -----------------------------------------------------------------------
     def score_downstream(self, source: str | None, path: str, split: str, *,
-                         cancel: CancelFlag | None = None) -> float:
-        """`cancel`: the utility's of the improver run that asked (it ends with that run)."""
+                         cancel: CancelFlag | None = None, kept: ScoresAhead | None = None) -> float:
+        """`cancel`: the utility's of the improver run that asked (it ends with that run);
+        `kept`: that run's scorings (kept and ahead: scores_ahead.py)."""
         if split == "val":  # static safety checks, once per solution, before it runs
             flag_candidate(self.store.append, source, path, "solution")
-        result = self._evaluate(source, split, cancel)
+        result = self._evaluate(source, split, cancel, kept)
         self._record_score(source, path, split, result)
         return result.score
 
     def score_val_and_test(self, source: str | None, path: str, test_path: str | None = None, *,
-                           cancel: CancelFlag | None = None) -> tuple[float, float]:
+                           cancel: CancelFlag | None = None,
+                           kept: ScoresAhead | None = None) -> tuple[float, float]:
         """score_downstream in val (at `path`) and in test (at `test_path`, default `path`),
         recorded val first. The two evaluations are independent (each has its own sandbox):
-        they run at once when two cores are idle (cores.idle_cores: not on a loaded machine,
+        they run at once when two cores are idle (cores.free_cores: not on a loaded machine,
         nor in a busy meta-utility, which would gain nothing and whose time limits are
         wall-clock), else one after the other; the log reads the same either way."""
         flag_candidate(self.store.append, source, path, "solution")
-        if idle_cores() < 2:
-            val = self._evaluate(source, "val", cancel)
+        if free_cores() < 2:
+            val = self._evaluate(source, "val", cancel, kept)
             self._record_score(source, path, "val", val)
-            tested = self._evaluate(source, "test", cancel)
+            tested = self._evaluate(source, "test", cancel, kept)
             self._record_score(source, test_path or path, "test", tested)
             return val.score, tested.score
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-test") as pool:
-            test = pool.submit(self._evaluate, source, "test", cancel)
+            test = pool.submit(self._evaluate, source, "test", cancel, kept)
             try:
-                val = self._evaluate(source, "val", cancel)
+                val = self._evaluate(source, "val", cancel, kept)
             except BaseException:
                 test.cancel()
                 raise
@@ -119,10 +122,16 @@ class Engine:
         self._record_score(source, test_path or path, "test", tested)
         return val.score, tested.score
 
-    def _evaluate(self, source: str | None, split: str, cancel: CancelFlag | None) -> Score:
+    def _evaluate(self, source: str | None, split: str, cancel: CancelFlag | None,
+                  kept: ScoresAhead | None = None) -> Score:
+        if kept is not None and source:
+            return kept.score(source, split, cancel)
         with evaluating():
-            return score_solution(self.task, source, split, limits=self.limits,
-                                  cancel=cancel or self.cancel, settings=self.task_settings, rng=self.rng)
+            return self._score(source, split, cancel)
+
+    def _score(self, source: str | None, split: str, cancel: CancelFlag | None) -> Score:
+        return score_solution(self.task, source, split, limits=self.limits, cancel=cancel or self.cancel,
+                              settings=self.task_settings, rng=self.rng)
 
     def _record_score(self, source: str | None, path: str, split: str, result: Score) -> None:
         self.emit(ev.SolutionScored(source=self.store.put_text(source) if source else None,
@@ -156,12 +165,13 @@ class Engine:
         s = self.settings
         cancel = cancel or self.cancel
         self.emit(ev.RunStarted(improver=self.store.put_text(improver)), path)
+        kept = ScoresAhead(self._score, cancel)
         utility = Utility(self.task.displayed, s.utility_budget,
                           lambda src, k: self.score_downstream(src, f"{path}/s{k}", "val",
-                                                               cancel=utility.cancel),
-                          parent=cancel)
+                                                               cancel=utility.cancel, kept=kept),
+                          parent=cancel, foresee=kept.foresee)
         lm = self.lm.handle(path, s.lm_budget, s.max_responses_per_call)
-        with self._cancellation_recorded(path):
+        with self._cancellation_recorded(path), closing(kept):
             out = run_improver(improver, self.task.seed, utility, lm, limits=self.limits,
                                time_limit=s.improver_time_limit, seed=self._seed(path), cancel=cancel,
                                wall_limit=self._wall_limit(False))
@@ -173,9 +183,10 @@ class Engine:
             if out.error is not None:
                 val, test = 0.0, (0.0 if with_test else None)
             elif with_test:
-                val, test = self.score_val_and_test(solution, f"{path}/final", cancel=cancel)
+                val, test = self.score_val_and_test(solution, f"{path}/final", cancel=cancel, kept=kept)
             else:
-                val, test = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel), None
+                val, test = self.score_downstream(solution, f"{path}/final", "val", cancel=cancel,
+                                                  kept=kept), None
         self.emit(ev.RunFinished(solution=self.store.put_text(solution) if solution else None,
                                  val=val, test=test, error=out.error, seconds=round(out.seconds, 4),
                                  lm_uses=lm.uses, utility_uses=utility.uses), path)
