@@ -79,7 +79,9 @@ def one_run(latency: float, honour_n: bool, concurrency: int | None, folder: Pat
         events = events_of(folder, summary["session"])
         first = min(answered) - latency  # the first request reached the server
         last = events[-1].t
-        scored = [(e.t - e.data["seconds"], e.t) for e in events if e.kind == ev.SOLUTION_SCORED]
+        # A score given again (a run's final val: engine/scores_ahead.py) records 0 s: no evaluation.
+        scored = [(e.t - e.data["seconds"], e.t) for e in events
+                  if e.kind == ev.SOLUTION_SCORED and e.data["seconds"] > 0]
         return {"wall": wall, "busy": server.busy_wall / wall, "peak": server.max_inflight,
                 "load": server.busy_seconds / wall,
                 "requests": len(server.requests), "reached": summary["lm"]["max_concurrency_reached"],

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from lm_helpers import fenced
+from lm_helpers import IMPROVER, fenced
 from scripted_server import ScriptedLMServer
 from task_helpers import write_task
 
@@ -37,8 +37,7 @@ def evaluate(run, split):
     return out.value / 10 + (0.05 if split == "test" else 0.0)
 '''
 
-# The seed improver's way, and one that scores only the first program of the LM's reply.
-SEED = (os.path.dirname(__file__) + "/../tasks/meta/seed.py")
+# An improver that scores only the first program of the LM's reply.
 FIRST_ONLY = '''from helpers import extract_code
 
 
@@ -62,7 +61,7 @@ def machine(monkeypatch, load: float) -> None:
 
 def one_run(tmp_path, sessions_dir, monkeypatch, improver: str, *, with_test: bool):
     """û of `improver` on the slow task (one run): (its score, the SOLUTION_SCORED events, the
-    evaluations made, seconds from the run's LM reply to its end)."""
+    evaluations made, seconds from the run's LM reply to its end, each scoring's seconds)."""
     folder = write_task(tmp_path / "slowtask", SLOW)
     log = tmp_path / "evaluations.log"
     log.touch()
@@ -78,31 +77,29 @@ def one_run(tmp_path, sessions_dir, monkeypatch, improver: str, *, with_test: bo
     replied = next(e.t for e in events if e.kind == ev.LM_REPLY)
     finished = next(e.t for e in events if e.kind == ev.RUN_FINISHED)
     scored = [(e.path, e.data["split"], e.data["score"]) for e in events if e.kind == ev.SOLUTION_SCORED]
-    return result, scored, log.read_text().split("\n")[:-1], finished - replied
-
-
-def seed_improver() -> str:
-    with open(SEED) as f:
-        return f.read()
+    times = [e.data["seconds"] for e in events if e.kind == ev.SOLUTION_SCORED]
+    return result, scored, log.read_text().split("\n")[:-1], finished - replied, times
 
 
 @pytest.mark.parametrize("load", [0.0, 1.5])
 def test_the_final_val_is_the_score_the_utility_gave(tmp_path, sessions_dir, monkeypatch, load):
     machine(monkeypatch, load)
-    result, scored, made, _ = one_run(tmp_path, sessions_dir, monkeypatch, seed_improver(), with_test=True)
+    result, scored, made, _, times = one_run(tmp_path, sessions_dir, monkeypatch, IMPROVER, with_test=True)
     (_, _, first), (_, _, second) = scored[:2]
     best = max(first, second)
     assert [(p, s) for p, s, _ in scored] == [("probe/r1/s1", "val"), ("probe/r1/s2", "val"),
                                               ("probe/r1/final", "val"), ("probe/r1/final", "test")]
     assert scored[2][2] == best and result.val == best
     assert scored[3][2] == pytest.approx(best + 0.05) and result.test == pytest.approx(best + 0.05)
-    # Two val evaluations (one per program) and the returned one's test: no second val of it.
+    # Two val evaluations (one per program) and the returned one's test: no second val of it,
+    # and its recorded time says so.
     assert sorted(line.split()[0] for line in made) == ["test", "val", "val"], made
+    assert [seconds > 0 for seconds in times] == [True, True, False, True], times
 
 
 def test_on_idle_cores_a_replys_programs_are_scored_at_once(tmp_path, sessions_dir, monkeypatch):
     machine(monkeypatch, 0.0)
-    _, scored, made, took = one_run(tmp_path, sessions_dir, monkeypatch, seed_improver(), with_test=False)
+    _, scored, made, took, _ = one_run(tmp_path, sessions_dir, monkeypatch, IMPROVER, with_test=False)
     assert [(p, s) for p, s, _ in scored] == [("probe/r1/s1", "val"), ("probe/r1/s2", "val"),
                                               ("probe/r1/final", "val")]
     assert len(made) == 2
@@ -111,7 +108,7 @@ def test_on_idle_cores_a_replys_programs_are_scored_at_once(tmp_path, sessions_d
 
 def test_on_a_loaded_machine_they_are_scored_when_asked(tmp_path, sessions_dir, monkeypatch):
     machine(monkeypatch, 1.5)  # one core left: a second evaluation would slow the first
-    _, scored, made, took = one_run(tmp_path, sessions_dir, monkeypatch, seed_improver(), with_test=False)
+    _, scored, made, took, _ = one_run(tmp_path, sessions_dir, monkeypatch, IMPROVER, with_test=False)
     assert [(p, s) for p, s, _ in scored] == [("probe/r1/s1", "val"), ("probe/r1/s2", "val"),
                                               ("probe/r1/final", "val")]
     assert len(made) == 2
@@ -120,7 +117,7 @@ def test_on_a_loaded_machine_they_are_scored_when_asked(tmp_path, sessions_dir, 
 
 def test_a_program_scored_ahead_and_never_asked_for_is_not_recorded(tmp_path, sessions_dir, monkeypatch):
     machine(monkeypatch, 0.0)
-    result, scored, made, _ = one_run(tmp_path, sessions_dir, monkeypatch, FIRST_ONLY, with_test=False)
+    result, scored, made, _, _ = one_run(tmp_path, sessions_dir, monkeypatch, FIRST_ONLY, with_test=False)
     assert [(p, s) for p, s, _ in scored] == [("probe/r1/s1", "val"), ("probe/r1/final", "val")]
     assert result.val == scored[0][2]
     assert 1 <= len(made) <= 2  # the second program's scoring ahead: started, or not yet

@@ -8,7 +8,7 @@ they are scored at once, before the improver asks; its utility then waits for th
 progress instead of starting another. Every scoring of the run is kept by (program, split): the
 improver asking again, and the run's final val (the program it returns is one it scored), get
 the kept Score instead of a second evaluation of the same program, which would say the same (a
-program's generators are fixed per session: candidate_rng).
+program's generators are fixed per session: candidate_rng); its recorded `seconds` are 0.
 
 Nothing is recorded ahead: the log gets each scoring when it is asked for, in the same order,
 with the same scores and static checks as without this. A program scored ahead and never asked
@@ -23,6 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 from stop_tui.engine.cores import evaluating, evaluating_if_idle
 from stop_tui.engine.errors import Cancelled
@@ -46,6 +47,7 @@ class ScoresAhead:
         self._cancel = RunCancel(parent)
         self._lock = threading.Lock()
         self._kept: dict[tuple[str, str], Future[Score | None]] = {}  # None: score it when asked
+        self._handed: set[tuple[str, str]] = set()  # scorings given to an asker
         self._pool: ThreadPoolExecutor | None = None
         self.ahead = 0  # scorings done ahead (they found an idle core)
 
@@ -90,7 +92,7 @@ class ScoresAhead:
                     break
             got = _wait(future, cancel)
             if got is not None:
-                return got
+                return self._given(key, got)
         try:
             with evaluating():
                 result = self._score(program, split, cancel)
@@ -98,7 +100,14 @@ class ScoresAhead:
             own.set_result(None)  # whoever asks next scores it
             raise
         own.set_result(result)
-        return result
+        return self._given(key, result)
+
+    def _given(self, key: tuple[str, str], score: Score) -> Score:
+        """A Score given again took no time (its `seconds`, as recorded, are 0)."""
+        with self._lock:
+            again = key in self._handed
+            self._handed.add(key)
+        return replace(score, seconds=0.0) if again else score
 
     def close(self) -> None:
         """The run has ended: stop what is scored ahead (nothing waits for it any more)."""
