@@ -1,8 +1,8 @@
 """One downstream improver run's scorings: kept, and started ahead on idle cores (issue 13:
 scoring while nothing waits on it).
 
-When an LM reply reaches a downstream improver, the programs in it (read as engine/extract.py,
-the improvers' `helpers.extract_code`, reads them) are what it will most likely score next,
+When an LM reply reaches a downstream improver, the programs in it (as engine/extract.py, the
+improvers' `helpers.extract_code`, reads them) are what it will most likely score next,
 one after the other. While cores are idle (cores.evaluating_if_idle, checked as each starts)
 they are scored at once, before the improver asks; its utility then waits for the scoring in
 progress instead of starting another. Every scoring of the run is kept by (program, split): the
@@ -49,7 +49,6 @@ class ScoresAhead:
         self._kept: dict[tuple[str, str], Future[Score | None]] = {}  # None: score it when asked
         self._handed: set[tuple[str, str]] = set()  # scorings given to an asker
         self._pool: ThreadPoolExecutor | None = None
-        self.ahead = 0  # scorings done ahead (they found an idle core)
 
     def foresee(self, replies: Iterable[object]) -> None:
         """An LM reply reached the improver: score its programs ahead while cores are idle."""
@@ -70,12 +69,9 @@ class ScoresAhead:
             if not idle or self._cancel.is_set():
                 return None
             try:
-                score = self._score(program, split, self._cancel)
+                return self._score(program, split, self._cancel)
             except Exception:  # noqa: BLE001 - Cancelled included: asked for, it is scored then
                 return None
-        with self._lock:
-            self.ahead += 1
-        return score
 
     def score(self, program: str, split: str, cancel: CancelFlag | None) -> Score:
         """`program`'s Score in `split`: kept, or the scoring ahead waited for, or scored now.
